@@ -1,0 +1,18 @@
+"""region-attention: the Region Attention Network (Wang et al., IEEE TIP 2020) as composable PyTorch layers."""
+
+from . import functional
+from .functional import RelationAttentionOutput, SelfAttentionOutput
+from .loss import RegionBiasedLoss
+from .pooling import RelationAttentionPool, SelfAttentionPool
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "RegionBiasedLoss",
+    "RelationAttentionOutput",
+    "RelationAttentionPool",
+    "SelfAttentionOutput",
+    "SelfAttentionPool",
+    "__version__",
+    "functional",
+]

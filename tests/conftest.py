@@ -1,0 +1,60 @@
+"""Shared fixtures: the same suite runs on CPU here and on CUDA wherever a GPU is present.
+
+``--device cuda`` (or ``REGION_ATTENTION_TEST_DEVICE=cuda``) selects the device; by default the tests run
+on the CPU, plus a CUDA copy of the ``device``-parametrised tests when a GPU is visible.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--device",
+        action="append",
+        default=None,
+        help="device(s) to run device-parametrised tests on (cpu, cuda); default: cpu, and cuda when available",
+    )
+
+
+def _devices(config: pytest.Config) -> list[str]:
+    chosen = config.getoption("--device")
+    if not chosen:
+        env = os.environ.get("REGION_ATTENTION_TEST_DEVICE")
+        chosen = env.split(",") if env else ["cpu", "cuda"]
+    return chosen
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "device" in metafunc.fixturenames:
+        params = []
+        for name in _devices(metafunc.config):
+            marks = [pytest.mark.cuda] if name.startswith("cuda") else []
+            if name.startswith("cuda") and not torch.cuda.is_available():
+                marks.append(pytest.mark.skip(reason="CUDA is not available"))
+            params.append(pytest.param(name, marks=marks, id=name))
+        metafunc.parametrize("device", params)
+
+
+#: Absolute/relative tolerances per dtype, for comparisons against float64 references.
+TOLERANCES = {
+    torch.float64: (1e-10, 1e-8),
+    torch.float32: (1e-5, 1e-4),
+    torch.bfloat16: (2e-2, 2e-2),
+    torch.float16: (2e-3, 2e-3),
+}
+
+
+@pytest.fixture(params=[torch.float32, torch.float64], ids=["float32", "float64"])
+def dtype(request: pytest.FixtureRequest) -> torch.dtype:
+    return request.param
+
+
+@pytest.fixture
+def tol(dtype: torch.dtype) -> dict[str, float]:
+    atol, rtol = TOLERANCES[dtype]
+    return {"atol": atol, "rtol": rtol}
