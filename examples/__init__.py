@@ -1,0 +1,1 @@
+"""Example scripts of region-attention (not part of the installed package)."""
