@@ -1,6 +1,7 @@
 """region-attention: the Region Attention Network (Wang et al., IEEE TIP 2020) as composable PyTorch layers."""
 
 from . import functional
+from .cropping import RegionCropper, RegionCrops
 from .functional import RelationAttentionOutput, SelfAttentionOutput
 from .loss import RegionBiasedLoss
 from .pooling import RelationAttentionPool, SelfAttentionPool
@@ -9,6 +10,8 @@ __version__ = "0.1.0.dev0"
 
 __all__ = [
     "RegionBiasedLoss",
+    "RegionCropper",
+    "RegionCrops",
     "RelationAttentionOutput",
     "RelationAttentionPool",
     "SelfAttentionOutput",

@@ -4,6 +4,15 @@ Each module's ``forward`` is one call to its twin here with the module's own par
 ``region_attention.functional`` is the single place where the paper's equations live.
 """
 
+from .cropping import (
+    BOX_PRESETS,
+    LANDMARK_BORDERS,
+    crop_regions,
+    landmark_boxes,
+    preset_boxes,
+    random_boxes,
+    reduce_landmarks,
+)
 from .loss import region_biased_loss
 from .pooling import (
     RelationAttentionOutput,
@@ -13,8 +22,15 @@ from .pooling import (
 )
 
 __all__ = [
+    "BOX_PRESETS",
+    "LANDMARK_BORDERS",
     "RelationAttentionOutput",
     "SelfAttentionOutput",
+    "crop_regions",
+    "landmark_boxes",
+    "preset_boxes",
+    "random_boxes",
+    "reduce_landmarks",
     "region_biased_loss",
     "relation_attention_pool",
     "self_attention_pool",
