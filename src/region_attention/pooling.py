@@ -64,7 +64,7 @@ class SelfAttentionPool(_AttentionPool):
 
     Shapes:
         - x: :math:`(B, K, D)` region features; mask: :math:`(B, K)` bool, ``True`` = present
-        - output: :class:`~region_attention.functional.SelfAttentionOutput` with ``pooled`` :math:`(B, D)`,
+        - output: :class:`~region_attention.SelfAttentionOutput` with ``pooled`` :math:`(B, D)`,
           ``weights`` and ``gates`` :math:`(B, K)`
 
     Example:
@@ -121,7 +121,7 @@ class RelationAttentionPool(_AttentionPool):
 
     Shapes:
         - x: :math:`(B, K, D)`; pooled: :math:`(B, D)`; gates and mask: :math:`(B, K)`
-        - output: :class:`~region_attention.functional.RelationAttentionOutput` with ``pooled``
+        - output: :class:`~region_attention.RelationAttentionOutput` with ``pooled``
           :math:`(B, 2D)`, ``weights`` and ``gates`` :math:`(B, K)`
 
     Example:

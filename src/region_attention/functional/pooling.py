@@ -39,7 +39,8 @@ VARIANTS = ("paper", "authors")
 
 
 class SelfAttentionOutput(NamedTuple):
-    """What :func:`self_attention_pool` and :class:`~region_attention.SelfAttentionPool` return.
+    """What :func:`~region_attention.functional.self_attention_pool` and
+    :class:`~region_attention.SelfAttentionPool` return.
 
     Attributes:
         pooled: :math:`F_m`, shape ``(B, D)``, dtype of ``x`` (Eq. 3).
@@ -55,7 +56,8 @@ class SelfAttentionOutput(NamedTuple):
 
 
 class RelationAttentionOutput(NamedTuple):
-    """What :func:`relation_attention_pool` and :class:`~region_attention.RelationAttentionPool` return.
+    """What :func:`~region_attention.functional.relation_attention_pool` and
+    :class:`~region_attention.RelationAttentionPool` return.
 
     Attributes:
         pooled: :math:`P_{RAN}`, shape ``(B, 2D)``, dtype of ``x`` (Eq. 5).

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# One prepared GPU check: run it on a machine with a CUDA device, from the repository root.
+#   bash benchmarks/gpu_check.sh            (writes logs under ${OUT:-gpu-check-out}/)
+# 1. the test suite on cuda; 2. forward/backward under bf16 and fp16 autocast; 3. the cropper and the
+# training-pipeline comparison on the GPU; then one short table.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out="${OUT:-gpu-check-out}"
+mkdir -p "$out"
+python -m pip install --quiet --no-deps -e . >"$out/install.log" 2>&1 || echo "editable install failed (see install.log)"
+export PYTHONPATH="$PWD/src:${PYTHONPATH:-}"
+python - <<'PY' | tee "$out/env.txt"
+import torch
+print("torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.get_device_name(0))
+PY
+
+status=()
+timeout 300 python -m pytest -q -x -p no:cacheprovider --device cuda -m cuda tests >"$out/pytest_cuda.log" 2>&1
+status+=("tests on cuda: $(tail -n 1 "$out/pytest_cuda.log")")
+
+timeout 120 python - >"$out/autocast.log" 2>&1 <<'PY'
+import torch
+from region_attention import RegionAttentionLoss, RegionAttentionNetwork, RegionCropper
+from region_attention.backbones import resnet18
+dev = torch.device("cuda")
+for dtype in (torch.bfloat16, torch.float16):
+    torch.manual_seed(0)
+    model = RegionAttentionNetwork(resnet18(), 512, 8, cropper=RegionCropper(112), region_batching="joint",
+                                   channels_last=True).to(dev).to(memory_format=torch.channels_last)
+    x = torch.rand(8, 3, 160, 160, device=dev) * 50  # large inputs push the features up
+    y = torch.randint(0, 8, (8,), device=dev)
+    scaler = torch.amp.GradScaler(enabled=dtype == torch.float16)
+    with torch.autocast("cuda", dtype=dtype):
+        out = model(x)
+        loss = RegionAttentionLoss()(out, y).total
+    scaler.scale(loss).backward()
+    finite = all(torch.isfinite(t).all().item() for t in (*out.self_attention, *out.relation_attention, out.logits))
+    grads = all(torch.isfinite(p.grad).all().item() for p in model.parameters() if p.grad is not None)
+    print(f"autocast {dtype}: outputs finite={finite} grads finite={grads} loss={loss.item():.4f}")
+PY
+status+=("autocast: $(grep -c 'finite=True grads finite=True' "$out/autocast.log")/2 finite")
+
+timeout 200 python benchmarks/crop_throughput.py --device cuda >"$out/crop_throughput.log" 2>&1
+status+=("crop throughput: see crop_throughput.log (rc=$?)")
+
+timeout 280 python benchmarks/train_step.py --device cuda --amp bf16 --channels-last --loader-workers 8 \
+    --skip memory --json "$out/train_step.json" >"$out/train_step.log" 2>&1
+status+=("train step: $(grep 'ours / authors' "$out/train_step.log" || echo "did not finish (see train_step.log)")")
+
+echo
+echo "GPU check summary"
+echo "-----------------"
+for s in "${status[@]}"; do echo "- $s"; done
+tail -n 30 "$out/train_step.log"

@@ -1,0 +1,391 @@
+"""Training-step and inference benchmark of RegionAttentionNetwork against the authors' approach.
+
+Run on our 2-core CPU (the defaults) or a GPU (``--device cuda``)::
+
+    python benchmarks/train_step.py                 # full run, ~10 minutes on 2 cores
+    python benchmarks/train_step.py --quick         # smoke run (small images, few repeats)
+    python benchmarks/train_step.py --device cuda --amp bf16 --channels-last --loader-workers 8
+
+What it measures (medians of interleaved runs; ResNet-18, 224 x 224, batch 16, paper regions + whole face):
+
+1. a full training step (forward, loss, backward, SGD step) of ``RegionAttentionNetwork`` starting from
+   the batch of face images, against the authors' approach: per image and region a PIL crop, resize and
+   ``ToTensor``, then one backbone call per region and their head (softmax over sigmoid gates) with
+   their loss. On CUDA with ``--loader-workers N`` the authors' PIL work runs in a ``DataLoader`` with N
+   workers (as in their code) and the figure is images/s of the whole pipeline, fed from JPEG bytes.
+2. the RAN overhead: our step divided by the best bare-backbone step (joint or per region) on the same
+   pre-cropped region images, with a linear head on the mean feature and cross-entropy.
+3. batch-1 inference latency of RAN against the backbone on the whole face alone, and the peak memory
+   of both (CPU: peak resident set size of a fresh process; CUDA: peak allocated memory).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import interleaved_medians, machine_description, print_table, sync
+from region_attention import RegionAttentionLoss, RegionAttentionNetwork, RegionCropper
+from region_attention.backbones import resnet18
+
+#: The paper's five regions as (left, top, right, bottom) fractions; the authors put the whole face last.
+PAPER_BOXES = [(0, 0, 0.75, 0.75), (0.25, 0, 1, 0.75), (0.125, 0.25, 0.875, 1), (0.05, 0.05, 0.95, 0.95),
+               (0.075, 0.075, 0.925, 0.925)]
+
+
+# ------------------------------------------------------------------------------------------------------
+# The authors' approach, rebuilt from the description of their released code (not their code).
+# ------------------------------------------------------------------------------------------------------
+
+def pil_regions(image, size: int):
+    """Their data path for one face: a PIL crop + resize + ToTensor per region, whole face last."""
+    from PIL import Image
+    from torchvision.transforms.functional import to_tensor
+
+    w, h = image.size
+    tensors = []
+    for left, top, right, bottom in PAPER_BOXES:
+        box = (round(left * w), round(top * h), round(right * w), round(bottom * h))
+        tensors.append(to_tensor(image.crop(box).resize((size, size), Image.BILINEAR)))
+    tensors.append(to_tensor(image.resize((size, size), Image.BILINEAR)))
+    return torch.stack(tensors, dim=-1)  # (3, size, size, K), their layout
+
+
+class AuthorsRAN(nn.Module):
+    def __init__(self, backbone: nn.Module, dim: int, num_classes: int) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.alpha = nn.Sequential(nn.Linear(dim, 1), nn.Sigmoid())
+        self.beta = nn.Sequential(nn.Linear(2 * dim, 1), nn.Sigmoid())
+        self.fc = nn.Linear(2 * dim, num_classes)
+
+    def forward(self, x5: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        feats = [self.backbone(x5[..., i]) for i in range(x5.shape[-1])]  # one call per region
+        alphas = torch.softmax(torch.cat([self.alpha(f) for f in feats], 1), dim=1)
+        stacked = torch.stack(feats, 2)
+        fm = (stacked * alphas.unsqueeze(1)).sum(2) / alphas.sum(1, keepdim=True)
+        cat = torch.stack([torch.cat([f, fm], 1) for f in feats], 2)
+        betas = torch.softmax(torch.cat([self.beta(cat[..., i]) for i in range(cat.shape[-1])], 1), dim=1)
+        w = alphas * betas
+        return self.fc((cat * w.unsqueeze(1)).sum(2) / w.sum(1, keepdim=True)), alphas
+
+
+def authors_loss(logits, alphas, target, margin: float = 0.02):
+    ce = F.cross_entropy(logits, target)
+    best_crop, whole = alphas[:, :-1].max(1).values, alphas[:, -1]
+    rb = F.margin_ranking_loss(best_crop, whole, torch.ones_like(whole), margin=margin)
+    return ce + rb
+
+
+class JpegFaces(torch.utils.data.Dataset):
+    """Faces stored as JPEG bytes; ``mode="authors"`` returns their region stack, ``"ours"`` one tensor."""
+
+    def __init__(self, jpegs: list[bytes], size: int, mode: str) -> None:
+        self.jpegs, self.size, self.mode = jpegs, size, mode
+
+    def __len__(self) -> int:
+        return len(self.jpegs)
+
+    def __getitem__(self, i: int):
+        from PIL import Image
+        from torchvision.transforms.functional import pil_to_tensor
+
+        image = Image.open(io.BytesIO(self.jpegs[i])).convert("RGB")
+        if self.mode == "authors":
+            return pil_regions(image, self.size), 0
+        if image.size != (self.size, self.size):
+            image = image.resize((self.size, self.size), Image.BILINEAR)
+        return pil_to_tensor(image), 0  # uint8; converted and cropped on the device
+
+
+def make_faces(n: int, size: int, seed: int = 0):
+    from PIL import Image
+
+    gen = torch.Generator().manual_seed(seed)
+    # smooth random images compress like photographs rather than like noise
+    small = torch.rand(n, 3, size // 8, size // 8, generator=gen)
+    images = F.interpolate(small, size=(size, size), mode="bilinear", align_corners=False)
+    pils = [Image.fromarray((img.permute(1, 2, 0) * 255).byte().numpy()) for img in images]
+    jpegs = []
+    for p in pils:
+        buf = io.BytesIO()
+        p.save(buf, format="JPEG", quality=90)
+        jpegs.append(buf.getvalue())
+    return images, pils, jpegs
+
+
+# ------------------------------------------------------------------------------------------------------
+
+
+def sgd(model: nn.Module) -> torch.optim.Optimizer:
+    return torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=1e-4)
+
+
+def autocast(device: torch.device, amp: str | None):
+    if amp is None:
+        return torch.autocast(device.type, enabled=False)
+    return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+
+
+def run_training(args: argparse.Namespace, device: torch.device) -> dict[str, float]:
+    size, bsz = args.image_size, args.batch_size
+    images, pils, _ = make_faces(bsz, size)
+    target = torch.randint(0, 8, (bsz,), generator=torch.Generator().manual_seed(1)).to(device)
+    images = images.to(device)
+    cropper = RegionCropper(size)
+    k = 6
+
+    models = {}
+    for batching in ("joint", "per_region"):
+        torch.manual_seed(0)
+        m = RegionAttentionNetwork(resnet18(), 512, 8, cropper=cropper, region_batching=batching).to(device)
+        models[batching] = (m, sgd(m), RegionAttentionLoss(0.02, whole_index=m.whole_index))
+    torch.manual_seed(0)
+    theirs = AuthorsRAN(resnet18(), 512, 8).to(device)
+    their_opt = sgd(theirs)
+    with torch.no_grad():
+        crops = cropper(images).crops  # pre-cropped region images for the bare backbone
+    bare = resnet18().to(device)
+    bare_head = nn.Linear(512, 8).to(device)
+    bare_opt = torch.optim.SGD([*bare.parameters(), *bare_head.parameters()], lr=1e-3, momentum=0.9)
+
+    def ours(batching):
+        model, opt, crit = models[batching]
+
+        def step():
+            opt.zero_grad(set_to_none=True)
+            out = model(images)
+            crit(out, target).total.backward()
+            opt.step()
+
+        return step
+
+    def authors():
+        x5 = torch.stack([pil_regions(p, size) for p in pils]).to(device)
+        their_opt.zero_grad(set_to_none=True)
+        logits, alphas = theirs(x5)
+        authors_loss(logits, alphas, target).backward()
+        their_opt.step()
+
+    def bare_step(batching):
+        def step():
+            bare_opt.zero_grad(set_to_none=True)
+            if batching == "joint":
+                feats = bare(crops.flatten(0, 1)).unflatten(0, (bsz, k))
+            else:
+                feats = torch.stack([bare(crops[:, i]) for i in range(k)], 1)
+            F.cross_entropy(bare_head(feats.mean(1)), target).backward()
+            bare_opt.step()
+
+        return step
+
+    fns = {
+        "RAN, region_batching='joint'": ours("joint"),
+        "RAN, region_batching='per_region'": ours("per_region"),
+        "authors (PIL crops + per-region calls)": authors,
+        "bare backbone, joint (pre-cropped)": bare_step("joint"),
+        "bare backbone, per region (pre-cropped)": bare_step("per_region"),
+    }
+    return interleaved_medians(fns, args.repeats, args.warmup, device)
+
+
+def run_inference(args: argparse.Namespace, device: torch.device) -> dict[str, float]:
+    size = args.image_size
+    image = torch.rand(1, 3, size, size, device=device)
+    results = {}
+    fns = {}
+    for batching in ("joint", "per_region"):
+        torch.manual_seed(0)
+        m = RegionAttentionNetwork(resnet18(), 512, 8, cropper=RegionCropper(size), region_batching=batching)
+        m = m.to(device).eval()
+        fns[f"RAN batch-1, {batching}"] = (lambda m=m: m(image))
+    backbone = resnet18().to(device).eval()
+    fns["backbone on the whole face"] = lambda: backbone(image)
+    with torch.inference_mode():
+        results = interleaved_medians(fns, args.repeats * 4, args.warmup * 2, device)
+    return results
+
+
+def memory_child(which: str, size: int, device_name: str) -> None:
+    device = torch.device(device_name)
+    image = torch.rand(1, 3, size, size, device=device)
+    if which == "backbone":
+        model: nn.Module = resnet18().to(device).eval()
+    else:
+        model = RegionAttentionNetwork(resnet18(), 512, 8, cropper=RegionCropper(size), region_batching=which)
+        model = model.to(device).eval()
+    if device.type == "cuda":
+        with torch.inference_mode():
+            model(image)  # warm-up: cuDNN, lazy initialisation; the peak below counts one forward's allocations
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+    else:
+        # ru_maxrss only grows: take it before the first forward, so the increase is what inference needs
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    with torch.inference_mode():
+        model(image)
+    if device.type == "cuda":
+        total = torch.cuda.max_memory_allocated(device)
+    else:
+        total = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = total - base
+    print(json.dumps({"peak_bytes": total, "increase_bytes": peak}))
+
+
+def run_memory(args: argparse.Namespace) -> dict[str, dict[str, int]]:
+    out = {}
+    for which in ("backbone", "joint", "per_region"):
+        res = subprocess.run(
+            [sys.executable, __file__, "--_memory-child", which, "--image-size", str(args.image_size),
+             "--device", args.device],
+            capture_output=True, text=True, check=True,
+            env={**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())},
+        )
+        out[which] = json.loads(res.stdout.strip().splitlines()[-1])
+    return out
+
+
+def _pipeline_epoch(name, loader, model, opt, scaler, crit, target, device, amp, limit=None) -> int:
+    seen = 0
+    for i, (x, _) in enumerate(loader):
+        if limit is not None and i >= limit:
+            break
+        x = x.to(device, non_blocking=True)
+        opt.zero_grad(set_to_none=True)
+        if name == "authors":  # their loop: fp32, PIL regions from the loader, one backbone call per region
+            logits, alphas = model(x)
+            authors_loss(logits, alphas, target).backward()
+            opt.step()
+        else:
+            x = x.float().div_(255)
+            with autocast(device, amp):
+                loss = crit(model(x), target).total
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+        seen += x.shape[0]
+    return seen
+
+
+def run_gpu_pipeline(args: argparse.Namespace, device: torch.device) -> dict[str, float]:
+    """Images/s of whole training pipelines on a GPU: the authors' (DataLoader with PIL regions, per-region
+    calls, fp32) against ours (DataLoader of uint8 faces, cropping on the GPU, autocast, channels-last)."""
+    import time
+
+    size, bsz = args.image_size, args.batch_size
+    n = bsz * args.gpu_batches
+    _, _, jpegs = make_faces(min(n, 256), size)
+    jpegs = (jpegs * (n // len(jpegs) + 1))[:n]
+    results = {}
+    for name in ("authors", "ours"):
+        loader = torch.utils.data.DataLoader(
+            JpegFaces(jpegs, size, name), batch_size=bsz, num_workers=args.loader_workers, pin_memory=True,
+            persistent_workers=args.loader_workers > 0, drop_last=True,
+        )
+        torch.manual_seed(0)
+        if name == "authors":
+            model: nn.Module = AuthorsRAN(resnet18(), 512, 8).to(device)
+        else:
+            model = RegionAttentionNetwork(resnet18(), 512, 8, cropper=RegionCropper(size),
+                                           region_batching=args.region_batching, channels_last=args.channels_last)
+            model = model.to(device)
+            if args.channels_last:
+                model = model.to(memory_format=torch.channels_last)
+            crit = RegionAttentionLoss(0.02)
+        opt = sgd(model)
+        scaler = torch.amp.GradScaler(enabled=args.amp == "fp16")
+        target = torch.zeros(bsz, dtype=torch.long, device=device)
+
+        run = (name, loader, model, opt, scaler, None if name == "authors" else crit, target, device, args.amp)
+        _pipeline_epoch(*run, limit=3)  # warm-up: workers, cuDNN autotuning
+        sync(device)
+        start = time.perf_counter()
+        seen = _pipeline_epoch(*run)
+        sync(device)
+        results[name] = seen / (time.perf_counter() - start)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--quick", action="store_true", help="small images and few repeats, for a smoke test")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["training", "inference", "memory", "pipeline"])
+    parser.add_argument("--amp", choices=["bf16", "fp16"], default=None, help="autocast for our GPU pipeline")
+    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--region-batching", default="joint", choices=["joint", "per_region"])
+    parser.add_argument("--loader-workers", type=int, default=8)
+    parser.add_argument("--gpu-batches", type=int, default=30)
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
+    parser.add_argument("--_memory-child", dest="memory_child", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.memory_child:
+        memory_child(args.memory_child, args.image_size, args.device)
+        return
+    if args.quick:
+        args.image_size, args.batch_size, args.repeats, args.warmup, args.gpu_batches = 64, 4, 2, 1, 4
+    device = torch.device(args.device)
+    figures: dict[str, object] = {"machine": machine_description(device), "image_size": args.image_size,
+                                  "batch_size": args.batch_size}
+    print(f"# {figures['machine']}; ResNet-18, {args.image_size}px, batch {args.batch_size}, 5 regions + whole face")
+
+    if "training" not in args.skip:
+        t = run_training(args, device)
+        figures["training_step_s"] = t
+        ours = min(t["RAN, region_batching='joint'"], t["RAN, region_batching='per_region'"])
+        bare = min(t["bare backbone, joint (pre-cropped)"], t["bare backbone, per region (pre-cropped)"])
+        theirs = t["authors (PIL crops + per-region calls)"]
+        rows = [[name, f"{s * 1000:.0f}", f"{args.batch_size / s:.1f}"] for name, s in t.items()]
+        print_table("1-2. training step (median of interleaved runs)", ["path", "ms/step", "images/s"], rows)
+        figures["authors_over_ours"] = theirs / ours
+        figures["ran_overhead"] = {b: t[f"RAN, region_batching='{b}'"] / bare for b in ("joint", "per_region")}
+        print(f"authors' step / our best step: {theirs / ours:.2f}x (target >= 1: not slower)")
+        for b, v in figures["ran_overhead"].items():
+            print(f"RAN overhead, {b}: our step / best bare-backbone step = {v:.3f} (target <= 1.05)")
+
+    if "inference" not in args.skip:
+        t = run_inference(args, device)
+        figures["inference_s"] = t
+        base = t["backbone on the whole face"]
+        rows = [[name, f"{s * 1000:.1f}", f"{s / base:.2f}x"] for name, s in t.items()]
+        print_table("3. batch-1 inference latency", ["path", "ms", "vs backbone"], rows)
+
+    if "memory" not in args.skip:
+        mem = run_memory(args)
+        figures["memory"] = mem
+        rows = [[k, f"{v['peak_bytes'] / 2**20:.0f}", f"{v['increase_bytes'] / 2**20:.0f}"] for k, v in mem.items()]
+        print_table("3. batch-1 inference peak memory (MiB)", ["model", "peak", "increase over the loaded model"], rows)
+
+    if device.type == "cuda" and "pipeline" not in args.skip:
+        ips = run_gpu_pipeline(args, device)
+        figures["gpu_pipeline_images_per_s"] = ips
+        print_table(
+            f"4. GPU training pipeline from JPEG ({args.loader_workers} loader workers)",
+            ["pipeline", "images/s"],
+            [["authors: PIL regions in the DataLoader, fp32", f"{ips['authors']:.0f}"],
+             [f"ours: crop on GPU, amp={args.amp}, channels_last={args.channels_last}", f"{ips['ours']:.0f}"]],
+        )
+        print(f"ours / authors: {ips['ours'] / ips['authors']:.2f}x (target >= 3)")
+
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,180 @@
+"""Feature-extractor backbones for RAN and a loader for the FER community's pretrained checkpoints.
+
+Needs ``torchvision`` (``pip install 'region-attention[examples]'``); it is imported only when a
+backbone is built. Nothing here downloads anything: pretrained weights are a path you supply.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from collections.abc import Iterable, Mapping
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["LoadResult", "load_checkpoint", "resnet18", "vgg16"]
+
+#: Heads of the MS-Celeb-1M ResNet-18 checkpoint (a 256-d embedding and an 87,020-identity classifier)
+#: that a feature extractor does not have; they are dropped and reported.
+DEFAULT_DROP_PREFIXES = ("feature.", "fc.")
+
+
+class LoadResult(NamedTuple):
+    """What :func:`load_checkpoint` did: keys missing from the file, keys it had that the module lacks, and
+    keys dropped on purpose (the checkpoint's own heads)."""
+
+    missing_keys: list[str]
+    unexpected_keys: list[str]
+    dropped_keys: list[str]
+
+
+def _torchvision() -> Any:
+    try:
+        import torchvision
+    except ImportError as err:  # pragma: no cover - exercised only without torchvision
+        raise ImportError(
+            "region_attention.backbones needs torchvision; install it with "
+            "`pip install 'region-attention[examples]'`"
+        ) from err
+    return torchvision
+
+
+class _Flatten(nn.Module):
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.flatten(x, 1)
+
+
+def resnet18(checkpoint: str | os.PathLike[str] | None = None, **load_kwargs: Any) -> nn.Module:
+    """ResNet-18 feature extractor: 512-d features from the last pooling layer (as in the paper).
+
+    A torchvision ResNet-18 with its classifier replaced by an identity, so it maps ``(N, 3, h, w)`` to
+    ``(N, 512)`` for any input size. Randomly initialised unless ``checkpoint`` names a file, which is
+    read with :func:`load_checkpoint` (e.g. the MS-Celeb-1M checkpoint the paper fine-tunes).
+
+    Args:
+        checkpoint: optional path of a checkpoint to load; never downloaded.
+        **load_kwargs: passed to :func:`load_checkpoint` (``strict``, ``drop_prefixes``).
+
+    Example:
+        >>> import torch
+        >>> from region_attention.backbones import resnet18
+        >>> resnet18()(torch.rand(2, 3, 64, 64)).shape
+        torch.Size([2, 512])
+    """
+    tv = _torchvision()
+    model: nn.Module = tv.models.resnet18(weights=None)
+    model.fc = nn.Identity()
+    if checkpoint is not None:
+        load_checkpoint(model, checkpoint, **load_kwargs)
+    return model
+
+
+def vgg16(checkpoint: str | os.PathLike[str] | None = None, **load_kwargs: Any) -> nn.Module:
+    """VGG16 feature extractor: 4096-d features of the first fully connected layer (after its ReLU).
+
+    Maps ``(N, 3, h, w)`` to ``(N, 4096)``; the adaptive average pool makes any input size work (the
+    paper uses 224 x 224). The module keeps torchvision's names (``features``, ``avgpool``,
+    ``classifier.0``) so torchvision-layout checkpoints load; the later classifier layers are dropped.
+
+    Args:
+        checkpoint: optional path of a checkpoint to load (``classifier.3.*`` and ``classifier.6.*`` are
+            dropped by default); never downloaded.
+        **load_kwargs: passed to :func:`load_checkpoint`.
+    """
+    tv = _torchvision()
+    base = tv.models.vgg16(weights=None)
+    model = nn.Sequential()
+    model.add_module("features", base.features)
+    model.add_module("avgpool", base.avgpool)
+    model.add_module("flatten", _Flatten())
+    model.add_module("classifier", nn.Sequential(base.classifier[0], nn.ReLU(inplace=True)))
+    if checkpoint is not None:
+        load_kwargs.setdefault("drop_prefixes", ("classifier.3.", "classifier.6."))
+        load_checkpoint(model, checkpoint, **load_kwargs)
+    return model
+
+
+def _read_state_dict(path: str | os.PathLike[str]) -> Mapping[str, Tensor]:
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"load_checkpoint: no checkpoint file at {path!r}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError) as err:
+        raise ValueError(
+            f"load_checkpoint: {path!r} is not a PyTorch checkpoint that loads with weights_only=True ({err})"
+        ) from err
+    if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
+        obj = obj["state_dict"]
+    elif isinstance(obj, Mapping) and "model" in obj and isinstance(obj["model"], Mapping):
+        obj = obj["model"]
+    if not isinstance(obj, Mapping) or not all(isinstance(v, Tensor) for v in obj.values()):
+        raise ValueError(
+            f"load_checkpoint: {path!r} holds no state dict (expected a mapping of names to tensors, "
+            f"or {{'state_dict': ...}}), got {type(obj).__name__}"
+        )
+    return obj
+
+
+def load_checkpoint(
+    module: nn.Module,
+    path: str | os.PathLike[str],
+    *,
+    strict: bool = True,
+    drop_prefixes: Iterable[str] = DEFAULT_DROP_PREFIXES,
+) -> LoadResult:
+    """Load a pretrained backbone checkpoint into ``module``, saying exactly what did and did not load.
+
+    Reads the MS-Celeb-1M ResNet-18 format the FER community uses (``{'state_dict': {...}}`` with
+    ``module.``-prefixed torchvision names, as saved from ``DataParallel``, plus ``feature.*`` and
+    ``fc.*`` heads) and the unprefixed variant, with ``torch.load(weights_only=True)``. The
+    ``module.`` prefix is stripped; keys under ``drop_prefixes`` that the module does not have are
+    dropped and reported.
+
+    Args:
+        module: the backbone to fill (e.g. :func:`resnet18`).
+        path: the checkpoint file.
+        strict: raise :class:`ValueError` listing the keys when any module key is missing from the file or
+            the file has keys the module lacks (besides the dropped heads). With ``strict=False`` the
+            mismatch is only returned.
+        drop_prefixes: key prefixes (after stripping ``module.``) to drop when the module lacks them.
+
+    Returns:
+        :class:`LoadResult` with ``missing_keys``, ``unexpected_keys`` and ``dropped_keys``.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: not a checkpoint, shape mismatches, or (with ``strict``) missing/unexpected keys.
+    """
+    raw = _read_state_dict(path)
+    own = module.state_dict()
+    drop_prefixes = tuple(drop_prefixes)
+    state: dict[str, Tensor] = {}
+    dropped: list[str] = []
+    for key, value in raw.items():
+        name = key[len("module.") :] if key.startswith("module.") else key
+        if name not in own and name.startswith(drop_prefixes):
+            dropped.append(key)
+            continue
+        state[name] = value
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    mismatched = [
+        f"{k}: checkpoint {tuple(state[k].shape)} vs module {tuple(own[k].shape)}"
+        for k in state
+        if k in own and state[k].shape != own[k].shape
+    ]
+    if mismatched:
+        raise ValueError(f"load_checkpoint: shape mismatch for {len(mismatched)} key(s) in {os.fspath(path)!r}: "
+                         + "; ".join(mismatched[:10]))
+    if strict and (missing or unexpected):
+        raise ValueError(
+            f"load_checkpoint: {os.fspath(path)!r} does not match {type(module).__name__}: "
+            f"{len(missing)} missing key(s) {missing[:10]}, {len(unexpected)} unexpected key(s) {unexpected[:10]}"
+            " (pass strict=False to load the rest and inspect the result)"
+        )
+    module.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+    return LoadResult(missing, unexpected, dropped)

@@ -1,0 +1,97 @@
+"""Backbones and the pretrained-checkpoint loader, on generated checkpoints with the real key layout."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip("torchvision")
+
+from region_attention.backbones import load_checkpoint, resnet18, vgg16
+
+
+def ms_celeb_checkpoint(path, prefixed: bool = True):
+    """A file laid out like ijba_res18_naive.pth.tar: DataParallel names plus the feature/fc heads."""
+    torch.manual_seed(5)
+    source = resnet18()
+    state = {("module." if prefixed else "") + k: v.clone() for k, v in source.state_dict().items()}
+    prefix = "module." if prefixed else ""
+    state[prefix + "feature.weight"] = torch.randn(256, 512)
+    state[prefix + "feature.bias"] = torch.randn(256)
+    state[prefix + "fc.weight"] = torch.randn(10, 256)  # 87020 identities in the real file
+    state[prefix + "fc.bias"] = torch.randn(10)
+    torch.save({"state_dict": state} if prefixed else state, path)
+    return source
+
+
+def test_resnet18_shapes():
+    assert resnet18()(torch.rand(2, 3, 32, 32)).shape == (2, 512)
+
+
+def test_vgg16_first_fc_features():
+    model = vgg16()
+    assert model(torch.rand(1, 3, 32, 32)).shape == (1, 4096)
+    assert "classifier.0.weight" in model.state_dict()
+
+
+@pytest.mark.parametrize("prefixed", [True, False])
+def test_loads_ms_celeb_layout(tmp_path, prefixed):
+    path = tmp_path / "ijba_res18_naive.pth.tar"
+    source = ms_celeb_checkpoint(path, prefixed)
+    model = resnet18(path)
+    result = load_checkpoint(resnet18(), path)
+    prefix = "module." if prefixed else ""
+    assert sorted(result.dropped_keys) == sorted(
+        prefix + k for k in ("feature.weight", "feature.bias", "fc.weight", "fc.bias")
+    )
+    assert result.missing_keys == [] and result.unexpected_keys == []
+    for key, value in source.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[key], value, rtol=0, atol=0)
+    source.eval()
+    model.eval()
+    x = torch.rand(2, 3, 32, 32)
+    torch.testing.assert_close(model(x), source(x))
+
+
+def test_missing_keys_are_reported_not_hidden(tmp_path):
+    path = tmp_path / "partial.pth"
+    state = resnet18().state_dict()
+    del state["layer4.1.bn2.running_var"]
+    state["extra.weight"] = torch.zeros(3)
+    torch.save(state, path)
+    with pytest.raises(
+        ValueError, match=r"1 missing key\(s\) \['layer4.1.bn2.running_var'\], 1 unexpected key\(s\) \['extra.weight'\]"
+    ):
+        resnet18(path)
+    result = load_checkpoint(resnet18(), path, strict=False)
+    assert result.missing_keys == ["layer4.1.bn2.running_var"] and result.unexpected_keys == ["extra.weight"]
+
+
+def test_wrong_files_give_clear_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no checkpoint file"):
+        resnet18(tmp_path / "absent.pth")
+    text = tmp_path / "notes.txt"
+    text.write_text("not a checkpoint")
+    with pytest.raises(ValueError, match="is not a PyTorch checkpoint that loads with weights_only=True"):
+        resnet18(text)
+    listing = tmp_path / "list.pth"
+    torch.save([1, 2, 3], listing)
+    with pytest.raises(ValueError, match="holds no state dict"):
+        resnet18(listing)
+    shapes = tmp_path / "shapes.pth"
+    state = resnet18().state_dict()
+    state["conv1.weight"] = torch.zeros(64, 1, 7, 7)
+    torch.save(state, shapes)
+    with pytest.raises(
+        ValueError, match=r"shape mismatch .*conv1.weight: checkpoint \(64, 1, 7, 7\) vs module \(64, 3, 7, 7\)"
+    ):
+        resnet18(shapes)
+
+
+def test_unsafe_pickles_are_refused(tmp_path):
+    import argparse
+
+    path = tmp_path / "unsafe.pth"  # an arbitrary object: torch.load(weights_only=True) must refuse it
+    torch.save({"state_dict": {"x": argparse.Namespace(payload=1)}}, path)
+    with pytest.raises(ValueError, match="weights_only=True"):
+        resnet18(path)
