@@ -7,18 +7,18 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-gpu-check-out}"
 mkdir -p "$out"
-python -m pip install --quiet --no-deps -e . >"$out/install.log" 2>&1 || echo "editable install failed (see install.log)"
-export PYTHONPATH="$PWD/src:${PYTHONPATH:-}"
-python - <<'PY' | tee "$out/env.txt"
+PY="${PYTHON:-$(command -v python3 || command -v python)}"
+export PYTHONPATH="$PWD/src:$PWD:${PYTHONPATH:-}"   # no install step: GPU machines are often offline
+"$PY" - <<'PY' | tee "$out/env.txt"
 import torch
 print("torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.get_device_name(0))
 PY
 
 status=()
-timeout 300 python -m pytest -q -x -p no:cacheprovider --device cuda -m cuda tests >"$out/pytest_cuda.log" 2>&1
+timeout 150 "$PY" -m pytest -q -x -p no:cacheprovider --device cuda -m cuda tests --ignore=tests/examples >"$out/pytest_cuda.log" 2>&1
 status+=("tests on cuda: $(tail -n 1 "$out/pytest_cuda.log")")
 
-timeout 120 python - >"$out/autocast.log" 2>&1 <<'PY'
+timeout 60 "$PY" - >"$out/autocast.log" 2>&1 <<'PY'
 import torch
 from region_attention import RegionAttentionLoss, RegionAttentionNetwork, RegionCropper
 from region_attention.backbones import resnet18
@@ -40,11 +40,13 @@ for dtype in (torch.bfloat16, torch.float16):
 PY
 status+=("autocast: $(grep -c 'finite=True grads finite=True' "$out/autocast.log")/2 finite")
 
-timeout 200 python benchmarks/crop_throughput.py --device cuda >"$out/crop_throughput.log" 2>&1
-status+=("crop throughput: see crop_throughput.log (rc=$?)")
+if [ -z "${SKIP_CROP:-}" ]; then
+  timeout 120 "$PY" benchmarks/crop_throughput.py --device cuda --parts 3 >"$out/crop_throughput.log" 2>&1
+  status+=("crop throughput: see crop_throughput.log (rc=$?)")
+fi
 
-timeout 280 python benchmarks/train_step.py --device cuda --amp bf16 --channels-last --loader-workers 8 \
-    --skip memory --json "$out/train_step.json" >"$out/train_step.log" 2>&1
+timeout 200 "$PY" benchmarks/train_step.py --device cuda --amp bf16 --channels-last --loader-workers 8 \
+    --skip memory inference --json "$out/train_step.json" >"$out/train_step.log" 2>&1
 status+=("train step: $(grep 'ours / authors' "$out/train_step.log" || echo "did not finish (see train_step.log)")")
 
 echo

@@ -217,6 +217,28 @@ def run_inference(args: argparse.Namespace, device: torch.device) -> dict[str, f
     return results
 
 
+def _peak_rss() -> int:
+    """Peak resident set size of this process in bytes (VmHWM; ru_maxrss as a fallback)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _reset_peak_rss() -> int:
+    """Reset the peak to the current RSS where Linux allows it (writing 5 to clear_refs), and return it.
+
+    ru_maxrss alone would carry the parent's peak across fork/exec and hide what inference adds."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+    return _peak_rss()
+
+
 def memory_child(which: str, size: int, device_name: str) -> None:
     device = torch.device(device_name)
     image = torch.rand(1, 3, size, size, device=device)
@@ -232,14 +254,13 @@ def memory_child(which: str, size: int, device_name: str) -> None:
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device)
     else:
-        # ru_maxrss only grows: take it before the first forward, so the increase is what inference needs
-        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        base = _reset_peak_rss()
     with torch.inference_mode():
         model(image)
     if device.type == "cuda":
         total = torch.cuda.max_memory_allocated(device)
     else:
-        total = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        total = _peak_rss()
     peak = total - base
     print(json.dumps({"peak_bytes": total, "increase_bytes": peak}))
 

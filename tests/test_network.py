@@ -195,5 +195,5 @@ def test_bad_constructor_arguments(kwargs, exc, pattern):
 
 def test_backbone_with_wrong_feature_size_is_reported():
     model = RegionAttentionNetwork(tiny_backbone(12), 10, 5, cropper=RegionCropper(16))
-    with pytest.raises(ValueError, match=r"expected the backbone to return \(N, 10\) features .* got \(2, 12\)"):
+    with pytest.raises(ValueError, match=r"expected the backbone to return \(N, 10\) features .* got \(12, 12\)"):
         model(torch.rand(2, 3, 32, 32))

@@ -1,0 +1,529 @@
+"""RAF-DB (basic emotions) readers: the provider's layout and the Kaggle-style copy; RAF-DB subset lists; a
+generator of small RAF-DB look-alikes in both layouts.
+
+Layouts (:func:`detect_layout`):
+
+* **provider** (``DIR`` is ``basic/`` or its parent): ``EmoLabel/list_patition_label.txt`` (the shipped
+  spelling) or ``EmoLabel/list_partition_label.txt`` (the provider README's), lines ``train_00001.jpg 5``
+  (one space; no newline after the last line; CRLF accepted); the split is the name prefix (``train_`` /
+  ``test_``). Images: ``Image/aligned/<stem>_aligned.jpg`` (100 x 100, the default, ``images="aligned"``) or
+  ``Image/original/<name>`` cut to the face box of ``Annotation/boundingbox/<stem>_boundingbox.txt``
+  (``x_min y_min x_max y_max``; ``images="original"``), made square around its centre and enlarged by
+  ``face_margin`` on each side. With ``landmarks`` the 5 manual points of
+  ``Annotation/manual/<stem>_manu_attri.txt`` (eye centres, nose tip, mouth corners, ``x<TAB>y``, original
+  pixels) are mapped into the crop (for ``--regions landmarks``); the alignment transform of the aligned images
+  is not published, so landmarks exist only for the original images.
+* **kaggle**: ``train_labels.csv`` / ``test_labels.csv`` (header ``image,label``; rows
+  ``train_00001_aligned.jpg,5``) and the images in ``DATASET/{train,test}/<label>/<image>`` (or
+  ``{train,test}/<label>/<image>``). Aligned images only.
+
+Labels: the official 1-7 (Surprise, Fear, Disgust, Happiness, Sadness, Anger, Neutral) minus one, so class ``i``
+is :data:`RAFDB_CLASSES` ``[i]`` -- the order of the published RAF-DB occlusion and pose lists. (Other copies
+use ``0..6`` folders in another order; they are not read here, and every checkpoint records the class order.)
+Image keys are ``train_00001`` / ``test_0001`` (:func:`examples.common.subsets.image_key`), the keys of the
+subset lists.
+
+Published lists (``kaiwang960112/Challenge-condition-FER-dataset``, ``RAF_DB_dir``): the occlusion list
+``test_XXXX_aligned <label> <type>`` (CRLF, one duplicate line) and the pose lists ``<label>/test_XXXX_aligned.jpg``
+with a separate label file (header ``N 7``, then one label per line). :func:`parse_rafdb_subset` reads either and
+finds the companion label file by the published naming (``val_raf_db_list_45.txt`` ->
+``val_raf_db_label_45.txt``), cross-checking every label.
+
+Generator (quick try, tests)::
+
+    python examples/rafdb/data.py --out /tmp/rafdb [--layout provider|kaggle] [--train 210 --test 105]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import random
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make `examples` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from examples.common.folder_data import (
+    RENDERERS,
+    ImageListDataset,
+    ImageRecord,
+    class_counts,
+    place_on_canvas,
+    read_lines,
+)
+from examples.common.subsets import SubsetList, image_key, parse_subset_list
+
+__all__ = [
+    "IMAGE_KINDS",
+    "KAGGLE_FILES",
+    "LABEL_FILE_NAMES",
+    "LAYOUTS",
+    "RAFDB_CLASSES",
+    "RAFDBData",
+    "companion_label_file",
+    "detect_layout",
+    "find_label_file",
+    "format_report",
+    "generate_rafdb",
+    "load_rafdb",
+    "parse_rafdb_subset",
+    "read_bounding_box",
+    "read_kaggle_csv",
+    "read_label_file",
+    "read_manual_landmarks",
+]
+
+#: Class ``i`` = official label ``i + 1``.
+RAFDB_CLASSES = ("surprise", "fear", "disgust", "happiness", "sadness", "anger", "neutral")
+#: The shipped spelling first, then the provider README's.
+LABEL_FILE_NAMES = ("list_patition_label.txt", "list_partition_label.txt")
+KAGGLE_FILES = {"train": "train_labels.csv", "test": "test_labels.csv"}
+LAYOUTS = ("auto", "provider", "kaggle")
+IMAGE_KINDS = ("aligned", "original")
+SPLITS = ("train", "test")
+
+_NAME = re.compile(r"(?P<split>train|test)_(?P<number>\d+)(?P<aligned>_aligned)?\.(?:jpg|jpeg|png)", re.IGNORECASE)
+
+
+@dataclass
+class RAFDBData:
+    """The train and test records of one RAF-DB copy, and what was read (``report``)."""
+
+    layout: str
+    root: Path
+    images: str
+    train: list[ImageRecord]
+    test: list[ImageRecord]
+    report: dict[str, Any] = field(default_factory=dict)
+
+    def dataset(self, split: str, image_size: int = 224, *, records: list[ImageRecord] | None = None,
+                margin: float = 0.0, landmarks: bool = False) -> ImageListDataset:
+        chosen = records if records is not None else getattr(self, split)
+        return ImageListDataset(chosen, image_size, crop_to_box=self.images == "original", margin=margin,
+                                landmarks=landmarks)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Files of the provider's layout
+
+
+def _split_of(name: str, where: str) -> str:
+    match = _NAME.fullmatch(name)
+    if match is None:
+        raise ValueError(f"{where}: image name {name!r} is not a RAF-DB name like train_00001.jpg or test_0001.jpg")
+    return match["split"].lower()
+
+
+def _label(text: str, where: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 7:
+        raise ValueError(f"{where}: label must be one of 1..7 ({', '.join(RAFDB_CLASSES)}), got {text!r}")
+    return int(text) - 1
+
+
+def read_label_file(path: str | Path) -> list[tuple[int, str, int]]:
+    """Rows of ``list_pa(r)tition_label.txt`` as ``(line, image name, class 0-6)``.
+
+    Accepts CRLF, blank lines and a missing final newline; any other defect (a row without two fields, an
+    unknown name, a label outside 1-7, a name listed twice) is a ValueError naming the file and line.
+    """
+    path = Path(path)
+    rows: list[tuple[int, str, int]] = []
+    seen: dict[str, int] = {}
+    for number, line in read_lines(path):
+        where = f"{path}, line {number}"
+        parts = line.split()
+        if len(parts) != 2:
+            raise ValueError(f"{where}: expected '<image> <label 1-7>' (e.g. 'train_00001.jpg 5'), got {line!r}")
+        name, text = parts
+        _split_of(name, where)
+        if name in seen:
+            raise ValueError(f"{where}: {name} is listed twice (first on line {seen[name]})")
+        seen[name] = number
+        rows.append((number, name, _label(text, where)))
+    if not rows:
+        raise ValueError(f"{path}: no labelled images")
+    return rows
+
+
+def _floats(text: str, count: int, where: str) -> list[float]:
+    parts = text.replace(",", " ").split()
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        values = []
+    if len(values) != count:
+        raise ValueError(f"{where}: expected {count} numbers, got {text!r}")
+    return values
+
+
+def read_bounding_box(path: str | Path) -> tuple[float, float, float, float]:
+    """``x_min y_min x_max y_max`` (original-image pixels) from a ``*_boundingbox.txt`` file."""
+    path = Path(path)
+    lines = read_lines(path)
+    if not lines:
+        raise ValueError(f"{path}: empty bounding-box file (expected 'x_min y_min x_max y_max')")
+    number, text = lines[0]
+    x1, y1, x2, y2 = _floats(text, 4, f"{path}, line {number}")
+    if not (x2 > x1 and y2 > y1):
+        raise ValueError(f"{path}, line {number}: the box {text!r} is empty (need x_max > x_min, y_max > y_min)")
+    return x1, y1, x2, y2
+
+
+def read_manual_landmarks(path: str | Path) -> tuple[tuple[float, float], ...]:
+    """The 5 points of a ``*_manu_attri.txt`` file (left eye, right eye, nose tip, mouth corners)."""
+    path = Path(path)
+    lines = read_lines(path)
+    if len(lines) < 5:
+        raise ValueError(f"{path}: expected 5 landmark lines 'x<TAB>y', found {len(lines)} lines")
+    points = []
+    for number, text in lines[:5]:
+        x, y = _floats(text, 2, f"{path}, line {number}")
+        points.append((x, y))
+    return tuple(points)
+
+
+def find_label_file(basic: Path) -> Path:
+    """``basic/EmoLabel/`` under either spelling; both present with different contents is an error."""
+    found = [basic / "EmoLabel" / n for n in LABEL_FILE_NAMES if (basic / "EmoLabel" / n).is_file()]
+    if not found:
+        raise FileNotFoundError(f"no RAF-DB label file in {basic / 'EmoLabel'}: expected "
+                                f"{' or '.join(LABEL_FILE_NAMES)}")
+    if len(found) == 2 and found[0].read_bytes().strip() != found[1].read_bytes().strip():
+        raise ValueError(f"{found[0]} and {found[1]} both exist and differ; remove the one that is wrong")
+    return found[0]
+
+
+def detect_layout(data_dir: str | Path, layout: str = "auto") -> tuple[str, Path]:
+    """``("provider", basic folder)`` or ``("kaggle", folder with the CSV files)``.
+
+    ``data_dir`` may be ``basic/`` itself or its parent. With ``auto`` the provider layout wins when both exist.
+    """
+    data_dir = Path(data_dir)
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
+    if not data_dir.is_dir():
+        raise FileNotFoundError(f"RAF-DB data directory not found: {data_dir}")
+    if layout in ("auto", "provider"):
+        for basic in (data_dir, data_dir / "basic"):
+            if (basic / "EmoLabel").is_dir():
+                return "provider", basic
+    if layout in ("auto", "kaggle") and all((data_dir / f).is_file() for f in KAGGLE_FILES.values()):
+        return "kaggle", data_dir
+    wanted = {
+        "provider": f"EmoLabel/{LABEL_FILE_NAMES[0]} (or {LABEL_FILE_NAMES[1]}) in {data_dir} or {data_dir / 'basic'}",
+        "kaggle": f"{' and '.join(KAGGLE_FILES.values())} in {data_dir}",
+    }
+    asked = [wanted[layout]] if layout != "auto" else list(wanted.values())
+    raise FileNotFoundError(f"no RAF-DB data ({layout} layout) in {data_dir}: expected {'; or '.join(asked)}")
+
+
+def _check_exists(records: list[ImageRecord], what: str) -> None:
+    missing = [r.path for r in records if not r.path.is_file()]
+    if missing:
+        shown = ", ".join(str(p) for p in missing[:5])
+        raise FileNotFoundError(f"{len(missing)} {what} image(s) are missing, e.g. {shown}")
+
+
+def _read_provider(basic: Path, images: str, landmarks: bool, check_images: bool
+                   ) -> tuple[dict[str, list[ImageRecord]], dict[str, Any]]:
+    label_path = find_label_file(basic)
+    rows = read_label_file(label_path)
+    splits: dict[str, list[ImageRecord]] = {s: [] for s in SPLITS}
+    missing_boxes: list[str] = []
+    missing_landmarks = 0
+    for number, name, label in rows:
+        stem = name.rsplit(".", 1)[0]
+        split = _split_of(name, f"{label_path}, line {number}")
+        source = f"{label_path.name}:{number}"
+        if images == "aligned":
+            record = ImageRecord(image_key("rafdb", name), basic / "Image" / "aligned" / f"{stem}_aligned.jpg",
+                                 label, source=source)
+        else:
+            box_path = basic / "Annotation" / "boundingbox" / f"{stem}_boundingbox.txt"
+            if not box_path.is_file():
+                missing_boxes.append(str(box_path))
+                continue
+            points = None
+            if landmarks:
+                manual = basic / "Annotation" / "manual" / f"{stem}_manu_attri.txt"
+                if manual.is_file():
+                    points = read_manual_landmarks(manual)
+                else:
+                    missing_landmarks += 1
+            record = ImageRecord(image_key("rafdb", name), basic / "Image" / "original" / name, label,
+                                 box=read_bounding_box(box_path), landmarks=points, source=source)
+        splits[split].append(record)
+    if missing_boxes:
+        raise FileNotFoundError(f"--images original needs a face box per image; {len(missing_boxes)} missing, e.g. "
+                                f"{', '.join(missing_boxes[:5])}")
+    if check_images:
+        for split, records in splits.items():
+            _check_exists(records, f"{images} {split}")
+    report = {"label_file": str(label_path), "label_file_spelling": label_path.name, "rows": len(rows)}
+    if landmarks:
+        report["missing_landmarks"] = missing_landmarks
+    return splits, report
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Kaggle-style copy
+
+
+def read_kaggle_csv(path: str | Path) -> list[tuple[int, str, int]]:
+    """Rows of ``train_labels.csv`` / ``test_labels.csv`` (``image,label``, 1-7) as ``(line, image, class)``."""
+    path = Path(path)
+    try:
+        handle = open(path, newline="", encoding="utf-8-sig")  # noqa: SIM115 (closed below)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"RAF-DB file not found: {path}") from None
+    rows: list[tuple[int, str, int]] = []
+    seen: dict[str, int] = {}
+    with handle:
+        reader = csv.reader(handle)
+        header = [h.strip().lower() for h in next(reader, [])]
+        if "image" not in header or "label" not in header:
+            raise ValueError(f"{path}: expected a header 'image,label', got {','.join(header)!r}")
+        at_image, at_label = header.index("image"), header.index("label")
+        for fields in reader:
+            number = reader.line_num
+            if not fields or all(not f.strip() for f in fields):
+                continue
+            where = f"{path}, line {number}"
+            if len(fields) != len(header):
+                raise ValueError(f"{where}: {len(fields)} fields, expected {len(header)} as in the header")
+            name = fields[at_image].strip()
+            _split_of(name, where)
+            if name in seen:
+                raise ValueError(f"{where}: {name} is listed twice (first on line {seen[name]})")
+            seen[name] = number
+            rows.append((number, name, _label(fields[at_label].strip(), where)))
+    return rows
+
+
+def _read_kaggle(root: Path, check_images: bool) -> tuple[dict[str, list[ImageRecord]], dict[str, Any]]:
+    image_root = root / "DATASET" if (root / "DATASET").is_dir() else root
+    splits: dict[str, list[ImageRecord]] = {}
+    for split, file_name in KAGGLE_FILES.items():
+        path = root / file_name
+        records = []
+        for number, name, label in read_kaggle_csv(path):
+            if _split_of(name, f"{path}, line {number}") != split:
+                raise ValueError(f"{path}, line {number}: {name} is not a {split} image (name prefix)")
+            records.append(ImageRecord(image_key("rafdb", name), image_root / split / str(label + 1) / name, label,
+                                       source=f"{file_name}:{number}"))
+        if check_images:
+            _check_exists(records, f"kaggle {split}")
+        splits[split] = records
+    return splits, {"label_file": ", ".join(str(root / f) for f in KAGGLE_FILES.values()),
+                    "image_root": str(image_root), "rows": sum(len(v) for v in splits.values())}
+
+
+def load_rafdb(data_dir: str | Path, *, layout: str = "auto", images: str = "aligned", landmarks: bool = False,
+               check_images: bool = True) -> RAFDBData:
+    """Read RAF-DB from ``data_dir`` (see the module docstring). ``landmarks`` (original images only) reads the
+    manual 5-point annotations; every listed image must exist when ``check_images``."""
+    if images not in IMAGE_KINDS:
+        raise ValueError(f"unknown image kind {images!r}; expected one of {', '.join(IMAGE_KINDS)}")
+    if landmarks and images != "original":
+        raise ValueError("landmarks exist only for the original images (the alignment of Image/aligned/ is not "
+                         "published); use images='original'")
+    found, root = detect_layout(data_dir, layout)
+    if found == "kaggle":
+        if images != "aligned":
+            raise ValueError(f"the Kaggle-style copy in {root} has aligned images only; use --images aligned")
+        splits, report = _read_kaggle(root, check_images)
+    else:
+        splits, report = _read_provider(root, images, landmarks, check_images)
+    report = {"layout": found, "root": str(root), "images": images, **report,
+              "splits": {s: {"images": len(r), "class_counts": class_counts([x.label for x in r], RAFDB_CLASSES)}
+                         for s, r in splits.items()}}
+    return RAFDBData(found, root, images, splits["train"], splits["test"], report)
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """Human-readable counts of :attr:`RAFDBData.report` (plus the hold-out split when present)."""
+    lines = [f"RAF-DB ({report['layout']} layout, {report['images']} images) from {report['label_file']}"]
+    for split, entry in report["splits"].items():
+        classes = ", ".join(f"{k} {v}" for k, v in entry["class_counts"].items())
+        lines.append(f"  {split}: {entry['images']} images [{classes}]")
+    selection = report.get("model_selection")
+    if selection:
+        for split, what in (("train", "trained on"), ("valid", "held out of train for model selection")):
+            classes = ", ".join(f"{k} {v}" for k, v in selection[split]["class_counts"].items())
+            lines.append(f"  {what}: {selection[split]['images']} images [{classes}]")
+    if report.get("missing_landmarks"):
+        lines.append(f"  {report['missing_landmarks']} image(s) without manual landmarks (their regions are dropped)")
+    for name, entry in report.get("subset_lists", {}).items():
+        label = f", labels cross-checked with {entry['label_file']}" if entry.get("label_file") else ""
+        lines.append(f"  subset {name}: {entry['entries']} images ({entry['format']}, {entry['duplicates']} "
+                     f"duplicate line(s)){label}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Subset lists
+
+
+def companion_label_file(list_path: str | Path) -> Path | None:
+    """The published label file beside a pose list: ``*_list*.txt`` -> ``*_label*.txt`` (e.g.
+    ``val_raf_db_list_45.txt`` -> ``val_raf_db_label_45.txt``), or None when there is none."""
+    list_path = Path(list_path)
+    name = list_path.name
+    at = name.rfind("_list")
+    if at < 0:
+        return None
+    candidate = list_path.with_name(name[:at] + "_label" + name[at + len("_list"):])
+    return candidate if candidate.is_file() and candidate != list_path else None
+
+
+def parse_rafdb_subset(path: str | Path, name: str | None = None, label_path: str | Path | None = None,
+                       ) -> SubsetList:
+    """Parse a published RAF-DB occlusion or pose list; a pose list's label file (given, or found by
+    :func:`companion_label_file`) is cross-checked line by line against the labels in the list."""
+    path = Path(path)
+    if label_path is None:
+        label_path = companion_label_file(path)
+    subset = parse_subset_list(path, dataset="rafdb", name=name)
+    if label_path is not None and subset.format != "rafdb_pose":
+        raise ValueError(f"{label_path} is a label file for a pose list, but {path} is a {subset.format} list")
+    if label_path is not None:
+        subset = parse_subset_list(path, dataset="rafdb", label_path=label_path, name=name)
+    return subset
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Generated look-alikes
+
+#: Occlusion type of the generated occlusion list per drawn occlusion (the published list uses types 1-4 whose
+#: meaning is not documented; here 1 upper, 2 bottom, 3 left/right, 4 glasses/mask, Table I's column order).
+GENERATED_OCCLUSION_TYPE = {"upper": 1, "bottom": 2, "left": 3, "right": 3, "glasses": 4, "mask": 4}
+
+
+def generate_rafdb(out: str | Path, *, train: int = 70, test: int = 35, seed: int = 0, layout: str = "provider",
+                   label_file: str = LABEL_FILE_NAMES[0], final_newline: bool = False, renderer: str = "simple",
+                   original: bool = True, lists: bool = True, occluded: float = 0.3, posed: float = 0.4,
+                   ) -> dict[str, Path]:
+    """Write a small RAF-DB look-alike to ``out`` and return the paths of what was written.
+
+    ``layout="provider"``: ``basic/EmoLabel/<label_file>`` (no final newline unless ``final_newline``),
+    ``basic/Image/aligned/*_aligned.jpg`` (100 x 100) and, with ``original``, ``basic/Image/original/*.jpg`` with
+    the face placed in a larger picture, its ``Annotation/boundingbox`` box and ``Annotation/manual`` landmarks.
+    ``layout="kaggle"``: ``train_labels.csv``, ``test_labels.csv`` and ``DATASET/{train,test}/<1-7>/``.
+    With ``lists``, ``lists/`` gets an occlusion list and pose lists (> 30, > 45) of the test split in the
+    published formats (CRLF and a duplicate line in the occlusion list; label files with their ``N 7`` header).
+    Each split holds the seven classes in turn, shuffled (every class appears once the split has 7 images).
+    """
+    if layout not in ("provider", "kaggle"):
+        raise ValueError(f"layout must be provider or kaggle, got {layout!r}")
+    if label_file not in LABEL_FILE_NAMES:
+        raise ValueError(f"label_file must be one of {', '.join(LABEL_FILE_NAMES)}")
+    out = Path(out)
+    rng = random.Random(seed)
+    basic = out / "basic"
+    paths: dict[str, Path] = {}
+    label_rows: list[str] = []
+    test_meta: list[tuple[str, int, str, float]] = []
+    draw = RENDERERS[renderer]
+    expressions = {"surprise": "surprise", "fear": "fear", "disgust": "disgust", "happiness": "happiness",
+                   "sadness": "sadness", "anger": "anger", "neutral": "neutral"}
+    csv_rows: dict[str, list[str]] = {s: [] for s in SPLITS}
+    for split, count, digits in (("train", train, 5), ("test", test, 4)):
+        labels = [i % 7 for i in range(count)]
+        rng.shuffle(labels)
+        occ = ["none"] * count
+        yaw = [rng.uniform(-20, 20) for _ in range(count)]
+        if split == "test":
+            for i in range(count):
+                if rng.random() < occluded:
+                    occ[i] = rng.choice(list(GENERATED_OCCLUSION_TYPE))
+                elif rng.random() < posed:
+                    yaw[i] = rng.choice([-1, 1]) * rng.uniform(32, 60)
+        faces, marks = draw([expressions[RAFDB_CLASSES[c]] for c in labels], 100, seed * 2 + (split == "test"),
+                            occlusion=occ, yaw=yaw)
+        for i, (face, points, label) in enumerate(zip(faces, marks, labels, strict=True)):
+            stem = f"{split}_{i + 1:0{digits}d}"
+            if layout == "provider":
+                aligned = basic / "Image" / "aligned" / f"{stem}_aligned.jpg"
+                aligned.parent.mkdir(parents=True, exist_ok=True)
+                face.save(aligned, quality=95)
+                if original:
+                    canvas = (rng.randint(150, 220), rng.randint(150, 220))
+                    picture, box, pts = place_on_canvas(face, points, canvas, rng)
+                    path = basic / "Image" / "original" / f"{stem}.jpg"
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    picture.save(path, quality=95)
+                    box_path = basic / "Annotation" / "boundingbox" / f"{stem}_boundingbox.txt"
+                    box_path.parent.mkdir(parents=True, exist_ok=True)
+                    box_path.write_text(" ".join(f"{v:.2f}" for v in box) + "\n")
+                    manual = basic / "Annotation" / "manual" / f"{stem}_manu_attri.txt"
+                    manual.parent.mkdir(parents=True, exist_ok=True)
+                    manual.write_text("".join(f"{x:.2f}\t{y:.2f}\n" for x, y in pts) + "0\n2\n1\n")
+                label_rows.append(f"{stem}.jpg {label + 1}")
+            else:
+                path = out / "DATASET" / split / str(label + 1) / f"{stem}_aligned.jpg"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                face.save(path, quality=95)
+                csv_rows[split].append(f"{stem}_aligned.jpg,{label + 1}")
+            if split == "test":
+                test_meta.append((stem, label, occ[i], abs(yaw[i])))
+    if layout == "provider":
+        path = basic / "EmoLabel" / label_file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n".join(label_rows) + ("\n" if final_newline else ""))
+        paths["label_file"] = path
+        paths["data_dir"] = basic
+    else:
+        for split, file_name in KAGGLE_FILES.items():
+            (out / file_name).write_text("image,label\n" + "".join(r + "\n" for r in csv_rows[split]))
+            paths[split] = out / file_name
+        paths["data_dir"] = out
+    if lists:
+        paths.update(_write_lists(out / "lists", test_meta))
+    return paths
+
+
+def _write_lists(folder: Path, meta: list[tuple[str, int, str, float]]) -> dict[str, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    occluded = [(s, lab, GENERATED_OCCLUSION_TYPE[o]) for s, lab, o, _ in meta if o != "none"]
+    if occluded:  # as published: CRLF, one duplicate line, no final newline
+        rows = [f"{s}_aligned {lab} {t}" for s, lab, t in occluded]
+        rows.insert(min(2, len(rows)), rows[0])
+        (folder / "rafdb_occlusion_list.txt").write_bytes("\r\n".join(rows).encode())
+    written = {"occlusion": folder / "rafdb_occlusion_list.txt"} if occluded else {}
+    for suffix, limit in (("", 30.0), ("_45", 45.0)):
+        posed = [(s, lab) for s, lab, o, yaw in meta if o == "none" and yaw > limit]
+        if not posed:
+            continue
+        (folder / f"val_raf_db_list{suffix}.txt").write_text("".join(f"{lab}/{s}_aligned.jpg\n" for s, lab in posed))
+        (folder / f"val_raf_db_label{suffix}.txt").write_text(
+            f"{len(posed)} 7\n" + "\n".join(str(lab) for _, lab in posed))
+        written[f"pose{suffix or '_30'}"] = folder / f"val_raf_db_list{suffix}.txt"
+    return written
+
+
+def main(argv: list[str] | None = None) -> dict[str, Path]:
+    parser = argparse.ArgumentParser(prog="examples/rafdb/data.py",
+                                     description="Write a small generated RAF-DB look-alike (both layouts).")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--layout", choices=["provider", "kaggle"], default="provider")
+    parser.add_argument("--train", type=int, default=210)
+    parser.add_argument("--test", type=int, default=105)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--label-file", choices=LABEL_FILE_NAMES, default=LABEL_FILE_NAMES[0])
+    parser.add_argument("--renderer", choices=sorted(RENDERERS), default="simple",
+                        help="simple: fast cartoon faces; synthetic: examples/common/synthetic.py (slower, richer)")
+    args = parser.parse_args(argv)
+    paths = generate_rafdb(args.out, train=args.train, test=args.test, seed=args.seed, layout=args.layout,
+                           label_file=args.label_file, renderer=args.renderer)
+    for what, path in paths.items():
+        print(f"{what}: {path}")
+    return paths
+
+
+if __name__ == "__main__":
+    main()
