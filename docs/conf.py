@@ -22,6 +22,7 @@ extensions = [
     "sphinx.ext.mathjax",
     "sphinx.ext.viewcode",
     "sphinx.ext.autosummary",
+    "myst_parser",  # only for the changelog, which is Markdown (Keep a Changelog)
 ]
 
 # Offline: MathJax is not fetched from a CDN at build time; a reader's browser loads it when viewing.
@@ -40,10 +41,19 @@ autosummary_generate = False
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 napoleon_use_rtype = False
-napoleon_custom_sections = [("Shapes", "params_style"), ("Convention", "notes_style")]
+napoleon_custom_sections = ["Shapes", ("Convention", "notes_style")]
+autodoc_inherit_docstrings = False  # forward() would otherwise show nn.Module's generic note
 
 templates_path: list[str] = []
 exclude_patterns = ["_build"]
 html_theme = "alabaster"
-html_static_path: list[str] = []
-html_theme_options = {"description": "Region Attention Networks as PyTorch layers", "fixed_sidebar": True}
+html_static_path = ["_static"]
+# MathJax ships with the docs (docs/_static/mathjax, Apache-2.0) so the math renders without internet too.
+mathjax_path = "mathjax/tex-svg.js"
+html_theme_options = {
+    "description": "Region Attention Networks as PyTorch layers",
+    "fixed_sidebar": True,
+    "page_width": "1200px",
+}
+source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
+suppress_warnings = ["myst.header"]

@@ -73,7 +73,7 @@ class RegionAttentionNetwork(nn.Module):
 
     Shapes:
         - images: :math:`(B, C, H, W)`; landmarks (for a landmark cropper): :math:`(B, L, 2)` pixels
-        - output: :class:`RANOutput` with ``logits`` :math:`(B, \text{num\_classes})`
+        - output: :class:`RANOutput` with ``logits`` :math:`(B, \text{num_classes})`
 
     Example:
         >>> import torch
