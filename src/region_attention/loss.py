@@ -49,6 +49,7 @@ class RegionBiasedLoss(nn.Module):
         self.reduction = reduction
 
     def forward(self, gates: Tensor, mask: Tensor | None = None) -> Tensor:
+        """The loss of self-attention ``gates`` ``(B, K)``; ``mask`` ``(B, K)`` bool, True = present."""
         return RF.region_biased_loss(
             gates, mask, margin=self.margin, whole_index=self.whole_index, reduction=self.reduction
         )

@@ -175,5 +175,7 @@ class RegionAttentionNetwork(nn.Module):
     def forward(
         self, images: Tensor, landmarks: Tensor | None = None, generator: torch.Generator | None = None
     ) -> RANOutput:
+        """Crop ``images`` ``(B, C, H, W)`` (with ``landmarks`` ``(B, L, 2)`` for a landmark cropper and an
+        optional ``generator`` for random regions), then run :meth:`forward_regions`."""
         regions = self.cropper(images, landmarks=landmarks, generator=generator)
         return self.forward_regions(regions)

@@ -98,6 +98,7 @@ class SelfAttentionPool(_AttentionPool):
         return self.dim
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> SelfAttentionOutput:
+        """Pool region features ``x`` ``(B, K, D)``; ``mask`` ``(B, K)`` bool, True = present."""
         x = self._check_x(x)
         return RF.self_attention_pool(x, self.query.weight, self.query.bias, mask, variant=self.variant)
 
@@ -152,6 +153,8 @@ class RelationAttentionPool(_AttentionPool):
         return 2 * self.dim
 
     def forward(self, x: Tensor, pooled: Tensor, gates: Tensor, mask: Tensor | None = None) -> RelationAttentionOutput:
+        """Refine with ``pooled`` (``F_m``, ``(B, D)``) and ``gates`` (``mu``, ``(B, K)``) of the self-attention
+        pool; ``mask`` ``(B, K)`` bool, True = present."""
         x = self._check_x(x)
         return RF.relation_attention_pool(
             x, pooled, gates, self.query.weight, self.query.bias, mask, variant=self.variant

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from examples.common.subsets import parse_subset_list
 
 LISTS = Path(__file__).resolve().parents[1] / "fixtures" / "subset_lists"
