@@ -68,6 +68,18 @@ def test_joint_and_per_region_agree_in_eval_mode():
     torch.testing.assert_close(a.relation_attention.weights, b.relation_attention.weights, atol=1e-6, rtol=1e-5)
 
 
+def test_per_region_eval_equals_a_loop_of_backbone_calls():
+    """Eval takes the single joint call; it must equal calling the backbone once per region index."""
+    model = make_model(region_batching="per_region")
+    images = torch.rand(3, 3, 32, 32)
+    model(images)  # update the running statistics
+    model.eval()
+    with torch.no_grad():
+        out = model(images)
+        loop = torch.stack([model.backbone(out.regions.crops[:, i]).flatten(1) for i in range(6)], 1)
+    torch.testing.assert_close(model.embed(out.regions.crops), loop, atol=1e-5, rtol=1e-5)
+
+
 def test_training_mode_batchnorm_statistics_differ_between_batching_modes():
     joint = make_model(region_batching="joint")
     per_region = make_model(region_batching="per_region")

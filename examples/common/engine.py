@@ -130,6 +130,9 @@ def add_engine_arguments(parser: argparse.ArgumentParser, *, recipes: dict[str, 
                    help="evaluate the selected checkpoint on a published subset list (repeatable)")
     g.add_argument("--train-on-valid", action="store_true",
                    help="the paper's protocol: train on train + valid and report the last epoch")
+    g.add_argument("--hflip", action="store_true",
+                   help="random horizontal flips of the training faces, on the device (the authors used no "
+                        "augmentation; off by default)")
     g.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.pt")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--eval-batch-size", type=int, default=None)
@@ -348,6 +351,23 @@ def _unpack(batch: Sequence[Any], rt: Runtime) -> tuple[Tensor, Tensor, Tensor, 
     return image, target.to(rt.device, non_blocking=True), label, index, landmarks
 
 
+#: Horizontal flip of 5-point landmarks: x -> W - x, and the eyes and the mouth corners swap sides.
+_FLIP_5 = [1, 0, 2, 4, 3]
+
+
+def random_hflip(image: Tensor, landmarks: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    """Flip a random half of the batch left-right (torch's global RNG, seeded per epoch by the engine)."""
+    flip = torch.rand(image.shape[0], device=image.device) < 0.5
+    image = torch.where(flip.view(-1, 1, 1, 1), image.flip(-1), image)
+    if landmarks is not None:
+        if landmarks.shape[1] != 5:
+            raise ValueError(f"--hflip supports 5-point landmarks, got {landmarks.shape[1]} points")
+        mirrored = landmarks[:, _FLIP_5].clone()
+        mirrored[..., 0] = image.shape[-1] - mirrored[..., 0]
+        landmarks = torch.where(flip.view(-1, 1, 1), mirrored, landmarks)
+    return image, landmarks
+
+
 def amp_context(cfg: dict[str, Any], rt: Runtime) -> contextlib.AbstractContextManager[Any]:
     if not cfg["amp"]:
         return contextlib.nullcontext()
@@ -373,6 +393,8 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
         if step >= steps:
             break
         image, target, _, _, landmarks = _unpack(batch, rt)
+        if cfg.get("hflip"):
+            image, landmarks = random_hflip(image, landmarks)
         with amp_context(cfg, rt):
             out = model(image, landmarks)
         cls = task.loss(out.logits.float(), target)
