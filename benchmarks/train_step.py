@@ -35,6 +35,8 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import contextlib
+
 from _common import interleaved_medians, machine_description, print_table, sync
 from region_attention import RegionAttentionLoss, RegionAttentionNetwork, RegionCropper
 from region_attention.backbones import resnet18
@@ -232,10 +234,8 @@ def _reset_peak_rss() -> int:
     """Reset the peak to the current RSS where Linux allows it (writing 5 to clear_refs), and return it.
 
     ru_maxrss alone would carry the parent's peak across fork/exec and hide what inference adds."""
-    try:
+    with contextlib.suppress(OSError):
         Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
     return _peak_rss()
 
 
@@ -257,10 +257,7 @@ def memory_child(which: str, size: int, device_name: str) -> None:
         base = _reset_peak_rss()
     with torch.inference_mode():
         model(image)
-    if device.type == "cuda":
-        total = torch.cuda.max_memory_allocated(device)
-    else:
-        total = _peak_rss()
+    total = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else _peak_rss()
     peak = total - base
     print(json.dumps({"peak_bytes": total, "increase_bytes": peak}))
 

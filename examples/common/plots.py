@@ -25,7 +25,7 @@ def plot_confusion_matrix(cm: Tensor | Sequence[Sequence[int]], class_names: Seq
     plt = _pyplot()
     cm = torch.as_tensor(cm, dtype=torch.float64)
     rows = cm.sum(1, keepdim=True).clamp_min(1)
-    norm = (cm / rows).numpy() if hasattr(cm, "numpy") else cm / rows
+    norm = (cm / rows).numpy()
     n = len(class_names)
     fig, ax = plt.subplots(figsize=(1.0 + 0.75 * n, 0.8 + 0.7 * n), dpi=120)
     ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
@@ -105,7 +105,7 @@ def plot_attention(images: Tensor, boxes: Tensor, weights: Tensor, path: Path | 
         lo = int(torch.nan_to_num(masked_w, nan=2).argmin())
         img = images[row].float().cpu().clamp(0, 1)
         ax = axes[row][0]
-        ax.imshow(img.permute(1, 2, 0).squeeze(-1), cmap="gray" if img.shape[0] == 1 else None)
+        ax.imshow(img.permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray" if img.shape[0] == 1 else None)
         for j in range(k):
             if not present[j]:
                 continue
@@ -120,7 +120,7 @@ def plot_attention(images: Tensor, boxes: Tensor, weights: Tensor, path: Path | 
             else:
                 x1, y1, x2, y2 = (round(v) for v in boxes[row, j].tolist())
                 c = img[:, max(y1, 0):max(y2, 1), max(x1, 0):max(x2, 1)]
-            ax.imshow(c.permute(1, 2, 0).squeeze(-1), cmap="gray" if c.shape[0] == 1 else None)
+            ax.imshow(c.permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray" if c.shape[0] == 1 else None)
             label = "masked" if not present[j] else f"{float(w[j]):.3f}"
             color = "red" if j == hi else "blue" if j == lo else "black"
             ax.set_title(f"I{j}: {label}", fontsize=7, color=color, fontweight="bold" if j in (hi, lo) else None)
