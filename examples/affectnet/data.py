@@ -66,6 +66,7 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from examples.common.folder_data import stratified_holdout as _stratified_holdout
 from examples.common.subsets import image_key
 
 __all__ = [
@@ -571,23 +572,10 @@ def load_affectnet(data_dir: str | Path, classes: int = 8, layout: str = "auto",
 
 
 def stratified_holdout(labels: Tensor, fraction: float, seed: int) -> tuple[Tensor, Tensor]:
-    """Indices ``(train, holdout)``: per class, ``round(fraction * n_c)`` images (at least one when the class has
-    two or more and ``fraction > 0``) drawn by a generator seeded with ``seed``; both sorted."""
-    if not 0.0 <= fraction < 1.0:
-        raise ValueError(f"holdout fraction must be in [0, 1), got {fraction}")
-    g = torch.Generator().manual_seed(int(seed) * 7_919 + 17)
-    hold = []
-    for c in torch.unique(labels[labels >= 0]).tolist():
-        idx = torch.nonzero(labels == c).flatten()
-        n = len(idx)
-        k = round(fraction * n)
-        if fraction > 0 and n >= 2:
-            k = min(max(k, 1), n - 1)
-        hold.append(idx[torch.randperm(n, generator=g)[:k]])
-    mask = torch.zeros(len(labels), dtype=torch.bool)
-    if hold:
-        mask[torch.cat(hold)] = True
-    return torch.nonzero(~mask).flatten(), torch.nonzero(mask).flatten()
+    """Indices ``(train, holdout)`` as int64 tensors: the examples' shared per-class hold-out
+    (:func:`examples.common.folder_data.stratified_holdout`) applied to a label tensor."""
+    kept, held = _stratified_holdout(labels.tolist(), fraction, seed)
+    return torch.tensor(kept, dtype=torch.long), torch.tensor(held, dtype=torch.long)
 
 
 def balanced_sample_weights(labels: Tensor, num_classes: int) -> Tensor:
