@@ -12,7 +12,6 @@ coordinates ``(x, y)`` in the ``S x S`` image (NaN where an annotation is missin
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import random
 from collections import Counter
@@ -23,22 +22,19 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
 __all__ = [
     "FITS",
     "IMAGE_SUFFIXES",
-    "OCCLUSION_NAMES",
-    "RENDERERS",
     "ImageListDataset",
     "ImageRecord",
     "add_holdout_arguments",
     "add_region_arguments",
     "class_counts",
     "cross_entropy_loss",
-    "draw_faces",
     "is_main_process",
     "place_on_canvas",
     "read_lines",
@@ -267,87 +263,12 @@ def add_holdout_arguments(group: Any) -> None:
 # ---------------------------------------------------------------------------------------------------------------
 # Generated data: small cartoon faces with a per-class expression and exact 5-point landmarks
 
-#: Expression parameters per name: mouth curve (+ smile), mouth opening, brow tilt (+ inner ends down),
-#: brow raise, eye opening.
-_EXPRESSIONS: dict[str, tuple[float, float, float, float, float]] = {
-    "neutral": (0.0, 0.0, 0.0, 0.0, 1.0),
-    "happiness": (1.0, 0.25, 0.0, 0.1, 0.7),
-    "surprise": (0.0, 1.0, -0.2, 1.0, 1.6),
-    "sadness": (-0.9, 0.0, -0.9, 0.2, 0.8),
-    "anger": (-0.5, 0.1, 1.0, -0.4, 0.9),
-    "disgust": (-0.6, 0.3, 0.5, -0.2, 0.5),
-    "fear": (-0.3, 0.6, -0.7, 0.8, 1.4),
-}
-#: Occlusion names drawn by :func:`draw_faces`.
-OCCLUSION_NAMES = ("none", "upper", "bottom", "left", "right", "glasses", "mask")
-
-
-def draw_faces(expressions: Sequence[str], size: int, seed: int, *, occlusion: Sequence[str] | None = None,
-               yaw: Sequence[float] | None = None) -> tuple[list[Image.Image], list[list[tuple[float, float]]]]:
-    """Draw one ``size x size`` RGB cartoon face per expression name (keys of ``_EXPRESSIONS``).
-
-    Returns the images and their 5 landmarks (eye centres, nose tip, mouth corners; pixels ``(x, y)``).
-    ``occlusion`` (names of :data:`OCCLUSION_NAMES`) hides part of the face; ``yaw`` (degrees) shifts the
-    features sideways like a turned head. Fast (a few milliseconds per face); meant for tests and quick tries.
-    """
-    rng = random.Random(seed)
-    images, marks = [], []
-    for i, name in enumerate(expressions):
-        if name not in _EXPRESSIONS:
-            raise ValueError(f"unknown expression {name!r}; expected one of {', '.join(_EXPRESSIONS)}")
-        curve, opening, tilt, raise_, eye_open = (v + rng.gauss(0.0, 0.12) for v in _EXPRESSIONS[name])
-        s = size / 100.0  # drawing units: a 100 x 100 face
-        bg = tuple(rng.randint(20, 235) for _ in range(3))
-        img = Image.new("RGB", (size, size), bg)
-        d = ImageDraw.Draw(img)
-        skin = (rng.randint(150, 240), rng.randint(110, 200), rng.randint(80, 170))
-        cx = 50 + rng.uniform(-4, 4)
-        cy = 52 + rng.uniform(-4, 4)
-        w, h = rng.uniform(34, 42), rng.uniform(42, 48)
-        d.ellipse([(cx - w) * s, (cy - h) * s, (cx + w) * s, (cy + h) * s], fill=skin)
-        turn = math.sin(math.radians(yaw[i] if yaw is not None else rng.uniform(-15, 15))) * 14
-        dark = (rng.randint(0, 60),) * 3
-        eye_dx, eye_y = rng.uniform(14, 18), cy - 12
-        eyes = [(cx - eye_dx + turn, eye_y), (cx + eye_dx + turn, eye_y)]
-        for k, (ex, ey) in enumerate(eyes):
-            ew, eh = 7.0, max(1.0, 3.5 * eye_open)
-            d.ellipse([(ex - ew) * s, (ey - eh) * s, (ex + ew) * s, (ey + eh) * s], fill=(250, 250, 250))
-            d.ellipse([(ex - 2.5) * s, (ey - 2.5) * s, (ex + 2.5) * s, (ey + 2.5) * s], fill=dark)
-            inner = 1 if k == 0 else -1  # direction towards the nose
-            by = ey - 9 - 5 * raise_
-            d.line([((ex - 8 * inner) * s, (by - 3 * tilt) * s), ((ex + 8 * inner) * s, (by + 3 * tilt) * s)],
-                   fill=dark, width=max(1, round(2.5 * s)))
-        nose = (cx + 1.3 * turn, cy + 6)
-        d.line([((nose[0] - 1) * s, (cy - 6) * s), (nose[0] * s, nose[1] * s)], fill=dark, width=max(1, round(s)))
-        my, mw = cy + 22, 14 * (1.0 + 0.25 * curve - 0.2 * opening)
-        mouth_l, mouth_r = (cx - mw + turn, my - 5 * curve), (cx + mw + turn, my - 5 * curve)
-        lip = (rng.randint(120, 200), rng.randint(30, 80), rng.randint(40, 90))
-        d.line([(mouth_l[0] * s, mouth_l[1] * s), ((cx + turn) * s, (my + 5 * curve) * s),
-                (mouth_r[0] * s, mouth_r[1] * s)], fill=lip, width=max(1, round(3 * s)))
-        if opening > 0.15:
-            oh = 9 * opening
-            d.ellipse([(cx + turn - mw * 0.5) * s, (my - oh / 2) * s, (cx + turn + mw * 0.5) * s, (my + oh / 2) * s],
-                      fill=(40, 10, 10))
-        occ = occlusion[i] if occlusion is not None else "none"
-        if occ != "none":
-            colour = tuple(rng.randint(0, 255) for _ in range(3))
-            rect = {"upper": (0, 0, 100, cy), "bottom": (0, cy + 8, 100, 100), "left": (0, 0, cx - 5, 100),
-                    "right": (cx + 5, 0, 100, 100), "glasses": (cx - 34, eye_y - 8, cx + 34, eye_y + 8),
-                    "mask": (cx - 30, cy + 6, cx + 30, cy + 40)}.get(occ)
-            if rect is None:
-                raise ValueError(f"unknown occlusion {occ!r}; expected one of {', '.join(OCCLUSION_NAMES)}")
-            d.rectangle([v * s for v in rect], fill=colour)
-        img = img.filter(ImageFilter.GaussianBlur(radius=0.4 * s))
-        images.append(img)
-        marks.append([(eyes[0][0] * s, eyes[0][1] * s), (eyes[1][0] * s, eyes[1][1] * s),
-                      (nose[0] * s, nose[1] * s), (mouth_l[0] * s, mouth_l[1] * s), (mouth_r[0] * s, mouth_r[1] * s)])
-    return images, marks
-
-
 def render_with_synthetic(expressions: Sequence[str], size: int, seed: int, *,
                           occlusion: Sequence[str] | None = None, yaw: Sequence[float] | None = None
                           ) -> tuple[list[Image.Image], list[list[tuple[float, float]]]]:
-    """Like :func:`draw_faces`, with the richer renderer of :mod:`examples.common.synthetic` (slower)."""
+    """One RGB ``size x size`` face per expression name (FERPlus class names), drawn by
+    :mod:`examples.common.synthetic`, and its 5 landmarks (eye centres, nose tip, mouth corners) in pixels.
+    ``occlusion`` names and ``yaw`` degrees per face are passed to the renderer."""
     from .synthetic import FERPLUS_CLASSES, render_batch, sample_faces
 
     labels = [FERPLUS_CLASSES.index(e) for e in expressions]
@@ -361,12 +282,6 @@ def render_with_synthetic(expressions: Sequence[str], size: int, seed: int, *,
         five = [lm[36:42].mean(0), lm[42:48].mean(0), lm[30], lm[48], lm[54]]
         marks.append([(float(p[0]), float(p[1])) for p in five])
     return out, marks
-
-
-RENDERERS: dict[str, Callable[..., tuple[list[Image.Image], list[list[tuple[float, float]]]]]] = {
-    "simple": draw_faces,
-    "synthetic": render_with_synthetic,
-}
 
 
 def place_on_canvas(face: Image.Image, marks: Sequence[tuple[float, float]], canvas: tuple[int, int],

@@ -49,12 +49,12 @@ if __package__ in (None, ""):  # run as a script: make `examples` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from examples.common.folder_data import (
-    RENDERERS,
     ImageListDataset,
     ImageRecord,
     class_counts,
     place_on_canvas,
     read_lines,
+    render_with_synthetic,
 )
 from examples.common.subsets import SubsetList, image_key, parse_subset_list
 
@@ -405,7 +405,7 @@ GENERATED_OCCLUSION_TYPE = {"upper": 1, "bottom": 2, "left": 3, "right": 3, "gla
 
 
 def generate_rafdb(out: str | Path, *, train: int = 70, test: int = 35, seed: int = 0, layout: str = "provider",
-                   label_file: str = LABEL_FILE_NAMES[0], final_newline: bool = False, renderer: str = "simple",
+                   label_file: str = LABEL_FILE_NAMES[0], final_newline: bool = False,
                    original: bool = True, lists: bool = True, occluded: float = 0.3, posed: float = 0.4,
                    ) -> dict[str, Path]:
     """Write a small RAF-DB look-alike to ``out`` and return the paths of what was written.
@@ -428,7 +428,7 @@ def generate_rafdb(out: str | Path, *, train: int = 70, test: int = 35, seed: in
     paths: dict[str, Path] = {}
     label_rows: list[str] = []
     test_meta: list[tuple[str, int, str, float]] = []
-    draw = RENDERERS[renderer]
+    draw = render_with_synthetic
     expressions = {"surprise": "surprise", "fear": "fear", "disgust": "disgust", "happiness": "happiness",
                    "sadness": "sadness", "anger": "anger", "neutral": "neutral"}
     csv_rows: dict[str, list[str]] = {s: [] for s in SPLITS}
@@ -515,11 +515,9 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
     parser.add_argument("--test", type=int, default=105)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--label-file", choices=LABEL_FILE_NAMES, default=LABEL_FILE_NAMES[0])
-    parser.add_argument("--renderer", choices=sorted(RENDERERS), default="simple",
-                        help="simple: fast cartoon faces; synthetic: examples/common/synthetic.py (slower, richer)")
     args = parser.parse_args(argv)
     paths = generate_rafdb(args.out, train=args.train, test=args.test, seed=args.seed, layout=args.layout,
-                           label_file=args.label_file, renderer=args.renderer)
+                           label_file=args.label_file)
     for what, path in paths.items():
         print(f"{what}: {path}")
     return paths

@@ -38,12 +38,12 @@ if __package__ in (None, ""):  # run as a script: make `examples` importable
 
 from examples.common.folder_data import (
     IMAGE_SUFFIXES,
-    RENDERERS,
     ImageListDataset,
     ImageRecord,
     class_counts,
     place_on_canvas,
     read_lines,
+    render_with_synthetic,
 )
 from examples.common.subsets import SubsetEntry, SubsetList
 
@@ -278,7 +278,7 @@ _EXPRESSION = ("anger", "disgust", "fear", "happiness", "neutral", "sadness", "s
 
 
 def generate_sfew(out: str | Path, *, train: int = 70, val: int = 35, seed: int = 0, variant: str = "both",
-                  folder_names: tuple[str, ...] = SHIPPED_FOLDERS, renderer: str = "simple",
+                  folder_names: tuple[str, ...] = SHIPPED_FOLDERS,
                   frame_size: tuple[int, int] = (180, 144), face_size: int = 96) -> dict[str, Path]:
     """Write a small SFEW look-alike to ``out``: ``Train/`` + ``Val/`` (frames: the face somewhere in a
     ``frame_size`` picture, 5:4 like the release's 720 x 576) and/or ``Train_Aligned_Faces/`` +
@@ -295,7 +295,7 @@ def generate_sfew(out: str | Path, *, train: int = 70, val: int = 35, seed: int 
     for split, count in (("train", train), ("val", val)):
         labels = [i % len(SFEW_CLASSES) for i in range(count)]
         rng.shuffle(labels)
-        faces, marks = RENDERERS[renderer]([_EXPRESSION[c] for c in labels], face_size, seed * 2 + (split == "val"))
+        faces, marks = render_with_synthetic([_EXPRESSION[c] for c in labels], face_size, seed * 2 + (split == "val"))
         stems = [f"Movie{rng.randrange(5)}_{rng.randrange(10**9):09d}_{i + 1:08d}" for i in range(count)]
         for v in variants:
             train_dir, val_dirs = VARIANTS[v]
@@ -317,11 +317,8 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
     parser.add_argument("--train", type=int, default=140)
     parser.add_argument("--val", type=int, default=70)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--renderer", choices=sorted(RENDERERS), default="simple",
-                        help="simple: fast cartoon faces; synthetic: examples/common/synthetic.py (slower, richer)")
     args = parser.parse_args(argv)
-    written = generate_sfew(args.out, train=args.train, val=args.val, seed=args.seed, variant=args.variant,
-                            renderer=args.renderer)
+    written = generate_sfew(args.out, train=args.train, val=args.val, seed=args.seed, variant=args.variant)
     for what, path in written.items():
         print(f"{what}: {path}")
     return written
