@@ -10,6 +10,12 @@ import os
 
 import pytest
 import torch
+from hypothesis import settings
+
+# CI runs the same examples every time (a red build must be reproducible); locally hypothesis explores freely.
+settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
