@@ -714,12 +714,6 @@ def _jsonable(cfg: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(cfg, default=str))
 
 
-def config_from_args(args: argparse.Namespace, **overrides: Any) -> dict[str, Any]:
-    cfg = resolve_config(args)
-    cfg.update(overrides)
-    return cfg
-
-
 __all__ = [
     "RECIPES",
     "EpochSampler",
@@ -727,6 +721,7 @@ __all__ = [
     "add_engine_arguments",
     "atomic_save",
     "confusion",
+    "explicit_options",
     "load_checkpoint_file",
     "metrics_from_confusion",
     "predict",
