@@ -37,7 +37,6 @@ __all__ = [
     "cross_entropy_loss",
     "is_main_process",
     "place_on_canvas",
-    "read_lines",
     "render_with_synthetic",
     "split_records",
     "square_box",
@@ -208,21 +207,6 @@ def split_records(records: Sequence[ImageRecord], fraction: float, seed: int
 def class_counts(labels: Sequence[int], class_names: Sequence[str]) -> dict[str, int]:
     counts = Counter(int(v) for v in labels)
     return {name: counts.get(i, 0) for i, name in enumerate(class_names)}
-
-
-def read_lines(path: Path) -> list[tuple[int, str]]:
-    """Non-blank lines of a text file as ``(1-based line, stripped text)``: accepts a UTF-8 BOM, CRLF or CR
-    line ends and a missing final newline."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise FileNotFoundError(f"file not found: {path}") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise ValueError(f"{path}: not a UTF-8/ASCII text file ({err})") from None
-    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
-    return [(n, line.strip()) for n, line in enumerate(lines, start=1) if line.strip()]
 
 
 def is_main_process() -> bool:

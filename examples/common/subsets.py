@@ -186,22 +186,19 @@ def image_key(dataset: str, name: str | Path) -> str:
     return stem
 
 
-def _split_lines(path: Path) -> list[tuple[int, str]]:
-    """Non-blank lines as (1-based line number, stripped text); handles CRLF, CR and a missing final newline."""
+def read_text_lines(path: Path, what: str = "file") -> list[tuple[int, str]]:
+    """Non-blank lines of a text file as ``(1-based line, stripped text)``: accepts a UTF-8 BOM, CRLF or CR line
+    ends and a missing final newline (the published lists have all of these). ``what`` names the file in errors."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        raise FileNotFoundError(f"subset list not found: {path}") from None
+        raise FileNotFoundError(f"{what} not found: {path}") from None
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         raise ValueError(f"{path}: not a UTF-8/ASCII text file ({err})") from None
-    out = []
-    for number, line in enumerate(text.replace("\r\n", "\n").replace("\r", "\n").split("\n"), start=1):
-        line = line.strip()
-        if line:
-            out.append((number, line))
-    return out
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    return [(n, line.strip()) for n, line in enumerate(lines, start=1) if line.strip()]
 
 
 def _detect(path: Path, number: int, line: str, dataset: str) -> _Format:
@@ -222,7 +219,7 @@ def read_label_file(path: str | Path) -> list[int]:
     Checks the header, the count and that every label lies in ``[0, C)``; errors name the file and line.
     """
     path = Path(path)
-    lines = _split_lines(path)
+    lines = read_text_lines(path, "subset list")
     if not lines:
         raise ValueError(f"{path}: empty label file (expected a header 'N C' and N labels)")
     number, header = lines[0]
@@ -260,7 +257,7 @@ def parse_subset_list(
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; expected one of {', '.join(DATASETS)}")
     path = Path(path)
-    lines = _split_lines(path)
+    lines = read_text_lines(path, "subset list")
     if not lines:
         raise ValueError(f"{path}: the subset list is empty")
     fmt = _detect(path, *lines[0], dataset)

@@ -250,33 +250,9 @@ def sample_faces(
         [0.015, 0.01, 0.06, 0.01, 0.1, 0.01, 0.015, 0.015, 0.01, 0.01, 0.01, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1]
     )
     expr = expr + jitter * torch.randn(n, len(_EXPR), generator=g)
-    expr[
-        :,
-        [
-            _E["mouth_open"],
-            _E["teeth"],
-            _E["lip_raise"],
-            _E["mouth_asym"],
-            _E["brow_asym"],
-            _E["nose_wrinkle"],
-            _E["glabella"],
-            _E["smile_lines"],
-            _E["clench"],
-        ],
-    ] = expr[
-        :,
-        [
-            _E["mouth_open"],
-            _E["teeth"],
-            _E["lip_raise"],
-            _E["mouth_asym"],
-            _E["brow_asym"],
-            _E["nose_wrinkle"],
-            _E["glabella"],
-            _E["smile_lines"],
-            _E["clench"],
-        ],
-    ].clamp_min(0.0)
+    nonnegative = [_E[k] for k in ("mouth_open", "teeth", "lip_raise", "mouth_asym", "brow_asym", "nose_wrinkle",
+                                   "glabella", "smile_lines", "clench")]
+    expr[:, nonnegative] = expr[:, nonnegative].clamp_min(0.0)
     expr[:, _E["teeth"]] = expr[:, _E["teeth"]].clamp_max(1.0)
     expr[:, _E["eye_open"]] = expr[:, _E["eye_open"]].clamp(0.3, 2.0)
     p: dict[str, torch.Tensor] = {name: expr[:, i].contiguous() for i, name in enumerate(_EXPR)}

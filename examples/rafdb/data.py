@@ -53,10 +53,9 @@ from examples.common.folder_data import (
     ImageRecord,
     class_counts,
     place_on_canvas,
-    read_lines,
     render_with_synthetic,
 )
-from examples.common.subsets import SubsetList, image_key, parse_subset_list
+from examples.common.subsets import SubsetList, image_key, parse_subset_list, read_text_lines
 
 __all__ = [
     "IMAGE_KINDS",
@@ -134,7 +133,7 @@ def read_label_file(path: str | Path) -> list[tuple[int, str, int]]:
     path = Path(path)
     rows: list[tuple[int, str, int]] = []
     seen: dict[str, int] = {}
-    for number, line in read_lines(path):
+    for number, line in read_text_lines(path):
         where = f"{path}, line {number}"
         parts = line.split()
         if len(parts) != 2:
@@ -164,7 +163,7 @@ def _floats(text: str, count: int, where: str) -> list[float]:
 def read_bounding_box(path: str | Path) -> tuple[float, float, float, float]:
     """``x_min y_min x_max y_max`` (original-image pixels) from a ``*_boundingbox.txt`` file."""
     path = Path(path)
-    lines = read_lines(path)
+    lines = read_text_lines(path)
     if not lines:
         raise ValueError(f"{path}: empty bounding-box file (expected 'x_min y_min x_max y_max')")
     number, text = lines[0]
@@ -177,7 +176,7 @@ def read_bounding_box(path: str | Path) -> tuple[float, float, float, float]:
 def read_manual_landmarks(path: str | Path) -> tuple[tuple[float, float], ...]:
     """The 5 points of a ``*_manu_attri.txt`` file (left eye, right eye, nose tip, mouth corners)."""
     path = Path(path)
-    lines = read_lines(path)
+    lines = read_text_lines(path)
     if len(lines) < 5:
         raise ValueError(f"{path}: expected 5 landmark lines 'x<TAB>y', found {len(lines)} lines")
     points = []

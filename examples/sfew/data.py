@@ -42,10 +42,9 @@ from examples.common.folder_data import (
     ImageRecord,
     class_counts,
     place_on_canvas,
-    read_lines,
     render_with_synthetic,
 )
-from examples.common.subsets import SubsetEntry, SubsetList
+from examples.common.subsets import SubsetEntry, SubsetList, read_text_lines
 
 __all__ = [
     "FOLDER_NAMES",
@@ -235,7 +234,7 @@ def parse_sfew_subset(path: str | Path, name: str | None = None) -> SubsetList:
     is a type (accuracy is then also reported per type). Duplicate lines count once; conflicting ones are errors.
     """
     path = Path(path)
-    lines = read_lines(path)
+    lines = read_text_lines(path)
     if not lines:
         raise ValueError(f"{path}: the subset list is empty")
     entries: dict[str, SubsetEntry] = {}

@@ -28,16 +28,10 @@ from examples.affectnet.data import (
     reduce_68,
     stratified_holdout,
 )
+from examples.affectnet.train import affectnet_recipes, build_parser, main
+from examples.common.engine import EpochSampler, resolve_config
 from examples.common.subsets import image_key, parse_subset_list
 from PIL import Image
-
-try:  # the engine needs region_attention's network and cropper
-    from examples.affectnet.train import affectnet_recipes, build_parser, main
-    from examples.common.engine import EpochSampler, resolve_config
-
-    ENGINE_ERROR = None
-except ImportError as err:  # pragma: no cover - only while the library is incomplete
-    ENGINE_ERROR = str(err)
 
 HEADER = "subDirectory_filePath,face_x,face_y,face_width,face_height,facial_landmarks,expression,valence,arousal"
 #: The published lists, copied byte for byte into the test fixtures (see tests/fixtures/subset_lists/README.md).
@@ -97,7 +91,6 @@ def gen2(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-needs_engine = pytest.mark.skipif(ENGINE_ERROR is not None, reason=f"engine not importable: {ENGINE_ERROR}")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -275,7 +268,6 @@ def test_stratified_holdout_is_deterministic_and_disjoint() -> None:
     assert len(stratified_holdout(labels, 0.0, seed=0)[1]) == 0
 
 
-@needs_engine
 def test_oversampling_draws_classes_equally_often() -> None:
     labels = torch.tensor([0] * 600 + [1] * 60 + [2] * 12 + [3] * 3)
     weights = balanced_sample_weights(labels, 4)
@@ -301,7 +293,6 @@ def test_weighted_loss_uses_inverse_class_frequency() -> None:
     assert torch.allclose(ClassWeightedCrossEntropy()(logits, targets), F.cross_entropy(logits, targets))
 
 
-@needs_engine
 def test_authors_recipe_depends_on_balance(tmp_path: Path) -> None:
     def cfg(*extra: str) -> dict:
         args = build_parser().parse_args(["--data-dir", "x", "--output-dir", str(tmp_path), *extra])
@@ -372,7 +363,6 @@ def test_missing_and_corrupt_images_are_named_and_counted(tmp_path: Path) -> Non
     assert kept.report["class_counts"]["happy"] == 1
 
 
-@needs_engine
 def test_corrupt_image_stops_the_run_or_is_skipped_and_reported(gen1: Path, tmp_path: Path) -> None:
     data = tmp_path / "data"
     shutil.copytree(gen1, data)
@@ -394,7 +384,6 @@ def test_corrupt_image_stops_the_run_or_is_skipped_and_reported(gen1: Path, tmp_
 # End to end
 
 
-@needs_engine
 def test_one_epoch_layout1_with_subsets(gen1: Path, tmp_path: Path) -> None:
     extra = tmp_path / "extra_list.txt"  # a published-format list with one id that is not in the test set
     lines = (gen1 / "pose_30_affectnet_list.txt").read_text().splitlines()
@@ -421,7 +410,6 @@ def test_one_epoch_layout1_with_subsets(gen1: Path, tmp_path: Path) -> None:
     assert written["subsets"]["extra"]["label_disagreements"] == 0
 
 
-@needs_engine
 def test_one_epoch_layout2_with_landmark_regions_and_weighted_loss(gen2: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     summary = main(["--data-dir", str(gen2), "--output-dir", str(out), *FAST, "--regions", "landmarks",
@@ -435,7 +423,6 @@ def test_one_epoch_layout2_with_landmark_regions_and_weighted_loss(gen2: Path, t
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
 
 
-@needs_engine
 def test_landmark_regions_layout1_and_resume(gen1: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     argv = ["--data-dir", str(gen1), "--output-dir", str(out), *FAST, "--regions", "landmarks", "--face-margin",

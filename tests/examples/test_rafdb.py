@@ -18,6 +18,7 @@ from examples.rafdb.data import (
     parse_rafdb_subset,
     read_label_file,
 )
+from examples.rafdb.train import main
 from PIL import Image
 
 # RAF_DB_dir/rafdb_occlusion_list.txt: the first lines (CRLF), with test_0003 repeated like the file's one
@@ -44,16 +45,6 @@ def provider(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("rafdb")
     generate_rafdb(out, train=28, test=21, seed=1)
     return out
-
-
-def _train_main():
-    import region_attention
-
-    if not all(hasattr(region_attention, n) for n in ("RegionAttentionNetwork", "RegionCropper")):
-        pytest.skip("region_attention does not export RegionAttentionNetwork / RegionCropper yet")
-    from examples.rafdb.train import main
-
-    return main
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -238,7 +229,6 @@ def test_generated_lists_match_the_published_formats(provider: Path) -> None:
 
 
 def test_train_end_to_end_with_subsets(provider: Path, tmp_path: Path) -> None:
-    main = _train_main()
     lists = provider / "lists"
     out = tmp_path / "run"
     summary = main(["--data-dir", str(provider), "--output-dir", str(out), "--epochs", "1", *FAST,
@@ -259,7 +249,6 @@ def test_train_end_to_end_with_subsets(provider: Path, tmp_path: Path) -> None:
 
 
 def test_resume_and_baseline(provider: Path, tmp_path: Path) -> None:
-    main = _train_main()
     out = tmp_path / "resume"
     args = ["--data-dir", str(provider), "--output-dir", str(out), *FAST, "--model", "baseline"]
     main([*args, "--epochs", "1"])
@@ -272,7 +261,6 @@ def test_resume_and_baseline(provider: Path, tmp_path: Path) -> None:
 
 
 def test_kaggle_and_landmark_regions_end_to_end(provider: Path, tmp_path: Path) -> None:
-    main = _train_main()
     kaggle = tmp_path / "kaggle"
     generate_rafdb(kaggle, train=14, test=7, layout="kaggle", lists=False)
     summary = main(["--data-dir", str(kaggle), "--output-dir", str(tmp_path / "k"), "--epochs", "1", *FAST,

@@ -19,6 +19,7 @@ from examples.sfew.data import (
     parse_sfew_subset,
     read_split_folder,
 )
+from examples.sfew.train import main
 
 FAST = ["--backbone", "small", "--image-size", "32", "--workers", "0", "--batch-size", "8", "--device", "cpu"]
 
@@ -37,16 +38,6 @@ def sfew(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("sfew")
     generate_sfew(out, train=28, val=14, seed=2, face_size=48, frame_size=(90, 72))
     return out
-
-
-def _train_main():
-    import region_attention
-
-    if not all(hasattr(region_attention, n) for n in ("RegionAttentionNetwork", "RegionCropper")):
-        pytest.skip("region_attention does not export RegionAttentionNetwork / RegionCropper yet")
-    from examples.sfew.train import main
-
-    return main
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -136,7 +127,6 @@ def test_subset_list_formats(tmp_path: Path) -> None:
 
 
 def test_train_end_to_end_with_subset(sfew: Path, tmp_path: Path) -> None:
-    main = _train_main()
     val = sorted((sfew / "Val_Aligned_Faces_new" / "Happy").iterdir())
     listing = tmp_path / "happy.txt"
     listing.write_text("".join(f"Happy/{p.name} 3 {i % 2}\n" for i, p in enumerate(val)) + "Happy/absent.png\n")
@@ -158,7 +148,6 @@ def test_train_end_to_end_with_subset(sfew: Path, tmp_path: Path) -> None:
 
 
 def test_frames_resume_and_baseline(sfew: Path, tmp_path: Path) -> None:
-    main = _train_main()
     out = tmp_path / "resume"
     common = ["--data-dir", str(sfew), "--output-dir", str(out), *FAST, "--model", "baseline", "--fit", "pad"]
     args = [*common, "--variant-layout", "frames"]
