@@ -10,15 +10,17 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import region_attention.functional.cropping as RC
+import region_attention.functional.crop as RC
 from region_attention import RegionCropper, RegionCrops
 from region_attention.functional import (
     BOX_PRESETS,
+    RegionBoxes,
     crop_regions,
     landmark_boxes,
     preset_boxes,
     random_boxes,
     reduce_landmarks,
+    region_boxes,
 )
 
 # ------------------------------------------------------------------------------------------------------
@@ -654,3 +656,315 @@ def test_bad_constructor_arguments(kwargs, exc, pattern):
 def test_bad_inputs(call, exc, pattern):
     with pytest.raises(exc, match=pattern):
         call()
+
+
+# ------------------------------------------------------------------------------------------------------
+# The cropper's boxes without pixels: RegionCropper.boxes and its twin region_boxes
+# ------------------------------------------------------------------------------------------------------
+
+FIVE_POINTS = torch.tensor([[20.0, 24.0], [44.0, 24.0], [32.0, 36.0], [24.0, 48.0], [40.0, 48.0]])
+
+
+def _croppers():
+    return [
+        RegionCropper(16),
+        RegionCropper(16, boxes="authors-affectnet", whole_position="last"),
+        RegionCropper(16, boxes=[(0.1, 0.2, 0.6, 0.9)], include_whole=False),
+        RegionCropper(16, strategy="random", num_regions=3).eval(),
+        RegionCropper(16, strategy="random", whole_position="last", eval_seed=7).eval(),
+        RegionCropper(16, strategy="landmarks", border="drop"),
+        RegionCropper(16, strategy="landmarks", include_whole=False, dtype=torch.float64),
+    ]
+
+
+@pytest.mark.parametrize("index", range(7))
+def test_boxes_are_what_forward_crops(device, index):
+    cropper = _croppers()[index]
+    images = torch.rand(3, 3, 64, 48, device=device)
+    landmarks = FIVE_POINTS.to(device).expand(3, -1, -1).clone()
+    landmarks[1, 2] = float("nan")  # one missing landmark
+    landmarks = landmarks if cropper.strategy == "landmarks" else None
+    regions = cropper.boxes(images, landmarks)
+    out = cropper(images, landmarks)
+    assert isinstance(regions, RegionBoxes)
+    assert torch.equal(regions.boxes, out.boxes) and torch.equal(regions.mask, out.mask)
+    assert regions.boxes.shape == (3, cropper.K, 4) and regions.mask.shape == (3, cropper.K)
+    assert regions.boxes.device == images.device and regions.boxes.dtype == out.boxes.dtype
+    # forward is boxes + crop_regions: crops of those boxes (absent regions zero)
+    twin = crop_regions(images, out.boxes, 16, mask=out.mask, dtype=cropper.dtype)
+    torch.testing.assert_close(out.crops, twin, atol=1e-5, rtol=1e-5)
+
+
+def test_boxes_draw_like_forward_with_a_generator_and_in_eval_mode(device):
+    cropper = RegionCropper(16, strategy="random")
+    images = torch.rand(2, 3, 40, 30, device=device)
+    gen = torch.Generator(device=device)
+    assert torch.equal(
+        cropper.boxes(images, generator=gen.manual_seed(5)).boxes, cropper(images, generator=gen.manual_seed(5)).boxes
+    )
+    assert not torch.equal(cropper.boxes(images).boxes, cropper.boxes(images).boxes)  # training: fresh draws
+    cropper.eval()
+    seeded = torch.Generator(device=device).manual_seed(0)  # eval_seed = 0
+    expected = random_boxes(2, 5, generator=seeded, device=device) * torch.tensor([30, 40, 30, 40], device=device)
+    torch.testing.assert_close(cropper.boxes(images).boxes[:, 1:], expected)
+
+
+def test_region_boxes_against_the_box_functions():
+    gen = torch.Generator()
+    # fixed: the fractions times (W, H, W, H), whole face last, shared by the batch (an expanded view)
+    fixed = region_boxes("fixed", 3, (50, 40), boxes="paper", whole_position="last")
+    expected = [(a * 40, b * 50, c * 40, d * 50) for a, b, c, d in BOX_PRESETS["paper"]] + [(0, 0, 40, 50)]
+    torch.testing.assert_close(fixed.boxes, torch.tensor(expected).expand(3, -1, -1))
+    assert fixed.boxes.stride(0) == 0 and fixed.mask.all() and fixed.mask.shape == (3, 6)
+    # random: random_boxes from the same generator, scaled; whole face first
+    rnd = region_boxes("random", 2, (50, 40), num_regions=4, scale=(0.5, 0.6), generator=gen.manual_seed(2))
+    unit = random_boxes(2, 4, scale=(0.5, 0.6), generator=gen.manual_seed(2))
+    torch.testing.assert_close(rnd.boxes[:, 1:], unit * torch.tensor([40.0, 50.0, 40.0, 50.0]))
+    torch.testing.assert_close(rnd.boxes[:, 0], torch.tensor([0.0, 0.0, 40.0, 50.0]).expand(2, -1))
+    assert rnd.mask.all() and rnd.mask.shape == (2, 5)
+    # landmarks: landmark_boxes, the whole face present even where no landmark region is
+    pts = FIVE_POINTS.expand(2, -1, -1).clone()
+    pts[0] = float("nan")
+    marks = region_boxes("landmarks", 2, (64, 48), landmarks=pts, radius=0.3, border="clip", whole_position=None)
+    boxes, mask = landmark_boxes(pts, (64, 48), radius=0.3, border="clip")
+    assert torch.equal(marks.boxes, boxes) and torch.equal(marks.mask, mask)
+    first = region_boxes("landmarks", 2, (64, 48), landmarks=pts, dtype=torch.float64)
+    assert first.boxes.dtype == torch.float64 and first.mask[:, 0].all() and not first.mask[0, 1:].any()
+
+
+def test_expanded_boxes_are_cropped_as_shared_boxes(device):
+    torch.manual_seed(0)
+    images = torch.rand(3, 2, 20, 24, device=device)
+    shared = torch.tensor([[1.5, 2.0, 13.0, 17.5], [-3.0, 0.0, 30.0, 20.0]], device=device)
+    expected = crop_regions(images, shared, (7, 9))
+    for boxes in (shared.expand(3, -1, -1), shared.expand(3, -1, -1).contiguous()):
+        torch.testing.assert_close(crop_regions(images, boxes, (7, 9)), expected, atol=1e-5, rtol=1e-5)
+    reference = reference_crops(images.cpu(), shared.cpu(), 7, 9)
+    torch.testing.assert_close(expected.cpu().double(), reference, atol=2e-5, rtol=1e-4)
+
+
+def test_masked_regions_are_zero_and_their_boxes_unchecked(device):
+    torch.manual_seed(0)
+    images = torch.rand(2, 3, 16, 16, device=device) + 0.5
+    boxes = torch.tensor(
+        [[[0.0, 0.0, 8.0, 8.0], [0.0, 0.0, 0.0, 0.0]], [[4.0, 4.0, 16.0, 12.0], [2.0, 2.0, 6.0, 6.0]]], device=device
+    )
+    mask = torch.tensor([[True, False], [True, True]], device=device)
+    crops = crop_regions(images, boxes, 4, mask=mask)  # the zero box is not checked: it is masked
+    assert torch.equal(crops[0, 1], torch.zeros(3, 4, 4, device=device))
+    reference = reference_crops(images.cpu(), boxes.cpu(), 4, 4)
+    torch.testing.assert_close(crops.cpu().double()[mask.cpu()], reference[mask.cpu()], atol=2e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match=r"x2 > x1 and y2 > y1, got 1 invalid box\(es\), e.g. boxes\[0, 1\]"):
+        crop_regions(images, boxes, 4)
+
+
+# ------------------------------------------------------------------------------------------------------
+# Misuse refused with a message that says what to do
+# ------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "boxes",
+    [
+        [(0, 0, 48, 48)],
+        torch.tensor([[0.0, 0.0, 48.0, 48.0]]),
+        [(0.0, 0.0, 0.5, 0.5), (10.0, 20.0, 100.0, 110.0)],
+        [(-0.5, -0.5, -0.1, -0.1)],
+    ],
+)
+def test_pixel_boxes_where_fractions_are_expected_are_refused(boxes):
+    with pytest.raises(
+        ValueError,
+        match=r"as fractions of the image in \[0, 1\], got boxes\[\d\] = .*; divide pixel "
+        r"boxes by the image size \(W, H, W, H\)",
+    ):
+        RegionCropper(32, boxes=boxes)
+    with pytest.raises(ValueError, match=r"region_boxes\(strategy='fixed'\) expected boxes as fractions"):
+        region_boxes("fixed", 2, (32, 32), boxes=boxes)
+
+
+def test_fractions_within_rounding_of_the_border_are_kept_and_a_box_beyond_it_is_refused():
+    cropper = RegionCropper(8, boxes=[(0.0, 0.0, 1.0005, 1.0)], include_whole=False)
+    torch.testing.assert_close(cropper(torch.rand(1, 3, 10, 10)).boxes[0, 0], torch.tensor([0.0, 0.0, 10.005, 10.0]))
+    with pytest.raises(
+        ValueError,
+        match=r"expected boxes that overlap the image \(0, 0, 1, 1\), got boxes\[0\] = "
+        r"\(1.0, 0.0, 1.0005, 1.0\), which lies entirely outside it",
+    ):
+        RegionCropper(8, boxes=[(1.0, 0.0, 1.0005, 1.0)])
+
+
+@pytest.mark.parametrize("form", ["tensor", "host"])
+def test_boxes_entirely_outside_the_image_raise_with_outside_error(device, form):
+    images = torch.rand(2, 1, 8, 8, device=device)
+    raw = [(-8.0, 0.0, 8.0, 8.0), (20.0, 20.0, 30.0, 30.0)]  # partly, then entirely outside
+    boxes = torch.tensor(raw, device=device) if form == "tensor" else raw
+    pattern = (
+        r"expected boxes that overlap the image \(0, 0, W, H\) = \(0, 0, 8, 8\), got 1 box\(es\) entirely "
+        r"outside it, e.g. boxes\[1\] = \(20.0, 20.0, 30.0, 30.0\); mark regions that do not exist with "
+        r"mask=..., or pass outside='zero'"
+    )
+    with pytest.raises(ValueError, match=pattern):
+        crop_regions(images, boxes, 4, outside="error")
+    zero = crop_regions(images, boxes, 4)  # the default crops them as zeros
+    assert torch.equal(zero[:, 1], torch.zeros(2, 1, 4, 4, device=device))
+    mask = torch.tensor([[True, False], [True, False]], device=device)
+    masked = crop_regions(images, boxes, 4, outside="error", mask=mask)  # masked: allowed
+    torch.testing.assert_close(masked, zero)
+    crop_regions(images, boxes, 4, outside="error", check_boxes=False)  # no value checks asked for
+
+
+@pytest.mark.parametrize("shape", [(2, 32, 32, 3), (1, 20, 24, 1)])
+def test_channels_last_images_are_refused_with_the_permute_to_use(shape):
+    images = torch.rand(shape)
+    pattern = (
+        r"expected images of shape \(B, C, H, W\), got \(" + ", ".join(map(str, shape)) + r"\), which looks like "
+        r"channels-last data \(B, H, W, C\) with C = \d; pass images.permute\(0, 3, 1, 2\)"
+    )
+    with pytest.raises(ValueError, match="RegionCropper\\(strategy='fixed'\\) " + pattern):
+        RegionCropper(8)(images)
+    with pytest.raises(ValueError, match="crop_regions " + pattern):
+        crop_regions(images, [(0, 0, 4, 4)], 4)
+    out = RegionCropper(8)(images.permute(0, 3, 1, 2))
+    assert out.crops.shape == (shape[0], 6, shape[3], 8, 8)
+
+
+def test_small_channel_counts_with_a_narrow_width_are_not_taken_for_channels_last():
+    images = torch.rand(2, 2, 9, 3)  # C = 2, W = 3: a real (B, C, H, W) batch
+    torch.testing.assert_close(crop_regions(images, [(0, 0, 3, 9)], (9, 3))[:, 0], images)
+
+
+@pytest.mark.parametrize("strategy", ["fixed", "random"])
+def test_landmarks_given_to_a_strategy_that_ignores_them_warn(strategy):
+    cropper = RegionCropper(8, strategy=strategy).eval()
+    images = torch.rand(2, 3, 64, 48)
+    landmarks = FIVE_POINTS.expand(2, -1, -1)
+    with pytest.warns(
+        UserWarning,
+        match=rf"RegionCropper\(strategy='{strategy}'\) ignores landmarks: its regions "
+        r"do not depend on them. Pass landmarks=None, or use strategy='landmarks'",
+    ):
+        out = cropper(images, landmarks)
+    plain = cropper(images)
+    assert torch.equal(out.boxes, plain.boxes) and torch.equal(out.crops, plain.crops)
+    with pytest.warns(UserWarning, match=rf"region_boxes\(strategy='{strategy}'\) ignores landmarks"):
+        region_boxes(strategy, 2, (64, 48), landmarks=landmarks)
+
+
+def test_numpy_and_pil_inputs_get_the_conversion_to_use():
+    np = pytest.importorskip("numpy")
+    image_module = pytest.importorskip("PIL.Image")
+    array = np.zeros((2, 16, 16, 3), dtype=np.uint8)
+    pil = image_module.fromarray(array[0])
+    with pytest.raises(
+        TypeError,
+        match=r"expected images to be a torch.Tensor, got ndarray; convert it with "
+        r"torch.from_numpy\(...\) \(and .permute\(0, 3, 1, 2\) if it is laid out",
+    ):
+        RegionCropper(8)(array)
+    with pytest.raises(
+        TypeError,
+        match=r"crop_regions expected images to be a torch.Tensor, got Image; convert it "
+        r"with torchvision.transforms.functional.pil_to_tensor\(...\) \(uint8\) or "
+        r"torchvision.transforms.functional.to_tensor\(...\)",
+    ):
+        crop_regions(pil, [(0, 0, 4, 4)], 4)
+    with pytest.raises(
+        TypeError,
+        match=r"got list; convert it with torchvision.transforms.functional.pil_to_tensor"
+        r".*, then torch.stack the list",
+    ):
+        RegionCropper(8)([pil, pil])
+    with pytest.raises(
+        TypeError,
+        match=r"expected landmarks to be a torch.Tensor, got ndarray; convert it with "
+        r"torch.from_numpy",
+    ):
+        RegionCropper(8, strategy="landmarks")(torch.rand(2, 3, 16, 16), np.zeros((2, 5, 2)))
+
+
+@pytest.mark.parametrize(
+    ("call", "exc", "pattern"),
+    [
+        (lambda: region_boxes("grid", 2, (8, 8)), ValueError, r"region_boxes expected strategy to be one of 'fixed'"),
+        (
+            lambda: region_boxes("landmarks", 2, (8, 8)),
+            ValueError,
+            r"region_boxes\(strategy='landmarks'\) expected landmarks of shape \(B, 5, 2\) or \(B, 68, 2\) in pixels, "
+            r"got None",
+        ),
+        (
+            lambda: region_boxes("landmarks", 2, (8, 8), landmarks=torch.rand(3, 5, 2)),
+            ValueError,
+            r"expected landmarks of shape \(2, 5, 2\) or \(2, 68, 2\) in pixels, got \(3, 5, 2\)",
+        ),
+        (lambda: region_boxes("fixed", 0, (8, 8)), ValueError, r"expected batch_size > 0, got 0"),
+        (lambda: region_boxes("fixed", 2, 8), TypeError, r"expected image_size to be a \(height, width\) pair"),
+        (
+            lambda: region_boxes("fixed", 2, (8, 8), whole_position="middle"),
+            ValueError,
+            r"expected whole_position to be one of 'first', 'last', got 'middle'",
+        ),
+        (
+            lambda: region_boxes("fixed", 2, (8, 8), dtype=torch.int64),
+            TypeError,
+            r"expected dtype to be a floating point torch.dtype",
+        ),
+        (
+            lambda: region_boxes("fixed", 2, (8, 8), boxes=torch.rand(3, 5)),
+            ValueError,
+            r"expected boxes of shape \(k, 4\) \(normalised x1, y1, x2, y2\), got \(3, 5\)",
+        ),
+        (
+            lambda: crop_regions(torch.rand(2, 3, 8, 8), [(0, 0, 4, 4)], 4, outside="clip"),
+            ValueError,
+            r"crop_regions expected outside to be one of 'zero', 'error', got 'clip'",
+        ),
+        (
+            lambda: crop_regions(torch.rand(2, 3, 8, 8), [(0, 0, 4, 4)], 4, mask=torch.ones(2, 1)),
+            TypeError,
+            r"expected mask to be a bool tensor \(True = region present\), got dtype torch.float32",
+        ),
+        (
+            lambda: crop_regions(torch.rand(2, 3, 8, 8), [(0, 0, 4, 4)], 4, mask=torch.ones(2, 2, dtype=torch.bool)),
+            ValueError,
+            r"expected mask of shape \(B, K\) = \(2, 1\), got \(2, 2\)",
+        ),
+    ],
+)
+def test_bad_region_box_and_crop_arguments(call, exc, pattern):
+    with pytest.raises(exc, match=pattern):
+        call()
+
+
+def test_compile_fullgraph_landmark_cropper():
+    images = torch.rand(2, 3, 40, 32)
+    landmarks = torch.tensor([[10.0, 12.0], [20.0, 12.0], [16.0, 20.0], [12.0, 30.0], [float("nan"), 30.0]])
+    cropper = RegionCropper(12, strategy="landmarks")
+    compiled = torch.compile(cropper, backend="eager", fullgraph=True)
+    with torch.no_grad():
+        got, want = compiled(images, landmarks.expand(2, -1, -1)), cropper(images, landmarks.expand(2, -1, -1))
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    assert not got.mask[:, -1].any()
+
+
+@pytest.mark.parametrize("strategy", ["fixed", "landmarks"])
+def test_boxes_export_with_a_dynamic_batch(strategy):
+    cropper = RegionCropper(12, strategy=strategy).eval()
+
+    class Boxes(torch.nn.Module):
+        def forward(self, images, landmarks):
+            return tuple(cropper.boxes(images, landmarks if strategy == "landmarks" else None))
+
+    points = torch.tensor([[10.0, 12.0], [20.0, 12.0], [16.0, 20.0], [12.0, 30.0], [float("nan"), 30.0]])
+    batch = torch.export.Dim("batch", min=1)
+    program = torch.export.export(
+        Boxes(),
+        (torch.rand(3, 3, 40, 32), points.expand(3, -1, -1)),
+        dynamic_shapes={"images": {0: batch}, "landmarks": {0: batch}},
+    )
+    for bsz in (1, 5):
+        args = (torch.rand(bsz, 3, 40, 32), points.expand(bsz, -1, -1))
+        for a, b in zip(program.module()(*args), Boxes()(*args), strict=True):
+            torch.testing.assert_close(a, b)

@@ -8,14 +8,25 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from ._validation import check_choice, check_positive_int, check_tensor, shape_str
-from .functional import cropping as C
+from ._validation import (
+    Box,
+    check_box_list,
+    check_choice,
+    check_images,
+    check_landmarks,
+    check_output_dtype,
+    check_output_size,
+    check_positive_int,
+    check_radius,
+    check_scale,
+    check_unit_boxes,
+    shape_str,
+    warn_ignored_landmarks,
+)
+from .functional.boxes import BOX_PRESETS, LANDMARK_BORDERS, STRATEGIES, WHOLE_POSITIONS, RegionBoxes, region_boxes
+from .functional.crop import crop_regions
 
 __all__ = ["STRATEGIES", "RegionCropper", "RegionCrops"]
-
-#: How :class:`RegionCropper` makes its regions.
-STRATEGIES = ("fixed", "random", "landmarks")
-_WHOLE_POSITIONS = ("first", "last")
 
 
 class RegionCrops(NamedTuple):
@@ -23,13 +34,15 @@ class RegionCrops(NamedTuple):
 
     Attributes:
         crops: the regions resized to the output size, ``(B, K, C, h, w)``, contiguous; zeros where
-            ``mask`` is ``False``.
+            ``mask`` is ``False``. ``None`` in the output of
+            :class:`~region_attention.FeatureRegionAttentionNetwork`, which pools its regions from the
+            backbone's feature map and crops no pixels.
         boxes: each region's ``(x1, y1, x2, y2)`` in continuous pixel coordinates of the input image,
             ``(B, K, 4)``, at least float32; all zeros where ``mask`` is ``False``.
         mask: ``(B, K)`` bool, ``True`` = region present; pass it to the pools and the loss.
     """
 
-    crops: Tensor
+    crops: Tensor | None
     boxes: Tensor
     mask: Tensor
 
@@ -41,7 +54,8 @@ class RegionCropper(nn.Module):
         X = [I_0, I_1, \dots, I_k], \qquad I_i = \operatorname{resize}(\operatorname{crop}(I, b_i), h \times w)
 
     The whole batch is cropped in one call on the images' device by
-    :func:`~region_attention.functional.crop_regions` (bilinear, differentiable w.r.t. the images). The
+    :func:`~region_attention.functional.crop_regions` (bilinear, differentiable w.r.t. the images), on
+    the boxes of :meth:`boxes` (:func:`~region_attention.functional.region_boxes`). The
     number of regions ``K`` is fixed per cropper; regions that cannot exist (landmark strategy) are
     zero and ``False`` in ``mask``.
 
@@ -49,7 +63,8 @@ class RegionCropper(nn.Module):
 
     - ``"fixed"``: the same boxes for every image: ``boxes="paper"`` (the paper's five regions),
       ``"authors-affectnet"`` (the seven of the authors' AffectNet code), or a ``(k, 4)`` tensor or
-      sequence of normalised ``(x1, y1, x2, y2)`` boxes.
+      sequence of normalised ``(x1, y1, x2, y2)`` boxes: fractions of the width and height in
+      :math:`[0, 1]`. Boxes in pixels are refused (divide them by ``(W, H, W, H)``).
     - ``"random"``: ``num_regions`` boxes per image with side ratio drawn from ``scale`` of the face and a
       random position inside it (:func:`~region_attention.functional.random_boxes`), from ``generator``
       when given. In eval mode without a generator the boxes are drawn from a generator seeded with
@@ -63,7 +78,7 @@ class RegionCropper(nn.Module):
     Args:
         output_size: ``int`` or ``(height, width)`` of every region (the backbone's input size).
         strategy: ``"fixed"`` (default), ``"random"`` or ``"landmarks"``.
-        boxes: for ``"fixed"``: a preset name or normalised boxes.
+        boxes: for ``"fixed"``: a preset name or normalised boxes in :math:`[0, 1]`.
         num_regions: for ``"random"``: regions per image (besides the whole face).
         scale: for ``"random"``: range of the side ratio, ``0 < min <= max <= 1``.
         radius: for ``"landmarks"``: half-side of a region over the face side, ``> 0``.
@@ -78,8 +93,10 @@ class RegionCropper(nn.Module):
             are divided by 255 like ``ToTensor``).
 
     Shapes:
-        - images: :math:`(B, C, H, W)`, any floating dtype or uint8, any device
-        - landmarks: :math:`(B, 5, 2)` or :math:`(B, 68, 2)`, ``(x, y)`` pixels, for ``"landmarks"``
+        - images: :math:`(B, C, H, W)` (channels first: ``(B, H, W, C)`` data is refused), any floating
+          dtype or uint8, any device
+        - landmarks: :math:`(B, 5, 2)` or :math:`(B, 68, 2)`, ``(x, y)`` pixels, for ``"landmarks"`` (the
+          other strategies warn when given landmarks, which they ignore)
         - output: :class:`RegionCrops` with crops :math:`(B, K, C, h, w)`, boxes :math:`(B, K, 4)`,
           mask :math:`(B, K)`, where :math:`K` is ``cropper.K``
 
@@ -125,41 +142,43 @@ class RegionCropper(nn.Module):
     ) -> None:
         super().__init__()
         owner = type(self).__name__
-        self.output_size = C.check_output_size(output_size, owner)
+        self.output_size = check_output_size(output_size, owner)
         self.strategy = check_choice(strategy, "strategy", STRATEGIES, owner)
         self.num_regions = check_positive_int(num_regions, "num_regions", owner)
-        self.scale = C.check_scale(scale, owner)
-        self.radius = C.check_radius(radius, owner)
-        self.border = check_choice(border, "border", C.LANDMARK_BORDERS, owner)
+        self.scale = check_scale(scale, owner)
+        self.radius = check_radius(radius, owner)
+        self.border = check_choice(border, "border", LANDMARK_BORDERS, owner)
         for name, flag in (("include_whole", include_whole), ("antialias", antialias)):
             if not isinstance(flag, bool):
                 raise TypeError(f"{owner} expected {name} to be a bool, got {type(flag).__name__}")
         self.include_whole = include_whole
-        self.whole_position = check_choice(whole_position, "whole_position", _WHOLE_POSITIONS, owner)
+        self.whole_position = check_choice(whole_position, "whole_position", WHOLE_POSITIONS, owner)
         self.antialias = antialias
         if eval_seed is not None and (isinstance(eval_seed, bool) or not isinstance(eval_seed, int)):
             raise TypeError(f"{owner} expected eval_seed to be an int or None, got {type(eval_seed).__name__}")
         self.eval_seed = eval_seed
-        self.dtype = None if dtype is None else C.check_output_dtype(dtype, None, owner)
+        self.dtype = None if dtype is None else check_output_dtype(dtype, None, owner)
         #: Index of the whole face among the regions (0 or -1), or ``None`` without ``include_whole``;
         #: pass it to :class:`~region_attention.RegionBiasedLoss`.
         self.whole_index: int | None = (0 if whole_position == "first" else -1) if include_whole else None
         self.boxes_name: str | None = None
-        self.fixed_boxes: tuple[C.Box, ...] = ()
+        #: The fixed boxes, normalised ``(x1, y1, x2, y2)`` in [0, 1] (empty for the other strategies).
+        self.fixed_boxes: tuple[Box, ...] = ()
         if strategy == "fixed":
             if isinstance(boxes, str):
-                self.boxes_name = check_choice(boxes, "boxes", tuple(C.BOX_PRESETS), owner)
-                self.fixed_boxes = C.BOX_PRESETS[boxes]
+                self.boxes_name = check_choice(boxes, "boxes", tuple(BOX_PRESETS), owner)
+                self.fixed_boxes = BOX_PRESETS[boxes]
             elif isinstance(boxes, Tensor):
                 if boxes.dim() != 2 or boxes.shape[1] != 4 or boxes.shape[0] == 0:
                     raise ValueError(
                         f"{owner} expected boxes of shape (k, 4) (normalised x1, y1, x2, y2), "
                         f"got {shape_str(boxes.shape)}"
                     )
-                self.fixed_boxes = C._host_box_list(boxes.detach().cpu().tolist(), owner)
+                self.fixed_boxes = check_unit_boxes(check_box_list(boxes.detach().cpu().tolist(), owner), owner)
             else:
-                self.fixed_boxes = C._host_box_list(boxes, owner)
-        self._box_cache: dict[tuple[torch.device, torch.dtype, int, int], Tensor] = {}
+                self.fixed_boxes = check_unit_boxes(check_box_list(boxes, owner), owner)
+        # The fixed boxes on each device they are used on, made once (no copy to the device per call).
+        self._box_cache: dict[tuple[torch.device, torch.dtype], Tensor] = {}
 
     @property
     def num_crops(self) -> int:
@@ -173,94 +192,101 @@ class RegionCropper(nn.Module):
         """The number of regions per image, whole face included (the ``K`` of the outputs)."""
         return self.num_crops + int(self.include_whole)
 
-    def _with_whole(self, crops_boxes: list[C.Box], width: int, height: int) -> list[C.Box]:
-        if not self.include_whole:
-            return crops_boxes
-        whole = (0.0, 0.0, float(width), float(height))
-        return [whole, *crops_boxes] if self.whole_position == "first" else [*crops_boxes, whole]
-
-    def _fixed_pixel_boxes(self, height: int, width: int) -> list[C.Box]:
-        boxes = [(x1 * width, y1 * height, x2 * width, y2 * height) for x1, y1, x2, y2 in self.fixed_boxes]
-        return self._with_whole(boxes, width, height)
-
-    def _boxes_tensor(self, height: int, width: int, device: torch.device, dtype: torch.dtype) -> Tensor:
-        """The fixed pixel boxes on ``device``, made once per device and size (no transfer per call)."""
-        key = (device, dtype, height, width)
-        cached = None if torch.compiler.is_compiling() else self._box_cache.get(key)
+    def _fixed_unit_boxes(self, device: torch.device, dtype: torch.dtype) -> Tensor:
+        """The normalised fixed boxes as a ``(k, 4)`` tensor on ``device``, cached per device and dtype."""
+        if torch.compiler.is_compiling():
+            return torch.tensor(self.fixed_boxes, dtype=dtype, device=device)
+        key = (device, dtype)
+        cached = self._box_cache.get(key)
         if cached is None:
-            cached = torch.tensor(self._fixed_pixel_boxes(height, width), dtype=dtype, device=device)
-            if not torch.compiler.is_compiling():
-                if len(self._box_cache) >= 16:  # images of ever new sizes: keep the cache small
-                    self._box_cache.clear()
-                self._box_cache[key] = cached
+            cached = self._box_cache[key] = torch.tensor(self.fixed_boxes, dtype=dtype, device=device)
         return cached
 
-    def _add_whole(self, boxes: Tensor, mask: Tensor, height: int, width: int) -> tuple[Tensor, Tensor]:
-        if not self.include_whole:
-            return boxes, mask
-        whole = torch.zeros_like(boxes[:, :1])
-        whole[..., 2] = width
-        whole[..., 3] = height
-        present = torch.ones_like(mask[:, :1])
-        if self.whole_position == "first":
-            return torch.cat([whole, boxes], dim=1), torch.cat([present, mask], dim=1)
-        return torch.cat([boxes, whole], dim=1), torch.cat([mask, present], dim=1)
+    def boxes(
+        self, images: Tensor, landmarks: Tensor | None = None, generator: torch.Generator | None = None
+    ) -> RegionBoxes:
+        """The boxes and mask of the regions of ``images``, without cropping a pixel.
+
+        What :meth:`forward` crops, for models that pool features of the whole image over the boxes
+        instead: one call to :func:`~region_attention.functional.region_boxes` with this cropper's
+        settings. Only the shape, device and dtype of ``images`` are read (no values, no device sync).
+        The boxes are drawn exactly as :meth:`forward` draws them: the same ``generator`` (or, for
+        ``"random"`` in eval mode without one, a generator seeded with ``eval_seed``) gives the same boxes.
+
+        Args:
+            images: the face images ``(B, C, H, W)``.
+            landmarks: ``(B, 5, 2)`` or ``(B, 68, 2)`` pixel landmarks; needed by ``"landmarks"``. The other
+                strategies ignore them and warn when given some.
+            generator: for ``"random"``: the generator to draw the boxes from (on its device).
+
+        Returns:
+            :class:`~region_attention.functional.RegionBoxes`: boxes ``(B, K, 4)`` in pixels of the images
+            (for fixed boxes a view expanded over the batch) and mask ``(B, K)``, ``True`` = present.
+
+        Example:
+            >>> import torch
+            >>> from region_attention import RegionCropper
+            >>> cropper = RegionCropper(32, strategy="random").eval()
+            >>> images = torch.rand(2, 3, 64, 48)
+            >>> boxes, mask = cropper.boxes(images)
+            >>> boxes.shape, mask.shape
+            (torch.Size([2, 6, 4]), torch.Size([2, 6]))
+            >>> torch.equal(boxes, cropper(images).boxes)   # what forward crops
+            True
+        """
+        owner = f"{type(self).__name__}(strategy={self.strategy!r})"
+        images = check_images(images, owner)
+        bsz, _, height, width = images.shape
+        box_dtype = torch.promote_types(check_output_dtype(self.dtype, images, owner), torch.float32)
+        if self.strategy == "landmarks":
+            landmarks = check_landmarks(landmarks, bsz, images.device, owner)
+        elif landmarks is not None:
+            warn_ignored_landmarks(owner, stacklevel=2)
+            landmarks = None
+        if self.strategy == "random" and generator is None and not self.training and self.eval_seed is not None:
+            generator = torch.Generator(device=images.device).manual_seed(self.eval_seed)
+        fixed = self._fixed_unit_boxes(images.device, box_dtype) if self.strategy == "fixed" else "paper"
+        return region_boxes(
+            self.strategy,
+            bsz,
+            (height, width),
+            boxes=fixed,
+            num_regions=self.num_regions,
+            scale=self.scale,
+            generator=generator,
+            landmarks=landmarks,
+            radius=self.radius,
+            border=self.border,
+            whole_position=self.whole_position if self.include_whole else None,
+            device=images.device,
+            dtype=box_dtype,
+            check_boxes=False,  # checked in __init__
+        )
 
     def forward(
         self, images: Tensor, landmarks: Tensor | None = None, generator: torch.Generator | None = None
     ) -> RegionCrops:
-        """Crop the regions of every image.
+        """Crop the regions of every image: :meth:`boxes`, then one call to
+        :func:`~region_attention.functional.crop_regions`.
 
         Args:
             images: the face images.
-            landmarks: ``(B, 5, 2)`` or ``(B, 68, 2)`` pixel landmarks; needed by ``"landmarks"``, ignored
-                by the other strategies.
+            landmarks: ``(B, 5, 2)`` or ``(B, 68, 2)`` pixel landmarks; needed by ``"landmarks"``. The other
+                strategies ignore them and warn when given some.
             generator: for ``"random"``: the generator to draw the boxes from (on its device).
         """
-        owner = f"{type(self).__name__}(strategy={self.strategy!r})"
-        images = C.check_images(images, owner)
-        bsz, _, height, width = images.shape
-        dtype = C.check_output_dtype(self.dtype, images, owner)
-        box_dtype = torch.promote_types(dtype, torch.float32)
-        if self.strategy == "fixed":
-            shared = self._boxes_tensor(height, width, images.device, box_dtype)
-            if C._fast_path_ok(images):
-                pixel = tuple(self._fixed_pixel_boxes(height, width))
-                crops = C._crop_host_boxes(images, pixel, self.output_size, self.antialias, dtype, True)
-            else:
-                crops = C._crop(images, shared, self.output_size, self.antialias, dtype, True)
-            boxes = shared.expand(bsz, -1, -1).contiguous()
-            mask = torch.ones(bsz, self.K, dtype=torch.bool, device=images.device)
-            return RegionCrops(crops, boxes, mask)
-        if self.strategy == "random":
-            if generator is None and not self.training and self.eval_seed is not None:
-                generator = torch.Generator(device=images.device).manual_seed(self.eval_seed)
-            unit = C.random_boxes(
-                bsz, self.num_regions, scale=self.scale, generator=generator, device=images.device, dtype=box_dtype
-            )
-            boxes = torch.stack(
-                (unit[..., 0] * width, unit[..., 1] * height, unit[..., 2] * width, unit[..., 3] * height), dim=-1
-            )
-            mask = torch.ones(bsz, self.num_regions, dtype=torch.bool, device=images.device)
-        else:
-            if landmarks is None:
-                raise ValueError(f"{owner} expected landmarks of shape (B, 5, 2) or (B, 68, 2) in pixels, got None")
-            landmarks = check_tensor(landmarks, "landmarks", owner)
-            if landmarks.dim() != 3 or landmarks.shape[0] != bsz or landmarks.shape[1:] not in ((5, 2), (68, 2)):
-                raise ValueError(
-                    f"{owner} expected landmarks of shape ({bsz}, 5, 2) or ({bsz}, 68, 2) in pixels, "
-                    f"got {shape_str(landmarks.shape)}"
-                )
-            if landmarks.device != images.device:
-                raise ValueError(
-                    f"{owner} expected landmarks on {images.device} like the images, got {landmarks.device}"
-                )
-            boxes, mask = C.landmark_boxes(landmarks, (height, width), radius=self.radius, border=self.border)
-            boxes = boxes.to(box_dtype)
-        boxes, mask = self._add_whole(boxes, mask, height, width)
-        present = mask if self.strategy == "landmarks" else None  # zero the regions that do not exist
-        crops = C._crop(images, boxes, self.output_size, self.antialias, dtype, True, present)
-        return RegionCrops(crops, boxes, mask)
+        regions = self.boxes(images, landmarks, generator)
+        crops = crop_regions(
+            images,
+            regions.boxes,
+            self.output_size,
+            antialias=self.antialias,
+            dtype=self.dtype,
+            # only landmark regions can be absent; without a mask shared boxes take the banded CPU path
+            mask=regions.mask if self.strategy == "landmarks" else None,
+            check_boxes=False,  # the cropper's own boxes: valid by construction, and no device sync
+        )
+        return RegionCrops(crops, regions.boxes.contiguous(), regions.mask)
 
     def extra_repr(self) -> str:
         parts = [f"output_size={self.output_size}", f"strategy={self.strategy!r}"]
