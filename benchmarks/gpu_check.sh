@@ -40,17 +40,51 @@ for dtype in (torch.bfloat16, torch.float16):
 PY
 status+=("autocast: $(grep -c 'finite=True grads finite=True' "$out/autocast.log")/2 finite")
 
+# The one-pass model (regions pooled from the layer3 map) under bf16 autocast, channels-last; region_align
+# must give the float32 result under autocast.
+timeout 60 "$PY" - >"$out/autocast_one_pass.log" 2>&1 <<'PY'
+import torch
+from region_attention import FeatureRegionAttentionNetwork, RegionAttentionLoss, RegionCropper
+from region_attention.backbones import resnet18_split
+from region_attention.functional import region_align
+dev = torch.device("cuda")
+torch.manual_seed(0)
+trunk, head = resnet18_split("layer3")
+model = FeatureRegionAttentionNetwork(trunk, head, 512, 8, cropper=RegionCropper(224), channels_last=True)
+model = model.to(dev).to(memory_format=torch.channels_last)
+x = torch.rand(8, 3, 224, 224, device=dev) * 50
+y = torch.randint(0, 8, (8,), device=dev)
+with torch.autocast("cuda", dtype=torch.bfloat16):
+    out = model(x)
+    loss = RegionAttentionLoss()(out, y).total
+loss.backward()
+finite = all(torch.isfinite(t).all().item() for t in (*out.self_attention, *out.relation_attention, out.logits))
+grads = all(torch.isfinite(p.grad).all().item() for p in model.parameters() if p.grad is not None)
+fmap = torch.randn(8, 256, 14, 14, device=dev)
+with torch.autocast("cuda", dtype=torch.bfloat16):
+    auto = region_align(fmap, out.regions.boxes, 224)
+exact = torch.allclose(auto, region_align(fmap, out.regions.boxes, 224), atol=1e-5, rtol=1e-5)
+print(f"one-pass bf16 channels-last: outputs finite={finite} grads finite={grads} region_align exact={exact}")
+PY
+status+=("one-pass autocast: $(grep -c 'finite=True grads finite=True region_align exact=True' "$out/autocast_one_pass.log")/1 ok")
+
 if [ -z "${SKIP_CROP:-}" ]; then
   timeout 120 "$PY" benchmarks/crop_throughput.py --device cuda --parts 3 >"$out/crop_throughput.log" 2>&1
   status+=("crop throughput: see crop_throughput.log (rc=$?)")
 fi
 
 timeout 200 "$PY" benchmarks/train_step.py --device cuda --amp bf16 --channels-last --loader-workers 8 \
-    --skip memory inference --json "$out/train_step.json" >"$out/train_step.log" 2>&1
+    --skip memory inference one-pass --json "$out/train_step.json" >"$out/train_step.log" 2>&1
 status+=("train step: $(grep 'ours / authors' "$out/train_step.log" || echo "did not finish (see train_step.log)")")
+
+timeout 200 "$PY" benchmarks/train_step.py --device cuda --amp bf16 --channels-last \
+    --skip training inference memory pipeline --json "$out/train_step_one_pass.json" \
+    >"$out/train_step_one_pass.log" 2>&1
+status+=("one-pass step: $(grep 'one-pass step / bare step' "$out/train_step_one_pass.log" || echo "did not finish")")
 
 echo
 echo "GPU check summary"
 echo "-----------------"
 for s in "${status[@]}"; do echo "- $s"; done
 tail -n 30 "$out/train_step.log"
+tail -n 25 "$out/train_step_one_pass.log"

@@ -17,6 +17,11 @@ What it measures (medians of interleaved runs; ResNet-18, 224 x 224, batch 16, p
    pre-cropped region images, with a linear head on the mean feature and cross-entropy.
 3. batch-1 inference latency of RAN against the backbone on the whole face alone, and the peak memory
    of both (CPU: peak resident set size of a fresh process; CUDA: peak allocated memory).
+5. the one-pass model (``FeatureRegionAttentionNetwork``, regions pooled from the ResNet-18 ``layer3`` map,
+   default ``roi_size`` 7 and split): batch-1 inference against the bare ResNet-18 on the whole face and the
+   image-level RAN; a training step at ``--one-pass-batch-size`` (8) against the bare backbone's step on the
+   whole faces and the image-level RAN with per-region batching; the peak memory of one training step of
+   each (fresh processes). Only this part: ``--skip training inference memory pipeline``.
 """
 
 from __future__ import annotations
@@ -38,8 +43,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import contextlib
 
 from _common import interleaved_medians, machine_description, print_table, sync
-from region_attention import RegionAttentionLoss, RegionAttentionNetwork, RegionCropper
-from region_attention.backbones import resnet18
+from region_attention import FeatureRegionAttentionNetwork, RegionAttentionLoss, RegionAttentionNetwork, RegionCropper
+from region_attention.backbones import resnet18, resnet18_split
 
 #: The paper's five regions as (left, top, right, bottom) fractions; the authors put the whole face last.
 PAPER_BOXES = [(0, 0, 0.75, 0.75), (0.25, 0, 1, 0.75), (0.125, 0.25, 0.875, 1), (0.05, 0.05, 0.95, 0.95),
@@ -275,6 +280,136 @@ def run_memory(args: argparse.Namespace) -> dict[str, dict[str, int]]:
     return out
 
 
+# ------------------------------------------------------------------------------------------------------
+# 5. The one-pass model against the bare backbone and the image-level RAN.
+# ------------------------------------------------------------------------------------------------------
+
+ONE_PASS_MODELS = ("one-pass", "bare", "image-level")
+
+
+def one_pass_model(which: str, size: int, device: torch.device, channels_last: bool = False) -> nn.Module:
+    """``one-pass``: FeatureRegionAttentionNetwork on resnet18_split() (layer3, roi_size 7); ``bare``: ResNet-18
+    and a linear classifier on the whole face; ``image-level``: RegionAttentionNetwork, per-region batching."""
+    torch.manual_seed(0)
+    cropper = RegionCropper(size)
+    if which == "one-pass":
+        trunk, head = resnet18_split("layer3")
+        model: nn.Module = FeatureRegionAttentionNetwork(trunk, head, 512, 8, cropper=cropper,
+                                                         channels_last=channels_last)
+    elif which == "bare":
+        model = nn.Sequential(resnet18(), nn.Linear(512, 8))
+    else:
+        model = RegionAttentionNetwork(resnet18(), 512, 8, cropper=cropper, region_batching="per_region",
+                                       channels_last=channels_last)
+    model = model.to(device)
+    return model.to(memory_format=torch.channels_last) if channels_last else model
+
+
+def one_pass_step(which: str, model: nn.Module, device: torch.device, amp: str | None):
+    """One training step (forward, loss, backward, SGD step) of ``model`` as a closure over a fixed batch."""
+    opt = sgd(model)
+    crit = RegionAttentionLoss(0.02, whole_index=0)
+
+    def step(images: torch.Tensor, target: torch.Tensor) -> None:
+        opt.zero_grad(set_to_none=True)
+        with autocast(device, amp):
+            out = model(images)
+            loss = F.cross_entropy(out, target) if which == "bare" else crit(out, target).total
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def run_one_pass(args: argparse.Namespace, device: torch.device) -> dict[str, dict[str, float]]:
+    size, bsz = args.image_size, args.one_pass_batch_size
+    cl = args.channels_last
+    gen = torch.Generator().manual_seed(0)
+    models = {which: one_pass_model(which, size, device, cl) for which in ONE_PASS_MODELS}
+
+    image = torch.rand(1, 3, size, size, generator=gen).to(device)
+    for m in models.values():
+        m.eval()
+    infer = {which: (lambda m=m: m(image)) for which, m in models.items()}
+    with torch.inference_mode(), autocast(device, args.amp):
+        inference = interleaved_medians(infer, args.repeats * 4, args.warmup * 2, device)
+
+    images = torch.rand(bsz, 3, size, size, generator=gen).to(device)
+    target = torch.randint(0, 8, (bsz,), generator=gen).to(device)
+    for m in models.values():
+        m.train()
+    steps = {which: one_pass_step(which, m, device, args.amp) for which, m in models.items()}
+    training = interleaved_medians(
+        {which: (lambda s=s: s(images, target)) for which, s in steps.items()}, args.repeats, args.warmup, device
+    )
+    return {"inference_s": inference, "training_step_s": training}
+
+
+def one_pass_memory_child(which: str, size: int, bsz: int, device_name: str, amp: str | None, cl: bool) -> None:
+    """Peak memory of a training step of ``which`` in this fresh process.
+
+    CUDA: peak allocated memory of the second step over what is allocated before it (activations, gradients).
+    CPU: peak resident set over the loaded model during the first two steps; the CPU allocator keeps freed
+    memory, so a warm-up step would hide the activations. It includes the optimizer's momentum buffers, about
+    the same for the three models (each holds one ResNet-18)."""
+    device = torch.device(device_name)
+    model = one_pass_model(which, size, device, cl).train()
+    step = one_pass_step(which, model, device, amp)
+    images = torch.rand(bsz, 3, size, size, device=device)
+    target = torch.zeros(bsz, dtype=torch.long, device=device)
+    if device.type == "cuda":
+        step(images, target)  # warm-up: lazy initialisation, cuDNN, optimizer state
+        sync(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+    else:
+        base = _reset_peak_rss()
+        step(images, target)
+    step(images, target)
+    sync(device)
+    total = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else _peak_rss()
+    print(json.dumps({"peak_bytes": total, "increase_bytes": total - base}))
+
+
+def run_one_pass_memory(args: argparse.Namespace) -> dict[str, dict[str, int]]:
+    out = {}
+    for which in ONE_PASS_MODELS:
+        cmd = [sys.executable, __file__, "--_one-pass-memory-child", which, "--image-size", str(args.image_size),
+               "--one-pass-batch-size", str(args.one_pass_batch_size), "--device", args.device]
+        cmd += ["--amp", args.amp] if args.amp else []
+        cmd += ["--channels-last"] if args.channels_last else []
+        res = subprocess.run(cmd, capture_output=True, text=True, check=True,
+                             env={**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())})
+        out[which] = json.loads(res.stdout.strip().splitlines()[-1])
+    return out
+
+
+def report_one_pass(args: argparse.Namespace, device: torch.device, figures: dict[str, object]) -> None:
+    res = run_one_pass(args, device)
+    mem = run_one_pass_memory(args)
+    res["training_step_memory"] = mem  # type: ignore[assignment]
+    figures["one_pass"] = res
+    names = {"one-pass": "one-pass RAN (layer3 map, roi_size 7)", "bare": "bare ResNet-18 on the whole face",
+             "image-level": "image-level RAN (per-region batching)"}
+    t = res["inference_s"]
+    rows = [[names[w], f"{t[w] * 1000:.1f}", f"{t[w] / t['bare']:.2f}x", f"{t['image-level'] / t[w]:.2f}x"]
+            for w in ONE_PASS_MODELS]
+    print_table("5a. one-pass model: batch-1 inference", ["model", "ms", "vs bare", "image-level / this"], rows)
+    s = res["training_step_s"]
+    bsz = args.one_pass_batch_size
+    rows = [[names[w], f"{s[w] * 1000:.0f}", f"{bsz / s[w]:.1f}", f"{s[w] / s['bare']:.2f}x",
+             f"{s['image-level'] / s[w]:.2f}x"] for w in ONE_PASS_MODELS]
+    print_table(f"5b. one-pass model: training step, batch {bsz}",
+                ["model", "ms/step", "images/s", "vs bare", "image-level / this"], rows)
+    rows = [[names[w], f"{mem[w]['peak_bytes'] / 2**20:.0f}", f"{mem[w]['increase_bytes'] / 2**20:.0f}",
+             f"{mem[w]['increase_bytes'] / max(mem['image-level']['increase_bytes'], 1):.2f}"] for w in ONE_PASS_MODELS]
+    print_table(f"5c. one-pass model: peak memory of a training step, batch {bsz} (MiB)",
+                ["model", "peak", "increase during the step", "vs image-level"], rows)
+    print(f"one-pass inference / bare backbone: {t['one-pass'] / t['bare']:.2f}x (target <= 1.3)")
+    print(f"one-pass step / bare step: {s['one-pass'] / s['bare']:.2f}x (target <= 1.4)")
+    print(f"image-level step / one-pass step: {s['image-level'] / s['one-pass']:.2f}x (target >= 3)")
+
+
 def _pipeline_epoch(name, loader, model, opt, scaler, crit, target, device, amp, limit=None) -> int:
     seen = 0
     for i, (x, _) in enumerate(loader):
@@ -344,7 +479,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="small images and few repeats, for a smoke test")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["training", "inference", "memory", "pipeline"])
+    parser.add_argument("--skip", nargs="*", default=[],
+                        choices=["training", "inference", "memory", "pipeline", "one-pass"])
+    parser.add_argument("--one-pass-batch-size", type=int, default=8, help="training batch of part 5")
     parser.add_argument("--amp", choices=["bf16", "fp16"], default=None, help="autocast for our GPU pipeline")
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--region-batching", default="joint", choices=["joint", "per_region"])
@@ -352,12 +489,19 @@ def main() -> None:
     parser.add_argument("--gpu-batches", type=int, default=30)
     parser.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
     parser.add_argument("--_memory-child", dest="memory_child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--_one-pass-memory-child", dest="one_pass_memory_child", default=None,
+                        help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child:
         memory_child(args.memory_child, args.image_size, args.device)
         return
+    if args.one_pass_memory_child:
+        one_pass_memory_child(args.one_pass_memory_child, args.image_size, args.one_pass_batch_size, args.device,
+                              args.amp, args.channels_last)
+        return
     if args.quick:
         args.image_size, args.batch_size, args.repeats, args.warmup, args.gpu_batches = 64, 4, 2, 1, 4
+        args.one_pass_batch_size = 2
     device = torch.device(args.device)
     figures: dict[str, object] = {"machine": machine_description(device), "image_size": args.image_size,
                                   "batch_size": args.batch_size}
@@ -400,6 +544,9 @@ def main() -> None:
              [f"ours: crop on GPU, amp={args.amp}, channels_last={args.channels_last}", f"{ips['ours']:.0f}"]],
         )
         print(f"ours / authors: {ips['ours'] / ips['authors']:.2f}x (target >= 3)")
+
+    if "one-pass" not in args.skip:
+        report_one_pass(args, device, figures)
 
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))

@@ -7,7 +7,7 @@ import torch
 
 pytest.importorskip("torchvision")
 
-from region_attention.backbones import load_checkpoint, resnet18, vgg16
+from region_attention.backbones import load_checkpoint, resnet18, resnet18_split, vgg16
 
 
 def ms_celeb_checkpoint(path, prefixed: bool = True):
@@ -95,3 +95,50 @@ def test_unsafe_pickles_are_refused(tmp_path):
     torch.save({"state_dict": {"x": argparse.Namespace(payload=1)}}, path)
     with pytest.raises(ValueError, match="weights_only=True"):
         resnet18(path)
+
+
+@pytest.mark.parametrize("at", ["layer3", "layer4"])
+def test_resnet18_split_equals_resnet18(at):
+    torch.manual_seed(0)
+    trunk, head = resnet18_split(at)
+    whole = resnet18()
+    state = {**trunk.state_dict(), **head.state_dict()}
+    assert sorted(state) == sorted(whole.state_dict())  # the pair is the whole network, under its names
+    whole.load_state_dict(state)
+    trunk.eval(), head.eval(), whole.eval()
+    x = torch.rand(2, 3, 64, 64)
+    fmap = trunk(x)
+    assert fmap.shape == ((2, 256, 4, 4) if at == "layer3" else (2, 512, 2, 2))
+    torch.testing.assert_close(head(fmap), whole(x), rtol=0, atol=0)
+
+
+def test_resnet18_split_head_shapes():
+    _, head3 = resnet18_split("layer3")
+    _, head4 = resnet18_split("layer4")
+    assert head3(torch.rand(5, 256, 7, 7)).shape == (5, 512)
+    assert head4(torch.rand(5, 512, 7, 7)).shape == (5, 512)
+    assert [name for name, _ in head4.named_children()] == ["avgpool", "flatten"]
+
+
+@pytest.mark.parametrize("at", ["layer3", "layer4"])
+def test_resnet18_split_loads_the_ms_celeb_checkpoint_like_resnet18(tmp_path, at):
+    path = tmp_path / "ijba_res18_naive.pth.tar"
+    ms_celeb_checkpoint(path)
+    reference = resnet18(path).eval()
+    trunk, head = resnet18_split(at, path)
+    for key, value in {**trunk.state_dict(), **head.state_dict()}.items():
+        torch.testing.assert_close(value, reference.state_dict()[key], rtol=0, atol=0)
+    trunk.eval(), head.eval()
+    x = torch.rand(2, 3, 32, 32)
+    torch.testing.assert_close(head(trunk(x)), reference(x), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="missing key"):
+        bad = tmp_path / "bad.pth"
+        state = resnet18().state_dict()
+        del state["layer4.0.conv1.weight"]
+        torch.save(state, bad)
+        resnet18_split(at, bad)  # the load kwargs and checks are resnet18's
+
+
+def test_resnet18_split_bad_point():
+    with pytest.raises(ValueError, match=r"resnet18_split expected at to be one of 'layer3', 'layer4', got 'layer2'"):
+        resnet18_split("layer2")

@@ -209,3 +209,21 @@ def test_backbone_with_wrong_feature_size_is_reported():
     model = RegionAttentionNetwork(tiny_backbone(12), 10, 5, cropper=RegionCropper(16))
     with pytest.raises(ValueError, match=r"expected the backbone to return \(N, 10\) features .* got \(12, 12\)"):
         model(torch.rand(2, 3, 32, 32))
+
+
+def test_state_dict_keys_are_unchanged():
+    """Checkpoints of earlier versions must load: the head's parameters keep their top-level names."""
+    model = make_model(variant="authors")
+    keys = [k for k in model.state_dict() if not k.startswith("backbone.")]
+    assert keys == [
+        "self_pool.query.weight",
+        "self_pool.query.bias",
+        "relation_pool.query.weight",
+        "relation_pool.query.bias",
+        "classifier.weight",
+        "classifier.bias",
+    ]
+    assert [name for name, _ in model.named_children()] == [
+        "cropper", "backbone", "self_pool", "relation_pool", "dropout", "classifier"
+    ]
+    assert model.extra_repr() == "feature_dim=12, num_classes=5, variant='authors', region_batching='joint'"

@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-__all__ = ["LoadResult", "load_checkpoint", "resnet18", "vgg16"]
+__all__ = ["LoadResult", "load_checkpoint", "resnet18", "resnet18_split", "vgg16"]
 
 #: Heads of the MS-Celeb-1M ResNet-18 checkpoint (a 256-d embedding and an 87,020-identity classifier)
 #: that a feature extractor does not have; they are dropped and reported.
@@ -70,6 +70,60 @@ def resnet18(checkpoint: str | os.PathLike[str] | None = None, **load_kwargs: An
     if checkpoint is not None:
         load_checkpoint(model, checkpoint, **load_kwargs)
     return model
+
+
+#: Where :func:`resnet18_split` can cut ResNet-18: after ``layer3`` (a 256-channel map at 1/16 of the image)
+#: or after ``layer4`` (512 channels at 1/32).
+SPLIT_POINTS = ("layer3", "layer4")
+
+
+def resnet18_split(
+    at: str = "layer3", checkpoint: str | os.PathLike[str] | None = None, **load_kwargs: Any
+) -> tuple[nn.Sequential, nn.Sequential]:
+    """ResNet-18 cut in two for the one-pass model: a trunk to a feature map and a head per region.
+
+    Built from :func:`resnet18` (loading ``checkpoint`` exactly as it does) and split without copying: the
+    trunk and the head hold the very modules of that network under their torchvision names, so
+    ``head(trunk(x))`` equals ``resnet18(...)(x)`` and the pair's state dicts together are its state dict.
+
+    - ``at="layer3"``: the trunk maps images ``(N, 3, H, W)`` to the ``layer3`` map ``(N, 256, H/16, W/16)``;
+      the head maps pooled regions ``(N, 256, r, r)`` to ``(N, 512)`` (``layer4`` and global average pooling).
+    - ``at="layer4"``: the trunk ends with ``layer4`` ``(N, 512, H/32, W/32)``; the head is the global average
+      pooling alone, ``(N, 512, r, r)`` to ``(N, 512)``.
+
+    Args:
+        at: ``"layer3"`` (default) or ``"layer4"``.
+        checkpoint: optional path of a checkpoint to load into the whole ResNet-18 before the split (e.g.
+            the MS-Celeb-1M checkpoint); never downloaded.
+        **load_kwargs: passed to :func:`load_checkpoint`.
+
+    Returns:
+        ``(trunk, head)``, two :class:`~torch.nn.Sequential`.
+
+    Example:
+        >>> import torch
+        >>> from region_attention.backbones import resnet18_split
+        >>> trunk, head = resnet18_split("layer3")
+        >>> fmap = trunk(torch.rand(2, 3, 224, 224))
+        >>> fmap.shape, head(torch.rand(12, 256, 7, 7)).shape
+        (torch.Size([2, 256, 14, 14]), torch.Size([12, 512]))
+    """
+    if not isinstance(at, str) or at not in SPLIT_POINTS:
+        options = ", ".join(repr(p) for p in SPLIT_POINTS)
+        raise ValueError(f"resnet18_split expected at to be one of {options}, got {at!r}")
+    model = resnet18(checkpoint, **load_kwargs)
+    names = ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3"]
+    if at == "layer4":
+        names.append("layer4")
+    trunk = nn.Sequential()
+    for name in names:
+        trunk.add_module(name, model.get_submodule(name))
+    head = nn.Sequential()
+    if at == "layer3":
+        head.add_module("layer4", model.get_submodule("layer4"))
+    head.add_module("avgpool", model.get_submodule("avgpool"))
+    head.add_module("flatten", _Flatten())
+    return trunk, head
 
 
 def vgg16(checkpoint: str | os.PathLike[str] | None = None, **load_kwargs: Any) -> nn.Module:

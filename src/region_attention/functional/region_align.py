@@ -1,0 +1,230 @@
+r"""RoIAlign of image-space boxes on a feature map, in pure PyTorch: the regions of the one-pass model.
+
+:func:`~region_attention.functional.region_align` pools every box of a ``(B, K, 4)`` box tensor from its
+image's feature map into a fixed ``oh x ow`` grid of features, with the rules of
+``torchvision.ops.roi_align(..., aligned=True)`` for a fixed ``sampling_ratio`` (the same values and
+gradients), separate scales for the two axes, and no torchvision dependency.
+
+Convention:
+    Boxes are ``(x1, y1, x2, y2)`` in continuous pixel coordinates of the *input image*, pixel ``i``
+    covering :math:`[i, i + 1)` (the :class:`~region_attention.RegionCrops` convention). A feature map of
+    ``h x w`` cells for an ``H x W`` image puts feature cell ``i`` over image pixels
+    :math:`[i H / h, (i + 1) H / h)`, so a box coordinate :math:`y` becomes :math:`y\, h / H - \tfrac12` in
+    cell-centre coordinates (``aligned=True``), and likewise :math:`x\, w / W - \tfrac12`.
+
+How it is computed:
+    For a fixed sampling grid the RoIAlign rules of the two axes are independent, so the op is separable:
+    per box, a row matrix :math:`W_y` ``(oh, h)`` and a column matrix :math:`W_x` ``(ow, w)`` hold the
+    bilinear weights of the ``sampling_ratio`` samples of each output bin, averaged, and the pooled region
+    is :math:`W_y F W_x^\top`. The contraction order is chosen so the intermediate,
+    ``(B, K, C, oh, w)`` or ``(B, K, C, h, ow)``, is never larger than the pooled output times the
+    sampling grid, ``(B, K, C, oh, ow, s, s)``; when both are larger (a big map, a small grid) the
+    samples are gathered directly at that size instead. The weights are built from the box values on
+    the device, without synchronising with it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch import Tensor
+
+from .._validation import check_tensor, compute_dtype, shape_str
+
+__all__ = ["region_align"]
+
+_OWNER = "region_align"
+
+
+def _pair(value: object, name: str, owner: str) -> tuple[int, int]:
+    """An ``int`` or a pair of positive ints as ``(height, width)``."""
+    if isinstance(value, (int, torch.SymInt)) and not isinstance(value, bool):
+        value = (value, value)
+    if isinstance(value, (tuple, list, torch.Size)) and len(value) == 2:
+        for v in value:
+            # SymInt: an image size traced with dynamic shapes (compile, export)
+            if isinstance(v, bool) or not isinstance(v, (int, torch.SymInt)) or v <= 0:
+                raise ValueError(f"{owner} expected {name} to be a positive int or (height, width), got {value!r}")
+        return value[0], value[1]
+    raise ValueError(f"{owner} expected {name} to be a positive int or (height, width), got {value!r}")
+
+
+def check_sampling_ratio(value: object, owner: str) -> int:
+    """``sampling_ratio`` must be a fixed grid ``>= 1``; say why the adaptive grid is not offered."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{owner} expected sampling_ratio to be an int, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(
+            f"{owner} expected sampling_ratio >= 1, got {value}: torchvision's adaptive grid (sampling_ratio "
+            "<= 0, ceil(box size / output size) samples per bin) depends on the box values, which would need "
+            "data-dependent shapes and a device synchronisation; pick a fixed grid such as 2"
+        )
+    return value
+
+
+def check_output_size(value: object, owner: str) -> tuple[int, int]:
+    return _pair(value, "output_size", owner)
+
+
+def _axis_weights(
+    lo: Tensor, hi: Tensor, scale: float, size: int, out: int, grid: int
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Sample positions of one axis, with torchvision's border rules.
+
+    ``lo``/``hi`` ``(B, K)`` in image pixels. Returns the lower and upper source index ``(B, K, out * grid)``
+    (long), their weights with the out-of-range samples already zeroed (same shape).
+    """
+    start = lo * scale - 0.5
+    bin_size = (hi * scale - 0.5 - start) / out
+    bins = torch.arange(out, device=lo.device, dtype=lo.dtype)
+    offsets = torch.arange(grid, device=lo.device, dtype=lo.dtype) + 0.5
+    # the same arithmetic, in the same order, as torchvision's kernel: start + i * bin + (s + 0.5) * bin / grid
+    step = bin_size[..., None, None]
+    pos = (start[..., None, None] + bins[:, None] * step + offsets[None, :] * step / grid).flatten(-2)
+    valid = (pos >= -1.0) & (pos <= size)
+    pos = pos.clamp(min=0.0)
+    low = pos.floor()
+    at_end = low >= size - 1
+    low = torch.where(at_end, torch.full_like(low, size - 1), low)
+    pos = torch.where(at_end, low, pos)
+    frac = pos - low
+    low_index = low.long()
+    high_index = torch.where(at_end, low_index, low_index + 1)
+    zero = torch.zeros_like(frac)
+    w_low = torch.where(valid, 1.0 - frac, zero)
+    w_high = torch.where(valid, frac, zero)
+    return low_index, high_index, w_low, w_high
+
+
+def _dense(low: Tensor, high: Tensor, w_low: Tensor, w_high: Tensor, size: int, out: int, grid: int) -> Tensor:
+    """The ``(B, K, out, size)`` matrix: bilinear weights of each bin's samples, averaged over the grid."""
+    cells = torch.arange(size, device=low.device)
+    mat = w_low[..., None] * (low[..., None] == cells) + w_high[..., None] * (high[..., None] == cells)
+    return mat.reshape(*mat.shape[:-2], out, grid, size).sum(-2) / grid
+
+
+def region_align(
+    feature_map: Tensor,
+    boxes: Tensor,
+    image_size: int | tuple[int, int],
+    output_size: int | tuple[int, int] = 7,
+    sampling_ratio: int = 2,
+) -> Tensor:
+    r"""Pool each image-space box from its image's feature map into ``oh x ow`` cells (RoIAlign, ``aligned=True``).
+
+    Every output cell is the average of a ``sampling_ratio x sampling_ratio`` grid of bilinear samples of the
+    feature map inside its bin of the box, with torchvision's rules: a sample more than one cell outside the
+    map contributes 0 (and still counts in the average); a sample up to one cell outside reads the border.
+
+    .. math::
+        \text{out}_{b,k,c,i,j} = \frac{1}{s^2} \sum_{p, q < s}
+            \operatorname{bilinear}\big(F_{b,c},\ y_{b,k,i,p},\ x_{b,k,j,q}\big), \quad
+        y_{b,k,i,p} = y'_1 + \big(i + \tfrac{p + 1/2}{s}\big) \frac{y'_2 - y'_1}{oh},\quad
+        y' = y \tfrac{h}{H} - \tfrac12
+
+    and likewise for :math:`x` with :math:`w / W`. For a square map of a square image this is
+    ``torchvision.ops.roi_align(feature_map, list(boxes), output_size, spatial_scale=h / H,
+    sampling_ratio=sampling_ratio, aligned=True)``, values and gradients; non-square maps get their own
+    scale per axis, which torchvision's single ``spatial_scale`` cannot express.
+
+    Args:
+        feature_map: the backbone's feature map of the images.
+        boxes: ``(x1, y1, x2, y2)`` per image and region in input-image pixels (e.g.
+            :attr:`RegionCrops.boxes <region_attention.RegionCrops.boxes>`). They are constants of the op
+            (no gradient flows to them, as in torchvision).
+        image_size: ``(H, W)`` of the images the boxes refer to (an ``int`` for square images).
+        output_size: ``(oh, ow)`` cells per region, or an ``int`` for square regions.
+        sampling_ratio: samples per bin along each axis, ``>= 1``. torchvision's adaptive grid
+            (``<= 0``: ``ceil(box size / output size)`` samples, different per box) is refused with a
+            :class:`ValueError`: it needs data-dependent shapes and a device synchronisation.
+
+    Returns:
+        The pooled regions ``(B, K, C, oh, ow)`` in the feature map's dtype, computed in
+        ``torch.promote_types(dtype, torch.float32)`` (also under autocast).
+
+    Shapes:
+        - feature_map: :math:`(B, C, h, w)`, floating
+        - boxes: :math:`(B, K, 4)`, on the feature map's device
+        - output: :math:`(B, K, C, oh, ow)`
+
+    Memory:
+        No intermediate is larger than :math:`B K C \cdot oh \cdot ow \cdot s^2`, the pooled output times
+        the sampling grid (besides a copy of the input in the compute dtype).
+
+    Example:
+        >>> import torch
+        >>> from region_attention.functional import region_align
+        >>> fmap = torch.arange(16.0).reshape(1, 1, 4, 4)   # 4 x 4 map of a 64 px image
+        >>> boxes = torch.tensor([[[0.0, 0.0, 32.0, 32.0]]])   # top-left quarter
+        >>> region_align(fmap, boxes, image_size=64, output_size=2, sampling_ratio=1)
+        tensor([[[[[0., 1.],
+                   [4., 5.]]]]])
+    """
+    feature_map = check_tensor(feature_map, "feature_map", _OWNER)
+    boxes = check_tensor(boxes, "boxes", _OWNER)
+    if feature_map.dim() != 4:
+        raise ValueError(
+            f"{_OWNER} expected feature_map of shape (B, C, h, w), got {feature_map.dim()}-D shape "
+            f"{shape_str(feature_map.shape)}"
+        )
+    if not feature_map.is_floating_point():
+        raise TypeError(f"{_OWNER} expected feature_map to have a floating point dtype, got {feature_map.dtype}")
+    bsz = feature_map.shape[0]
+    if boxes.dim() != 3 or boxes.shape[0] != bsz or boxes.shape[2] != 4:
+        raise ValueError(
+            f"{_OWNER} expected boxes of shape (B, K, 4) = ({bsz}, K, 4) to match feature_map "
+            f"{shape_str(feature_map.shape)}, got {shape_str(boxes.shape)}"
+        )
+    if boxes.is_complex() or boxes.dtype == torch.bool:
+        raise TypeError(f"{_OWNER} expected boxes to have a real dtype, got {boxes.dtype}")
+    if boxes.device != feature_map.device:
+        raise ValueError(f"{_OWNER} expected boxes on {feature_map.device} like the feature map, got {boxes.device}")
+    height, width = _pair(image_size, "image_size", _OWNER)
+    oh, ow = check_output_size(output_size, _OWNER)
+    grid = check_sampling_ratio(sampling_ratio, _OWNER)
+
+    context: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+    if torch.is_autocast_enabled(feature_map.device.type):
+        # autocast would run the contractions in half precision; RoIAlign is exact in float32 (as torchvision)
+        context = torch.autocast(feature_map.device.type, enabled=False)
+    with context:
+        return _region_align(feature_map, boxes, (height, width), (oh, ow), grid)
+
+
+def _region_align(
+    feature_map: Tensor, boxes: Tensor, image_size: tuple[int, int], output_size: tuple[int, int], grid: int
+) -> Tensor:
+    bsz, channels, h, w = feature_map.shape
+    k = boxes.shape[1]
+    oh, ow = output_size
+    work = compute_dtype(feature_map.dtype)
+    fmap = feature_map.to(work)
+    b = boxes.detach().to(work)
+    y_low, y_high, wy_low, wy_high = _axis_weights(b[..., 1], b[..., 3], h / image_size[0], h, oh, grid)
+    x_low, x_high, wx_low, wx_high = _axis_weights(b[..., 0], b[..., 2], w / image_size[1], w, ow, grid)
+
+    bound = oh * ow * grid * grid  # per (b, k, c): the pooled output times the sampling grid
+    if min(oh * w, h * ow) <= bound:
+        wy = _dense(y_low, y_high, wy_low, wy_high, h, oh, grid)  # (B, K, oh, h)
+        wx = _dense(x_low, x_high, wx_low, wx_high, w, ow, grid)  # (B, K, ow, w)
+        if oh * w <= h * ow:
+            rows = torch.einsum("bkih,bchw->bkciw", wy, fmap)  # (B, K, C, oh, w)
+            out = torch.einsum("bkciw,bkjw->bkcij", rows, wx)
+        else:
+            cols = torch.einsum("bchw,bkjw->bkchj", fmap, wx)  # (B, K, C, h, ow)
+            out = torch.einsum("bkih,bkchj->bkcij", wy, cols)
+        return out.to(feature_map.dtype)
+
+    # Gather the samples themselves: four taps of (B, C, K * oh*s * ow*s) each, the bound exactly.
+    flat = fmap.flatten(2)  # (B, C, h * w)
+    total = flat.new_zeros(())
+    for yi, wy_ in ((y_low, wy_low), (y_high, wy_high)):
+        for xi, wx_ in ((x_low, wx_low), (x_high, wx_high)):
+            index = (yi[..., :, None] * w + xi[..., None, :]).reshape(bsz, 1, -1)  # (B, 1, K * S)
+            weight = (wy_[..., :, None] * wx_[..., None, :]).reshape(bsz, 1, -1)
+            tap = flat.gather(2, index.expand(bsz, channels, index.shape[-1])) * weight
+            total = total + tap
+    samples = total.reshape(bsz, channels, k, oh, grid, ow, grid)
+    out = samples.sum(dim=(4, 6)) / (grid * grid)  # (B, C, K, oh, ow)
+    return out.transpose(1, 2).to(feature_map.dtype)
