@@ -13,11 +13,28 @@ from region_attention import RegionBiasedLoss, RelationAttentionPool, SelfAttent
 
 
 def test_public_names():
-    for name in ("SelfAttentionPool", "RelationAttentionPool", "RegionBiasedLoss", "functional"):
+    for name in (
+        "SelfAttentionPool",
+        "RelationAttentionPool",
+        "RegionBiasedLoss",
+        "functional",
+        "GatedAttentionPool",
+        "GatedAttentionOutput",
+        "pad_bags",
+    ):
         assert hasattr(region_attention, name)
-    for name in ("self_attention_pool", "relation_attention_pool", "region_biased_loss"):
+    for name in ("self_attention_pool", "relation_attention_pool", "region_biased_loss", "gated_attention_pool"):
         assert callable(getattr(RF, name))
-    assert region_attention.__version__ == "0.1.0.dev0"
+    assert region_attention.__version__ == "0.1.0"
+
+
+def test_one_pass_public_names():
+    from region_attention.backbones import resnet18_split
+
+    for name in ("RegionAlign", "FeatureRegionAttentionNetwork"):
+        assert name in region_attention.__all__ and hasattr(region_attention, name)
+    assert "region_align" in RF.__all__ and callable(RF.region_align)
+    assert callable(resnet18_split)
 
 
 def test_reprs_are_pinned():

@@ -3,15 +3,21 @@
 from . import functional
 from .cropping import RegionCropper, RegionCrops
 from .functional import RelationAttentionOutput, SelfAttentionOutput
+from .gated import GatedAttentionOutput, GatedAttentionPool, pad_bags
 from .loss import RANLossOutput, RegionAttentionLoss, RegionBiasedLoss
-from .network import RANOutput, RegionAttentionNetwork
+from .network import FeatureRegionAttentionNetwork, RANOutput, RegionAttentionNetwork
 from .pooling import RelationAttentionPool, SelfAttentionPool
+from .region_align import RegionAlign
 
-__version__ = "0.1.0.dev0"
+__version__ = "0.1.0"
 
 __all__ = [
+    "FeatureRegionAttentionNetwork",
+    "GatedAttentionOutput",
+    "GatedAttentionPool",
     "RANLossOutput",
     "RANOutput",
+    "RegionAlign",
     "RegionAttentionLoss",
     "RegionAttentionNetwork",
     "RegionBiasedLoss",
@@ -23,4 +29,5 @@ __all__ = [
     "SelfAttentionPool",
     "__version__",
     "functional",
+    "pad_bags",
 ]
