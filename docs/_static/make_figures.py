@@ -6,7 +6,7 @@
 with the boxes ``RegionCropper`` itself returns: the paper's five fixed boxes, one draw of random boxes
 (``generator`` seeded with 0) and the landmark boxes (radius 0.4, ``border="shift"``), then the six region
 images the backbone sees for the fixed strategy. The face comes from the examples' synthetic-data renderer
-(``examples/common/synthetic.py``) when the repository is at hand; otherwise a plain drawing is used.
+(``examples/common/synthetic/``, the repository's one face drawer).
 """
 
 from __future__ import annotations
@@ -33,19 +33,6 @@ def synthetic_face() -> tuple[torch.Tensor, torch.Tensor]:
     return images.float() / 255, landmarks
 
 
-def plain_face() -> tuple[torch.Tensor, torch.Tensor]:
-    """A flat drawing: an ellipse with two eyes, a nose and a mouth, and its 5 landmarks."""
-    y, x = torch.meshgrid(torch.arange(SIZE) + 0.5, torch.arange(SIZE) + 0.5, indexing="ij")
-    img = torch.full((3, SIZE, SIZE), 0.85)
-    head = ((x - 112) / 88) ** 2 + ((y - 120) / 104) ** 2 <= 1
-    img[:, head] = torch.tensor([0.93, 0.78, 0.66]).unsqueeze(1)
-    points = torch.tensor([[80.0, 95.0], [144.0, 95.0], [112.0, 135.0], [85.0, 170.0], [139.0, 170.0]])
-    for px, py in points:
-        dot = (x - px) ** 2 + (y - py) ** 2 <= 60
-        img[:, dot] = 0.2
-    return img.unsqueeze(0), points.unsqueeze(0)
-
-
 def main() -> Path:
     import matplotlib
 
@@ -56,10 +43,7 @@ def main() -> Path:
     from region_attention import RegionCropper
     from region_attention.functional import reduce_landmarks
 
-    try:
-        image, landmarks = synthetic_face()
-    except ImportError:
-        image, landmarks = plain_face()
+    image, landmarks = synthetic_face()
     points = reduce_landmarks(landmarks)
 
     fixed = RegionCropper(SIZE)(image)

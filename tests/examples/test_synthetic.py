@@ -358,8 +358,8 @@ def test_expressions_differ_in_local_parts() -> None:
     g = torch.Generator().manual_seed(1)
     p1 = syn.sample_faces([1] * 32, generator=g, yaw=[0.0] * 32)
     p2 = {k: v.clone() for k, v in p1.items()}
-    table = syn._EXPR_TABLE
-    for i, name in enumerate(syn._EXPR):
+    table = syn.faces._EXPR_TABLE
+    for i, name in enumerate(syn.faces._EXPR):
         p2[name] = torch.full_like(p1[name], float(table[2, i]))
     a = syn.render_batch(p1, generator=torch.Generator().manual_seed(0))[0].float()
     b = syn.render_batch(p2, generator=torch.Generator().manual_seed(0))[0].float()
@@ -370,8 +370,10 @@ def test_expressions_differ_in_local_parts() -> None:
 def test_cli_module_and_script(tmp_path: Path) -> None:
     assert syn.main(["ferplus", "--out", str(tmp_path / "m"), "--train", "8", "--valid", "2", "--test", "6"]) == 0
     assert (tmp_path / "m" / "fer2013new.csv").is_file()
-    root = Path(syn.__file__).resolve().parents[2]
-    script = root / "examples" / "common" / "synthetic.py"
+    sfew = ["sfew", "--out", str(tmp_path / "f"), "--train", "7", "--val", "7", "--variant", "aligned"]
+    assert syn.main(sfew) == 0
+    assert len(list((tmp_path / "f" / "Val_Aligned_Faces_new").rglob("*.png"))) == 7
+    script = Path(syn.__file__).resolve().parent  # the package folder, run by path (its __main__.py)
     done = subprocess.run(
         [
             sys.executable,
@@ -400,3 +402,167 @@ def test_contact_sheet(tmp_path: Path) -> None:
     path = syn.contact_sheet(tmp_path / "sheet.png", per_class=2, zoom=1)
     with Image.open(path) as im:
         assert im.size == (8 * 48, (8 + 6 + 2) * 48)
+
+
+# ---------------------------------------------------------------------------------------- occlusion ground truth
+
+
+def _meta_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_ferplus_occluders_cover_every_face(ferplus: dict) -> None:
+    root = Path(ferplus["root"])
+    assert ferplus["files"]["occluders"] == str(root / syn.OCCLUDERS_FILE)
+    meta = _meta_rows(root / "ferplus_meta.csv")
+    with open(root / "fer2013.csv", newline="") as fh:
+        pixels = [torch.tensor([int(v) for v in r["pixels"].split()]).reshape(48, 48) for r in csv.DictReader(fh)]
+    seen = 0
+    for split, n in (("train", SIZES["n_train"]), ("valid", SIZES["n_valid"]), ("test", SIZES["n_test"])):
+        rows = [r for r in meta if r["split"] == split]
+        masks = syn.load_occluder_masks(root, split)
+        assert list(masks) == [f"fer{int(r['row']):07d}" for r in rows] and len(masks) == n
+        for r in rows:
+            key = f"fer{int(r['row']):07d}"
+            if r["name"]:
+                assert key == r["name"][:-4]  # the reader's key and the subset lists' key
+            mask = masks[key]
+            assert mask.shape == (48, 48) and mask.dtype == torch.bool
+            assert bool(mask.any()) == (r["occlusion"] != "none"), (key, r["occlusion"])
+            if r["occlusion"] != "none":
+                seen += 1
+                rows_hit = mask.any(1).nonzero()[:, 0].float().mean()
+                cols_hit = mask.any(0).nonzero()[:, 0].float().mean()
+                if r["occlusion"] == "upper":
+                    assert rows_hit < 20, key
+                if r["occlusion"] in ("bottom", "mask"):
+                    assert rows_hit > 28, key
+                if r["occlusion"] == "left":
+                    assert cols_hit < 20, key
+                if r["occlusion"] == "right":
+                    assert cols_hit > 28, key
+                if r["occlusion"] == "glasses":  # dark lenses: the masked pixels are the darkest of the face
+                    image = pixels[int(r["row"])].float()
+                    assert image[mask].mean() < image[~mask].mean() - 20, key
+    assert seen == sum(r["occlusion"] != "none" for r in meta) >= 20
+
+
+def test_occluders_file_is_plain_numpy(ferplus: dict) -> None:
+    np = pytest.importorskip("numpy")
+    root = Path(ferplus["root"])
+    with np.load(root / syn.OCCLUDERS_FILE, allow_pickle=False) as data:
+        assert sorted(data.files) == sorted(f"{s}_{k}" for s in ("train", "valid", "test") for k in ("keys", "alpha"))
+        alpha, keys = data["test_alpha"], data["test_keys"]
+    found = syn.load_occluders(root, "test")
+    assert alpha.dtype == np.uint8 and alpha.shape == (SIZES["n_test"], 48, 48)
+    assert found.keys == [str(k) for k in keys]
+    assert torch.equal((found.alpha * 255).round().to(torch.uint8), torch.from_numpy(alpha))
+
+
+def test_affectnet_occluders(affectnet: dict) -> None:
+    root = Path(affectnet["root"])
+    meta = _meta_rows(root / "affectnet_meta.csv")
+    for split in ("train", "val"):
+        found = syn.load_occluders(root, split)
+        rows = [r for r in meta if r["split"] == split]
+        assert found.keys == [r["id"] for r in rows]
+        assert found.alpha.shape == (len(rows), 96, 96)
+        assert [bool(a.any()) for a in found.alpha] == [r["occlusion"] != "none" for r in rows]
+    with open(root / "Manually_Annotated_file_lists" / "validation.csv", newline="") as fh:
+        stems = [Path(r["subDirectory_filePath"]).stem for r in csv.DictReader(fh)]
+    assert syn.load_occluders(root, "val").keys == stems
+
+
+def test_occluder_alpha_is_what_was_drawn() -> None:
+    # Draw the same faces with and without their occluders, the camera an identity (no noise, contrast 1,
+    # brightness 0): every pixel that changes is one the occluder covers, by at most its opacity.
+    n, size = 24, 64
+    kinds = [syn.OCCLUSIONS[1 + i % 6] for i in range(n)]
+    params = syn.sample_faces(torch.arange(n) % 8, generator=torch.Generator().manual_seed(5), occlusion=kinds)
+    params["noise"] = torch.zeros(n)
+    params["contrast"] = torch.ones(n)
+    params["brightness"] = torch.zeros(n)
+    bare = dict(params, occlusion=torch.zeros(n, dtype=torch.long))
+    hidden = syn.render(params, size, channels=3, generator=torch.Generator().manual_seed(0))
+    clean = syn.render(bare, size, channels=3, generator=torch.Generator().manual_seed(0))
+    assert not clean.occluders.any()
+    assert torch.equal(hidden.landmarks, clean.landmarks)
+    change = (hidden.images.float() - clean.images.float()).abs().amax(1)  # (n, S, S) in grey levels
+    alpha = hidden.occluders
+    assert bool((change[alpha == 0] <= 1).all())  # rounding only where the occluder is absent
+    assert bool((change <= 255 * alpha + 1).all())
+    for i in range(n):
+        assert alpha[i].max() == 1.0, kinds[i]
+        assert change[i][alpha[i] > 0.5].mean() > 10, kinds[i]  # the occluder shows where the mask says
+    # Where the occluder hides the face completely, the pixels do not depend on the face behind it.
+    other = dict(params)
+    for name in ("mouth_curve", "mouth_open", "teeth", "brow_raise", "eye_open", "glabella"):
+        other[name] = params[name].flip(0)
+    moved = syn.render(other, size, channels=3, generator=torch.Generator().manual_seed(0))
+    full = (alpha == 1) & (moved.occluders == 1)
+    assert full.sum() > n * 40
+    diff = (hidden.images.float() - moved.images.float()).abs().amax(1)
+    assert bool((diff[full] <= 1).all())
+    assert diff[(alpha == 0) & (moved.occluders == 0)].max() > 30  # the faces behind do differ
+
+
+def _coverage_loop(mask: torch.Tensor, box: list[float]) -> float:
+    x1, y1, x2, y2 = box
+    area = (x2 - x1) * (y2 - y1)
+    if area <= 0:
+        return 0.0
+    covered = 0.0
+    for i in range(mask.shape[0]):
+        for j in range(mask.shape[1]):
+            w = max(0.0, min(x2, j + 1.0) - max(x1, float(j)))
+            h = max(0.0, min(y2, i + 1.0) - max(y1, float(i)))
+            covered += float(mask[i, j]) * w * h
+    return covered / area
+
+
+def test_box_coverage_matches_a_pixel_loop() -> None:
+    g = torch.Generator().manual_seed(0)
+    h, w = 9, 12
+    masks = [torch.rand(h, w, generator=g) > 0.6, torch.rand(h, w, generator=g, dtype=torch.float64)]
+    xy = torch.rand(20, 2, generator=g) * torch.tensor([w + 6.0, h + 6.0]) - 3.0  # some outside the image
+    wh = torch.rand(20, 2, generator=g) * 7.0
+    boxes = torch.cat([xy, xy + wh], 1)
+    boxes = torch.cat([boxes, torch.tensor([[2.0, 3.0, 2.0, 7.0], [0.0, 0.0, w, h], [-5.0, -5.0, -1.0, -1.0],
+                                            [1.25, 2.5, 3.75, 2.75]])])
+    for mask in masks:
+        got = syn.box_coverage(mask, boxes)
+        expected = torch.tensor([_coverage_loop(mask, b) for b in boxes.tolist()], dtype=torch.float64)
+        assert got.dtype == torch.float64 and got.shape == (len(boxes),)
+        torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+        assert got[20] == 0.0 and got[22] == 0.0  # zero area, wholly outside
+        torch.testing.assert_close(got[21], mask.double().mean())
+    # batched, and boxes given in a larger frame of the same view (the network's input)
+    both = torch.stack([masks[0].double(), masks[1]])
+    batched = syn.box_coverage(both, torch.stack([boxes, boxes.flip(0)]))
+    torch.testing.assert_close(batched[0], syn.box_coverage(masks[0], boxes))
+    torch.testing.assert_close(batched[1], syn.box_coverage(masks[1], boxes.flip(0)))
+    scale = torch.tensor([224 / w, 224 / h, 224 / w, 224 / h])
+    scaled = syn.box_coverage(masks[1], boxes * scale, image_size=(224, 224))
+    torch.testing.assert_close(scaled, syn.box_coverage(masks[1], boxes))
+
+
+def test_box_coverage_and_loader_reject_bad_input(tmp_path: Path) -> None:
+    mask = torch.zeros(4, 4, dtype=torch.bool)
+    with pytest.raises(ValueError, match=r"boxes of shape \(K, 4\)"):
+        syn.box_coverage(mask, torch.zeros(2, 3))
+    with pytest.raises(ValueError, match="mask of shape"):
+        syn.box_coverage(torch.zeros(4), torch.zeros(2, 4))
+    with pytest.raises(ValueError, match="x2 >= x1"):
+        syn.box_coverage(mask, torch.tensor([[3.0, 0.0, 1.0, 2.0]]))
+    with pytest.raises(ValueError, match="finite"):
+        syn.box_coverage(mask, torch.tensor([[0.0, 0.0, float("nan"), 2.0]]))
+    with pytest.raises(TypeError, match="floating-point boxes"):
+        syn.box_coverage(mask, torch.zeros(1, 4, dtype=torch.long))
+    with pytest.raises(FileNotFoundError, match=r"occluders\.npz"):
+        syn.load_occluders(tmp_path, "test")
+    syn.write_occluders(tmp_path / syn.OCCLUDERS_FILE, {"test": (["a"], torch.zeros(1, 2, 2))})
+    with pytest.raises(ValueError, match=r"split 'val'.*test"):
+        syn.load_occluders(tmp_path, "val")
+    with pytest.raises(ValueError, match="threshold"):
+        syn.load_occluder_masks(tmp_path, "test", threshold=1.0)
