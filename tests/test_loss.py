@@ -1,6 +1,11 @@
-"""RegionBiasedLoss (Eq. 6) against a float64 loop and against F.margin_ranking_loss."""
+"""RegionBiasedLoss (Eq. 6) and RegionAttentionLoss (the paper's objective) against float64 loops and against
+F.cross_entropy / F.margin_ranking_loss; RegionAttentionLoss's target checks."""
 
 from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+from typing import Any, NamedTuple
 
 import pytest
 import torch
@@ -9,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import region_attention.functional as RF
-from region_attention import RegionBiasedLoss, SelfAttentionPool
+from region_attention import RegionAttentionLoss, RegionBiasedLoss, SelfAttentionPool
 from tests.reference import rb_loss_reference
 
 
@@ -91,3 +96,127 @@ def test_on_pool_gates_in_half_precision():
     s = SelfAttentionPool(64, dtype=torch.bfloat16)(x)
     loss = RegionBiasedLoss()(s.gates)
     assert torch.isfinite(loss)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# RegionAttentionLoss: the paper's objective (classification + rb_weight * region biased)
+
+
+def _ce_loop(logits, target, weight=None):
+    """Weighted-mean cross-entropy in float64, one row at a time (class indices)."""
+    num, den = 0.0, 0.0
+    for row, t in zip(logits.double().tolist(), target.tolist(), strict=True):
+        top = max(row)
+        log_z = top + math.log(sum(math.exp(v - top) for v in row))
+        w = 1.0 if weight is None else float(weight[t])
+        num += w * (log_z - row[t])
+        den += w
+    return torch.tensor(num / den, dtype=torch.float64)
+
+
+class _Out(NamedTuple):
+    logits: torch.Tensor
+    self_attention: Any
+    regions: Any
+
+
+def _network_output(logits, gates, mask):
+    return _Out(logits, SimpleNamespace(gates=gates), SimpleNamespace(mask=mask))
+
+
+@pytest.mark.parametrize("whole_index", [0, -1])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_region_attention_loss_matches_references(whole_index, weighted):
+    gen = torch.Generator().manual_seed(3)
+    logits = torch.randn(7, 5, generator=gen)
+    target = torch.randint(0, 5, (7,), generator=gen)
+    gates = torch.rand(7, 6, generator=gen)
+    mask = torch.rand(7, 6, generator=gen) > 0.3
+    weight = torch.rand(5, generator=gen) + 0.5 if weighted else None
+    criterion = RegionAttentionLoss(0.1, rb_weight=0.5, whole_index=whole_index, class_weight=weight)
+    out = criterion(_network_output(logits, gates, mask), target)
+    torch.testing.assert_close(out.classification, F.cross_entropy(logits, target, weight=weight))
+    torch.testing.assert_close(out.classification.double(), _ce_loop(logits, target, weight), atol=1e-6, rtol=1e-6)
+    expected_rb = rb_loss_reference(gates.double(), mask, 0.1, whole_index)
+    torch.testing.assert_close(out.region_biased.double(), expected_rb, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(out.total, out.classification + 0.5 * out.region_biased)
+    # without a mask the region biased part is F.margin_ranking_loss of the best crop against the whole face
+    whole = gates[:, whole_index]
+    crops = gates[:, 1:] if whole_index == 0 else gates[:, :-1]
+    ranking = F.margin_ranking_loss(crops.max(1).values, whole, torch.ones_like(whole), margin=0.1)
+    torch.testing.assert_close(criterion.from_parts(logits, target, gates).region_biased, ranking)
+
+
+def test_region_attention_loss_soft_targets_match_cross_entropy():
+    gen = torch.Generator().manual_seed(4)
+    logits = torch.randn(4, 3, generator=gen, dtype=torch.float64)
+    probs = torch.softmax(torch.randn(4, 3, generator=gen, dtype=torch.float64), -1)
+    got = RegionAttentionLoss().from_parts(logits, probs).classification
+    loop = sum(-sum(p * math.log(q) for p, q in zip(pr, qr, strict=True))
+               for pr, qr in zip(probs.tolist(), torch.softmax(logits, -1).tolist(), strict=True)) / 4
+    assert got.dtype == torch.float64
+    torch.testing.assert_close(got, torch.tensor(loop, dtype=torch.float64))
+
+
+def test_custom_classification_callable_replaces_cross_entropy():
+    calls = []
+
+    def multi_target(logits, target):  # FERPlus' multi-target loss: -log max_j t_j softmax_j
+        calls.append((logits.dtype, target.shape))
+        return -(F.log_softmax(logits, -1) + torch.log(target)).amax(-1).mean()
+
+    gen = torch.Generator().manual_seed(5)
+    logits = torch.randn(6, 8, generator=gen).to(torch.bfloat16)
+    target = (torch.rand(6, 8, generator=gen) > 0.5).float() * 0.999 + 0.001
+    gates = torch.rand(6, 4, generator=gen)
+    criterion = RegionAttentionLoss(0.05, classification=multi_target)
+    out = criterion.from_parts(logits, target, gates)
+    assert calls == [(torch.float32, (6, 8))]  # called once, on float32 logits, with the target as given
+    loop = sum(-max(math.log(t) + lp for t, lp in zip(tr, lr, strict=True))
+               for tr, lr in zip(target.tolist(), F.log_softmax(logits.float(), -1).tolist(), strict=True)) / 6
+    torch.testing.assert_close(out.classification, torch.tensor(loop), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out.total, out.classification + RF.region_biased_loss(gates, margin=0.05))
+    assert "classification=multi_target" in repr(criterion)
+    with pytest.raises(ValueError, match="class_weight or label_smoothing"):
+        RegionAttentionLoss(classification=multi_target, class_weight=torch.ones(8))
+    with pytest.raises(TypeError, match="expected classification to be a callable"):
+        RegionAttentionLoss(classification="ce")  # type: ignore[arg-type]
+
+
+def test_without_gates_only_the_classification_part_trains():
+    logits = torch.randn(3, 4, requires_grad=True)
+    out = RegionAttentionLoss(margin=1.0).from_parts(logits, torch.tensor([0, 3, 1]))
+    assert out.region_biased == 0 and out.total == out.classification
+    out.total.backward()
+    assert torch.isfinite(logits.grad).all()
+
+
+@pytest.mark.parametrize(
+    ("target", "error", "message"),
+    [
+        (torch.tensor([0.0, 1.0, 2.0]), TypeError, r"floating-point target of shape \(3,\); pass target\.long\(\)"),
+        (torch.tensor([[0], [1], [2]]), ValueError, r"got \(3, 1\); pass target\.squeeze\(1\)"),
+        (torch.tensor([0, 4, 1]), ValueError, r"class indices in \[0, 3\] for 4 classes, got 4"),
+        (torch.tensor([0, -1, 1]), ValueError, r"class indices in \[0, 3\].*got -1"),
+        (torch.tensor([0, 1]), ValueError, r"one row per logits row \(B = 3\).*\(2,\)"),
+        (torch.tensor([True, False, True]), ValueError, r"integer class indices.*torch\.bool"),
+    ],
+)
+def test_bad_targets_say_what_to_do(target, error, message):
+    logits, gates = torch.randn(3, 4), torch.rand(3, 5)
+    with pytest.raises(error, match=message):
+        RegionAttentionLoss().from_parts(logits, target, gates)
+
+
+def test_ignore_index_targets_are_skipped_as_in_cross_entropy():
+    logits, target = torch.randn(3, 4), torch.tensor([0, -100, 2])
+    got = RegionAttentionLoss().from_parts(logits, target).classification
+    torch.testing.assert_close(got, F.cross_entropy(logits, target))
+
+
+def test_logits_instead_of_the_network_output_are_refused():
+    criterion = RegionAttentionLoss()
+    with pytest.raises(TypeError, match=r"got a Tensor of shape \(3, 4\).*from_parts"):
+        criterion(torch.randn(3, 4), torch.tensor([0, 1, 2]))
+    with pytest.raises(TypeError, match=r"without self_attention, regions.*from_parts\(logits, target\)"):
+        criterion(SimpleNamespace(logits=torch.randn(3, 4)), torch.tensor([0, 1, 2]))

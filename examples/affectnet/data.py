@@ -61,13 +61,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from examples.common.folder_data import stratified_holdout as _stratified_holdout
 from examples.common.subsets import image_key
+from region_attention import RegionAttentionLoss
+from region_attention.functional import reduce_landmarks
 
 __all__ = [
     "AFFECTNET_CLASSES",
@@ -237,16 +238,26 @@ def _is_float(text: str) -> bool:
 
 
 def reduce_68(points: Tensor) -> Tensor:
-    """``(..., 68, 2)`` iBUG landmarks -> ``(..., 5, 2)``: eye centres (mean of 36-41 and 42-47), nose tip 30,
-    mouth corners 48 and 54 (as ``region_attention.functional.reduce_landmarks``). A NaN point makes its
-    reduced point NaN."""
-    return _reduce_kept(points[..., list(_KEEP_POINTS), :])
+    """``(..., 68, 2)`` iBUG landmarks -> ``(..., 5, 2)`` with ``region_attention.functional.reduce_landmarks``
+    (eye centres = mean of 36-41 and 42-47, nose tip 30, mouth corners 48 and 54). A NaN point makes its
+    reduced point NaN (a mean over a NaN is NaN)."""
+    if points.shape[-2:] != (68, 2):
+        raise ValueError(f"reduce_68 expected landmarks of shape (..., 68, 2), got {tuple(points.shape)}")
+    lead = points.shape[:-2]
+    return reduce_landmarks(points.reshape(-1, 68, 2)).reshape(*lead, 5, 2)
 
 
-def _reduce_kept(kept: Tensor) -> Tensor:
-    """The 15 kept points (eye contours 12, nose tip, mouth corners) -> 5 points."""
-    return torch.stack((kept[..., 0:6, :].mean(-2), kept[..., 6:12, :].mean(-2), kept[..., 12, :],
-                        kept[..., 13, :], kept[..., 14, :]), dim=-2)
+def _reduce_kept(kept: Tensor, chunk: int = 65536) -> Tensor:
+    """The 15 kept points (``_KEEP_POINTS``: eye contours, nose tip, mouth corners) of ``(N, 15, 2)`` -> the 5
+    points, through :func:`reduce_68` (the 53 points the reduction does not read stay NaN; in chunks, so the
+    287k-row training list never holds 68 points per row at once)."""
+    out = kept.new_empty(kept.shape[0], 5, 2)
+    for start in range(0, kept.shape[0], chunk):
+        part = kept[start : start + chunk]
+        full = part.new_full((part.shape[0], 68, 2), math.nan)
+        full[:, list(_KEEP_POINTS)] = part
+        out[start : start + chunk] = reduce_68(full)
+    return out
 
 
 def map_points(points: Tensor, crop: tuple[float, float, float, float], size: int) -> Tensor:
@@ -591,21 +602,11 @@ def inverse_frequency_weights(labels: Tensor, num_classes: int) -> Tensor:
     return weights.float()
 
 
-class ClassWeightedCrossEntropy:
-    """Cross-entropy with per-class weights (``F.cross_entropy(weight=...)``, i.e. the weighted mean)."""
-
-    def __init__(self, weight: Tensor | None = None) -> None:
-        self.weight = weight
-        self._on: dict[tuple[torch.device, torch.dtype], Tensor] = {}
-
-    def __call__(self, logits: Tensor, targets: Tensor) -> Tensor:
-        weight = None
-        if self.weight is not None:
-            key = (logits.device, logits.dtype)
-            weight = self._on.get(key)
-            if weight is None:
-                weight = self._on[key] = self.weight.to(device=logits.device, dtype=logits.dtype)
-        return F.cross_entropy(logits, targets, weight=weight)
+def ClassWeightedCrossEntropy(weight: Tensor | None = None) -> Callable[[Tensor, Tensor], Tensor]:
+    """The class-weighted cross-entropy of ``--balance weighted-loss``: the classification part of the library's
+    ``RegionAttentionLoss(class_weight=weight)`` (kept under this name for code written against older
+    examples; the engine passes the weights to ``RegionAttentionLoss`` itself)."""
+    return RegionAttentionLoss(rb_weight=0.0, class_weight=weight).classification_loss
 
 
 # ---------------------------------------------------------------------------------------------------------------

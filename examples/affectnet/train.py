@@ -38,7 +38,6 @@ if __package__ in (None, ""):  # run as a script: make `examples` importable
 from examples.affectnet.data import (
     AFFECTNET_CLASSES,
     LAYOUTS,
-    ClassWeightedCrossEntropy,
     balanced_sample_weights,
     check_images,
     format_report,
@@ -46,101 +45,89 @@ from examples.affectnet.data import (
     load_affectnet,
     stratified_holdout,
 )
-from examples.common.engine import RECIPES, Task, add_engine_arguments, resolve_config, run
+from examples.common import engine
 
 BALANCE_MODES = ("none", "oversample", "weighted-loss")
-REGION_MODES = ("fixed", "authors", "landmarks", "random")
 
-#: The authors' released AffectNet scripts (docs: "Paper vs released code"): plain and oversampled.
-AUTHORS_AFFECTNET: dict[str, Any] = {**RECIPES["authors"], "lr": 0.01, "epochs": 40, "milestones": [12, 20, 32],
-                                     "batch_size": 256, "margin": 0.03}
+#: The authors' released AffectNet scripts (docs: "Paper vs released code"): plain and oversampled, with the
+#: authors' seven AffectNet regions.
+AUTHORS_AFFECTNET: dict[str, Any] = {**engine.RECIPES["authors"], "lr": 0.01, "epochs": 40, "milestones": [12, 20, 32],
+                                     "batch_size": 256, "margin": 0.03, "regions": "authors"}
 AUTHORS_AFFECTNET_OVERSAMPLED: dict[str, Any] = {**AUTHORS_AFFECTNET, "lr": 0.015, "epochs": 20,
                                                  "milestones": [6, 10, 16], "margin": 0.02}
+
+DATA_OPTIONS = (*engine.REGION_OPTIONS, "classes", "balance", "face_margin", "holdout_fraction", "skip_bad_images",
+                "layout")
+DATA_CHOICES = {"layout": LAYOUTS, "balance": BALANCE_MODES}
+DATA_DEFAULTS = {"classes": 8, "balance": "none", "face_margin": 0.0, "holdout_fraction": 0.05, "layout": "auto"}
 
 
 def affectnet_recipes(balance: str = "none") -> dict[str, dict[str, Any]]:
     """``paper`` (the engine's) and ``authors`` (the AffectNet script matching ``balance``)."""
     authors = AUTHORS_AFFECTNET_OVERSAMPLED if balance == "oversample" else AUTHORS_AFFECTNET
-    return {"paper": dict(RECIPES["paper"]), "authors": dict(authors)}
+    return {"paper": dict(engine.RECIPES["paper"]), "authors": dict(authors)}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="examples/affectnet/train.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    add_engine_arguments(parser, recipes=affectnet_recipes())
-    g = parser.add_argument_group("AffectNet")
-    g.add_argument("--classes", type=int, choices=[7, 8], default=8, help="7: codes 0-6; 8: codes 0-7 (default)")
-    g.add_argument("--balance", choices=BALANCE_MODES, default="none",
-                   help="oversample: class-balanced sampling; weighted-loss: inverse-frequency class weights")
-    g.add_argument("--regions", choices=REGION_MODES, default=None,
-                   help="region layout (default: authors with --recipe authors, else fixed)")
-    g.add_argument("--radius", type=float, default=0.4, help="landmark regions: half-side as a fraction of the face")
-    g.add_argument("--num-regions", type=int, default=5, help="random regions: how many")
-    g.add_argument("--face-margin", type=float, default=0.0,
-                   help="grow the face box by this fraction of its side on each side (csv layout)")
-    g.add_argument("--holdout-fraction", type=float, default=0.05,
-                   help="share of the training set held out (per class) for model selection; 0: none")
-    g.add_argument("--skip-bad-images", action="store_true",
-                   help="decode every image first and leave missing/corrupt ones out (counted in summary.json)")
-    g.add_argument("--layout", choices=LAYOUTS, default="auto")
-    return parser
+    return engine.script_parser("examples/affectnet/train.py", __doc__, "AffectNet", DATA_OPTIONS,
+                                recipes=affectnet_recipes(), choices=DATA_CHOICES, defaults=DATA_DEFAULTS)
 
 
-def make_task(cfg: dict[str, Any]) -> Task:
-    num_classes = cfg["classes"]
-    class_names = AFFECTNET_CLASSES[:num_classes]
-    size, margin, skip = cfg["image_size"], cfg["face_margin"], bool(cfg["skip_bad_images"])
-    splits = load_affectnet(cfg["data_dir"], num_classes, layout=cfg.get("layout") or "auto")
-    bad: list[dict[str, str]] = []
-    for name in ("train", "test"):
-        if skip:
-            print(f"checking the {len(splits[name])} {name} images (--skip-bad-images) ...", flush=True)
-        splits[name], entries = check_images(splits[name], skip_bad=skip, image_size=size, margin=margin,
-                                             workers=cfg["workers"])
-        bad += entries
-    provider_train, test = splits["train"], splits["test"]
-    layout = provider_train.layout
-    train_idx, hold_idx = stratified_holdout(provider_train.labels(), cfg["holdout_fraction"], cfg["seed"])
-    train = provider_train.take(train_idx, "train")
-    holdout = provider_train.take(hold_idx, "holdout") if len(hold_idx) else None
-    labels = train.labels()
-
-    loss = ClassWeightedCrossEntropy()
-    train_weights = class_weight = None
-    balance: dict[str, Any] = {"mode": cfg["balance"]}
-    if cfg["balance"] == "oversample":
-        train_weights = balanced_sample_weights(labels, num_classes)
+def _balance(cfg: engine.RunConfig, labels: Any, class_names: tuple[str, ...]) -> tuple[Any, Any, dict[str, Any]]:
+    """``(sampling weights, class weights, report)`` of ``--balance``."""
+    balance: dict[str, Any] = {"mode": cfg.balance}
+    if cfg.balance == "oversample":
         balance["description"] = ("every epoch draws len(train) images with replacement, each with probability "
                                   "proportional to 1 / count(its class): classes are drawn equally often")
-    elif cfg["balance"] == "weighted-loss":
-        class_weight = inverse_frequency_weights(labels, num_classes)
-        loss = ClassWeightedCrossEntropy(class_weight)
+        return balanced_sample_weights(labels, len(class_names)), None, balance
+    if cfg.balance == "weighted-loss":
+        class_weight = inverse_frequency_weights(labels, len(class_names))
         balance["description"] = ("cross-entropy weighted by inverse class frequency, weight_c = N / (C * count_c) "
                                   "over the training images (weighted mean over the batch)")
         balance["class_weights"] = {n: round(float(w), 6) for n, w in zip(class_names, class_weight, strict=True)}
-    else:
-        balance["description"] = "uniform shuffling, plain cross-entropy"
+        return None, class_weight, balance
+    balance["description"] = "uniform shuffling, plain cross-entropy"
+    return None, None, balance
+
+
+def make_task(cfg: engine.RunConfig) -> engine.Task:
+    num_classes = cfg.classes
+    class_names = AFFECTNET_CLASSES[:num_classes]
+    size, margin, skip = cfg.image_size, cfg.face_margin, cfg.skip_bad_images
+    splits = load_affectnet(cfg.data_dir, num_classes, layout=cfg.layout)
+    bad: list[dict[str, str]] = []
+    for name in ("train", "test"):
+        if skip:
+            engine.log(f"checking the {len(splits[name])} {name} images (--skip-bad-images) ...")
+        splits[name], entries = check_images(splits[name], skip_bad=skip, image_size=size, margin=margin,
+                                             workers=cfg.workers)
+        bad += entries
+    provider_train, test = splits["train"], splits["test"]
+    layout = provider_train.layout
+    train_idx, hold_idx = stratified_holdout(provider_train.labels(), cfg.holdout_fraction, cfg.seed)
+    train = provider_train.take(train_idx, "train")
+    holdout = provider_train.take(hold_idx, "holdout") if len(hold_idx) else None
+    train_weights, class_weight, balance = _balance(cfg, train.labels(), class_names)
 
     report: dict[str, Any] = {
         "layout": layout, "classes": num_classes, "face_margin": margin if layout == "csv" else None,
         "provider_train": provider_train.report, "train": train.report,
         **({"holdout": holdout.report} if holdout is not None else {}), "test": test.report,
-        "holdout_fraction": cfg["holdout_fraction"],
+        "holdout_fraction": cfg.holdout_fraction,
         "bad_images": {"checked": skip, "count": len(bad), "examples": bad[:20]},
     }
-    print(format_report(report), flush=True)
+    engine.log(format_report(report))
     notes = {
         "balance": balance,
-        "regions": cfg["regions"],
+        "regions": cfg.regions,
         "test_set": "the provider's validation set (validation.csv / val_set), evaluated once",
-        "model_selection": (f"{len(hold_idx)} training images held out (stratified by class, seed {cfg['seed']})"
+        "model_selection": (f"{len(hold_idx)} training images held out (stratified by class, seed {cfg.seed})"
                             if holdout is not None else "none (no holdout): the last epoch is reported"),
     }
     if layout == "npy":
         notes["subset_matching"] = ("npy layout: image ids are the file names in val_set/images, which match the "
                                     "published 56-hex ids of the occlusion/pose lists only if the files are named so")
-    return Task(
+    return engine.Task(
         name="affectnet",
         class_names=class_names,
         train=train.dataset(size, margin),
@@ -148,12 +135,10 @@ def make_task(cfg: dict[str, Any]) -> Task:
         test=test.dataset(size, margin),
         test_keys=test.keys(),
         test_labels=test.labels(),
-        loss=loss,
         report=report,
         subset_dataset="affectnet",
         train_weights=train_weights,
         class_weight=class_weight,
-        landmarks=True,
         notes=notes,
     )
 
@@ -161,21 +146,8 @@ def make_task(cfg: dict[str, Any]) -> Task:
 def main(argv: list[str] | None = None) -> dict | None:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.data_dir is None or args.output_dir is None:
-        parser.error("--data-dir and --output-dir are required")
-    if not 0.0 <= args.holdout_fraction < 1.0:
-        parser.error(f"--holdout-fraction must be in [0, 1), got {args.holdout_fraction}")
-    if not 0.0 <= args.face_margin <= 2.0:
-        parser.error(f"--face-margin must be in [0, 2] (a fraction of the box side), got {args.face_margin}")
-    if args.radius <= 0 or args.num_regions < 1:
-        parser.error("--radius must be > 0 and --num-regions >= 1")
-    if args.balance == "oversample" and args.train_on_valid:
-        parser.error("--balance oversample cannot be combined with --train-on-valid (the sampler's weights cover "
-                     "the training images only); use --holdout-fraction 0 to train on every training image")
-    recipes = affectnet_recipes(args.balance)
-    cfg = resolve_config(args, recipes)
-    cfg["regions"] = args.regions or ("authors" if args.recipe == "authors" else "fixed")
-    return run(make_task(cfg), cfg)
+    cfg = engine.config_from_args(parser, args, affectnet_recipes(args.balance))
+    return engine.run(make_task(cfg), cfg)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
-"""What the image-file datasets (RAF-DB, SFEW) share: an image-list dataset, the stratified hold-out split,
-cross-entropy targets, region options, resume checks, a plain subset-list evaluator and a small face drawer
-for generated data.
+"""What the image-file datasets (RAF-DB, SFEW) share: an image-list dataset and the stratified hold-out split
+(the one hold-out of the examples; AffectNet applies it to its label tensor). Generated faces come from
+:mod:`examples.common.synthetic`; the options (``--regions``, ``--holdout-fraction``, ...) are defined once in
+:mod:`examples.common.engine.config`.
 
 Dataset items (:class:`ImageListDataset`) follow the engine's contract: ``(image, target, label, index)`` or,
 with landmarks, ``(image, target, label, index, landmarks)``. ``image`` is uint8 ``(3, S, S)`` (RGB, no mean/std
@@ -11,8 +12,6 @@ coordinates ``(x, y)`` in the ``S x S`` image (NaN where an annotation is missin
 
 from __future__ import annotations
 
-import argparse
-import os
 import random
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -21,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
@@ -31,13 +29,10 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "ImageListDataset",
     "ImageRecord",
-    "add_holdout_arguments",
-    "add_region_arguments",
     "class_counts",
-    "cross_entropy_loss",
-    "is_main_process",
-    "place_on_canvas",
-    "render_with_synthetic",
+    "hold_out",
+    "place_on_canvas",  # noqa: F822 (module __getattr__ below)
+    "render_with_synthetic",  # noqa: F822 (module __getattr__ below)
     "split_records",
     "square_box",
     "stratified_holdout",
@@ -163,11 +158,6 @@ class ImageListDataset(Dataset):
         return item
 
 
-def cross_entropy_loss(logits: Tensor, targets: Tensor) -> Tensor:
-    """Batch-mean cross-entropy against class indices (the task loss of RAF-DB and SFEW)."""
-    return F.cross_entropy(logits, targets.long())
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Splits and counts
 
@@ -204,81 +194,32 @@ def split_records(records: Sequence[ImageRecord], fraction: float, seed: int
     return [records[i] for i in kept], [records[i] for i in held]
 
 
+def hold_out(records: Sequence[ImageRecord], fraction: float, seed: int, class_names: Sequence[str]
+             ) -> tuple[list[ImageRecord], list[ImageRecord], dict[str, Any]]:
+    """:func:`split_records` and its report (``summary.json``'s ``data.model_selection``): ``(train, held_out,
+    report)``."""
+    train, held = split_records(records, fraction, seed)
+    report = {
+        "holdout_fraction": fraction, "seed": seed,
+        "train": {"images": len(train), "class_counts": class_counts([r.label for r in train], class_names)},
+        "valid": {"images": len(held), "class_counts": class_counts([r.label for r in held], class_names)},
+    }
+    return train, held, report
+
+
 def class_counts(labels: Sequence[int], class_names: Sequence[str]) -> dict[str, int]:
     counts = Counter(int(v) for v in labels)
     return {name: counts.get(i, 0) for i, name in enumerate(class_names)}
 
 
-def is_main_process() -> bool:
-    """Rank 0 (or no torchrun): the process that prints the data report."""
-    return os.environ.get("RANK", "0") == "0"
-
-
 # ---------------------------------------------------------------------------------------------------------------
-# Command line
+# Generated data: the face drawer lives in examples.common.synthetic (render_with_synthetic, place_on_canvas are
+# re-exported here for old imports, lazily because examples.common.synthetic imports the dataset modules)
 
 
-def _has_option(parser: argparse.ArgumentParser, flag: str) -> bool:
-    return flag in parser._option_string_actions  # argparse has no public lookup
+def __getattr__(name: str) -> Any:
+    if name in ("place_on_canvas", "render_with_synthetic"):
+        from examples.common.synthetic import pictures
 
-
-def add_region_arguments(parser: argparse.ArgumentParser, group: Any, *, landmarks: bool) -> None:
-    """``--regions`` (and ``--num-regions``, ``--radius``) unless the engine already defines them."""
-    choices = ["fixed", "authors", "random", *(["landmarks"] if landmarks else [])]
-    if not _has_option(parser, "--regions"):
-        group.add_argument("--regions", choices=choices, default="fixed",
-                           help="region layout: the paper's fixed crops, the authors' AffectNet crops, random "
-                                "crops" + (", or boxes around the 5 landmarks (needs --images original)"
-                                           if landmarks else ""))
-    if not _has_option(parser, "--num-regions"):
-        group.add_argument("--num-regions", type=int, default=None, help="number of random regions (default 5)")
-    if not _has_option(parser, "--radius"):
-        group.add_argument("--radius", type=float, default=None,
-                           help="landmark region half-side as a fraction of the face (default 0.4)")
-
-
-def add_holdout_arguments(group: Any) -> None:
-    """``--holdout-fraction`` as in the AffectNet script (the draw is seeded by ``--seed``)."""
-    group.add_argument("--holdout-fraction", type=float, default=0.1,
-                       help="share of the training set held out (per class, drawn with --seed) for model selection; "
-                            "0: none, train on all of it and report the last epoch (default 0.1)")
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Generated data: small cartoon faces with a per-class expression and exact 5-point landmarks
-
-def render_with_synthetic(expressions: Sequence[str], size: int, seed: int, *,
-                          occlusion: Sequence[str] | None = None, yaw: Sequence[float] | None = None
-                          ) -> tuple[list[Image.Image], list[list[tuple[float, float]]]]:
-    """One RGB ``size x size`` face per expression name (FERPlus class names), drawn by
-    :mod:`examples.common.synthetic`, and its 5 landmarks (eye centres, nose tip, mouth corners) in pixels.
-    ``occlusion`` names and ``yaw`` degrees per face are passed to the renderer."""
-    from .synthetic import FERPLUS_CLASSES, render_batch, sample_faces
-
-    labels = [FERPLUS_CLASSES.index(e) for e in expressions]
-    g = torch.Generator().manual_seed(seed)
-    params = sample_faces(labels, generator=g, occlusion=list(occlusion) if occlusion is not None else None,
-                          yaw=list(yaw) if yaw is not None else None)
-    images, lm68 = render_batch(params, size, channels=3, generator=g)
-    out, marks = [], []
-    for img, lm in zip(images, lm68, strict=True):
-        out.append(Image.frombytes("RGB", (size, size), bytes(img.permute(1, 2, 0).reshape(-1).tolist())))
-        five = [lm[36:42].mean(0), lm[42:48].mean(0), lm[30], lm[48], lm[54]]
-        marks.append([(float(p[0]), float(p[1])) for p in five])
-    return out, marks
-
-
-def place_on_canvas(face: Image.Image, marks: Sequence[tuple[float, float]], canvas: tuple[int, int],
-                    rng: random.Random) -> tuple[Image.Image, tuple[float, float, float, float],
-                                                 list[tuple[float, float]]]:
-    """Paste ``face`` scaled into a larger noisy ``canvas`` (W, H) at a random place: the "original" image,
-    its face box ``(x1, y1, x2, y2)`` and the landmarks in canvas pixels."""
-    cw, ch = canvas
-    side = round(min(cw, ch) * rng.uniform(0.45, 0.7))
-    x0, y0 = rng.randint(0, cw - side), rng.randint(0, ch - side)
-    img = Image.effect_noise((cw, ch), 40).convert("RGB")
-    tint = Image.new("RGB", (cw, ch), tuple(rng.randint(30, 220) for _ in range(3)))
-    img = Image.blend(img, tint, 0.7)
-    img.paste(face.resize((side, side), Image.Resampling.BILINEAR), (x0, y0))
-    k = side / face.size[0]
-    return img, (float(x0), float(y0), float(x0 + side), float(y0 + side)), [(x0 + x * k, y0 + y * k) for x, y in marks]
+        return getattr(pictures, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

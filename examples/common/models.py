@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, NamedTuple
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from torch import Tensor, nn
 
 from region_attention import RegionAttentionNetwork, RegionCropper
 from region_attention.backbones import load_checkpoint, resnet18, vgg16
+
+if TYPE_CHECKING:
+    from .engine.config import RunConfig
 
 
 def small_cnn(checkpoint: str | None = None, widths: tuple[int, ...] = (16, 32, 64, 128)) -> nn.Module:
@@ -57,33 +60,48 @@ def is_ran_output(out: Any) -> bool:
     return hasattr(out, "self_attention")
 
 
-def build_cropper(cfg: dict[str, Any]) -> RegionCropper:
+def _config(cfg: RunConfig | Mapping[str, Any]) -> RunConfig:
+    from .engine.config import RunConfig
+
+    return cfg if isinstance(cfg, RunConfig) else RunConfig.from_dict(cfg)
+
+
+def build_cropper(cfg: RunConfig | Mapping[str, Any]) -> RegionCropper:
     """The region layout of a run: ``regions`` is fixed (paper), authors (the authors' seven AffectNet
-    regions), landmarks or random; ``whole_position`` first (paper) or last (authors' code)."""
-    regions = cfg.get("regions") or "fixed"
-    size = cfg["image_size"]
-    whole = cfg.get("whole_position") or "first"
-    if regions == "fixed":
+    regions), landmarks (``radius``) or random (``num_regions``); ``whole_position`` first (paper) or last
+    (authors' code)."""
+    cfg = _config(cfg)
+    size, whole = cfg.image_size, cfg.whole_position
+    if cfg.regions == "fixed":
         return RegionCropper(size, strategy="fixed", boxes="paper", whole_position=whole)
-    if regions == "authors":
+    if cfg.regions == "authors":
         return RegionCropper(size, strategy="fixed", boxes="authors-affectnet", whole_position=whole)
-    if regions == "landmarks":
-        return RegionCropper(size, strategy="landmarks", radius=cfg.get("radius") or 0.4, whole_position=whole)
-    if regions == "random":
-        return RegionCropper(size, strategy="random", num_regions=cfg.get("num_regions") or 5, whole_position=whole)
-    raise ValueError(f"unknown region strategy {regions!r}; expected fixed, authors, landmarks or random")
+    if cfg.regions == "landmarks":
+        return RegionCropper(size, strategy="landmarks", radius=cfg.radius, whole_position=whole)
+    if cfg.regions == "random":
+        return RegionCropper(size, strategy="random", num_regions=cfg.num_regions, whole_position=whole)
+    raise ValueError(f"unknown region layout {cfg.regions!r}; expected fixed, authors, landmarks or random")
 
 
-def build_model(cfg: dict[str, Any], num_classes: int) -> nn.Module:
-    make, dim = BACKBONES[cfg["backbone"]]
-    backbone = make(cfg.get("pretrained"))
-    if cfg["model"] == "baseline":
-        return WholeFaceBaseline(backbone, dim, num_classes, dropout=cfg.get("dropout") or 0.0)
+def uses_landmarks(cfg: RunConfig | Mapping[str, Any]) -> bool:
+    """Does a model of this configuration need landmarks at inference (``--regions landmarks``)?"""
+    cfg = _config(cfg)
+    return cfg.model == "ran" and cfg.regions == "landmarks"
+
+
+def build_model(cfg: RunConfig | Mapping[str, Any], num_classes: int) -> nn.Module:
+    """RAN or the whole-face baseline of a run's configuration (a :class:`RunConfig`, or the ``config`` dict
+    of a checkpoint)."""
+    cfg = _config(cfg)
+    make, dim = BACKBONES[cfg.backbone]
+    backbone = make(cfg.pretrained)
+    if cfg.model == "baseline":
+        return WholeFaceBaseline(backbone, dim, num_classes, dropout=cfg.dropout)
     return RegionAttentionNetwork(
-        backbone, dim, num_classes, cropper=build_cropper(cfg), variant=cfg["variant"],
-        dropout=cfg.get("dropout") or 0.0, region_batching=cfg.get("region_batching") or "joint",
-        channels_last=bool(cfg.get("channels_last")),
+        backbone, dim, num_classes, cropper=build_cropper(cfg), variant=cfg.variant, dropout=cfg.dropout,
+        region_batching=cfg.region_batching, channels_last=cfg.channels_last,
     )
 
 
-__all__ = ["BACKBONES", "WholeFaceBaseline", "build_cropper", "build_model", "is_ran_output", "small_cnn"]
+__all__ = ["BACKBONES", "WholeFaceBaseline", "build_cropper", "build_model", "is_ran_output", "small_cnn",
+           "uses_landmarks"]

@@ -17,6 +17,7 @@ what the method does on such data, not a replication of the paper's numbers.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -24,7 +25,7 @@ from typing import Any
 
 import torch
 
-from examples.common.engine import RECIPES, resolve_config, run
+from examples.common.engine import RECIPES, RunConfig, load_checkpoint_file, resolve_config, run
 from examples.common.plots import plot_attention, plot_curves, read_metrics
 from examples.common.synthetic import generate_ferplus
 from examples.ferplus.train import make_task
@@ -50,15 +51,14 @@ def _data(out: Path, seed: int, sizes: dict[str, int] | None = None) -> Path:
 
 
 def _config(args: argparse.Namespace, explicit: set[str], data: Path, out: Path, model: str,
-            overrides: dict[str, Any]) -> dict[str, Any]:
+            overrides: dict[str, Any]) -> RunConfig:
     ns = argparse.Namespace(**vars(args))
-    ns.data_dir, ns.output_dir, ns.model, ns.demo = data, out / model, model, False
+    ns.data_dir, ns.output_dir, ns.model = data, out / model, model
     ns.subset = [f"{name}={data / file}" for name, file in SUBSETS.items()]
     cfg = resolve_config(ns, RECIPES)
-    for key, value in {**DEMO_TRAINING, **overrides}.items():
-        if key not in explicit:  # options given on the command line win over the demo's settings
-            cfg[key] = value
-    return cfg
+    # options given on the command line win over the demo's settings
+    settings = {key: value for key, value in {**DEMO_TRAINING, **overrides}.items() if key not in explicit}
+    return dataclasses.replace(cfg, **settings)
 
 
 def run_demo(args: argparse.Namespace, explicit: set[str] = frozenset(), **overrides: Any) -> dict[str, Any]:
@@ -70,7 +70,7 @@ def run_demo(args: argparse.Namespace, explicit: set[str] = frozenset(), **overr
     timings = {}
     for model in ("ran", "baseline"):
         cfg = _config(args, set(explicit), data, out, model, overrides)
-        print(f"\n== training {model} ({cfg['backbone']} backbone, {cfg['epochs']} epochs, {cfg['image_size']} px) ==")
+        print(f"\n== training {model} ({cfg.backbone} backbone, {cfg.epochs} epochs, {cfg.image_size} px) ==")
         start = time.perf_counter()
         summaries[model] = run(make_task(cfg), cfg)
         timings[model] = time.perf_counter() - start
@@ -116,7 +116,6 @@ def _pictures(out: Path, summaries: dict[str, dict[str, Any]]) -> list[Path]:
 
 def attention_figure(checkpoint: Path, data: Path, path: Path, count: int = 6) -> Path:
     """Fig. 6 for a few occluded and posed test faces of the generated set."""
-    from examples.common.engine import load_checkpoint_file
     from examples.common.models import build_model
     from examples.common.subsets import parse_subset_list
     from examples.ferplus.data import FERPLUS_CLASSES, load_ferplus

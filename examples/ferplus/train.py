@@ -2,8 +2,8 @@
 
     python examples/ferplus/train.py --data-dir DIR --output-dir OUT [--epochs N] [--batch-size N] [--lr X]
         [--model ran|baseline] [--backbone resnet18|vgg16|small] [--pretrained PATH] [--label-mode MODE]
-        [--recipe paper|authors] [--image-size N] [--device cpu|cuda] [--workers N] [--amp] [--compile]
-        [--subset NAME=PATH ...] [--resume] [--seed N]
+        [--regions fixed|authors|random] [--dropout P] [--recipe paper|authors] [--image-size N]
+        [--device cpu|cuda] [--workers N] [--amp] [--compile] [--subset NAME=PATH ...] [--resume] [--seed N]
     torchrun --nproc_per_node=N examples/ferplus/train.py ...     # DistributedDataParallel
     python examples/ferplus/train.py --demo                       # generated data, RAN vs baseline, on CPU
 
@@ -23,48 +23,40 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make `examples` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from examples.common.engine import RECIPES, Task, add_engine_arguments, explicit_options, resolve_config, run
-from examples.ferplus.data import (
-    FERPLUS_CLASSES,
-    LABEL_MODES,
-    ferplus_loss,
-    format_report,
-    load_ferplus,
-)
+from examples.common import engine
+from examples.ferplus.data import FERPLUS_CLASSES, LABEL_MODES, ferplus_loss, format_report, load_ferplus
+
+#: What the FERPlus script offers besides the engine's options (FERPlus has no landmarks).
+DATA_OPTIONS = ("regions", "num_regions", "label_mode", "layout")
+DATA_CHOICES = {"regions": ("fixed", "authors", "random"), "label_mode": LABEL_MODES,
+                "layout": ("auto", "csv", "folder")}
+DATA_DEFAULTS = {"label_mode": "majority", "layout": "auto"}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="examples/ferplus/train.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    add_engine_arguments(parser)
-    g = parser.add_argument_group("FERPlus")
-    g.add_argument("--label-mode", choices=LABEL_MODES, default="majority",
-                   help="training targets from the 10 votes (validation/test always use majority)")
-    g.add_argument("--layout", choices=["auto", "csv", "folder"], default="auto")
-    g.add_argument("--demo", action="store_true",
+    parser = engine.script_parser("examples/ferplus/train.py", __doc__, "FERPlus", DATA_OPTIONS, required=False,
+                                  engine_notes={"data_dir": "required without --demo",
+                                                "output_dir": "required; default with --demo: demo-output"},
+                                  choices=DATA_CHOICES, defaults=DATA_DEFAULTS)
+    parser.add_argument("--demo", action="store_true",
                    help="generate FER-format data (if absent), train RAN and the baseline briefly on CPU, "
-                        "and print overall / occlusion / pose accuracy of both")
+                        "and print overall / occlusion / pose accuracy of both (default: off)")
     return parser
 
 
-def make_task(cfg: dict) -> Task:
-    splits = load_ferplus(cfg["data_dir"], cfg["label_mode"], layout=cfg.get("layout") or "auto")
-    report_text = format_report(splits)
-    print(report_text, flush=True)
-    size = cfg["image_size"]
-    train = splits["train"].dataset(size)
-    valid = splits["valid"].dataset(size, draw_targets=False)
-    test = splits["test"].dataset(size, draw_targets=False)
-    return Task(
+def make_task(cfg: engine.RunConfig) -> engine.Task:
+    splits = load_ferplus(cfg.data_dir, cfg.label_mode, layout=cfg.layout)
+    engine.log(format_report(splits))
+    size = cfg.image_size
+    return engine.Task(
         name="ferplus",
         class_names=FERPLUS_CLASSES,
-        train=train,
-        valid=valid,
-        test=test,
+        train=splits["train"].dataset(size),
+        valid=splits["valid"].dataset(size, draw_targets=False),
+        test=splits["test"].dataset(size, draw_targets=False),
         test_keys=splits["test"].keys(),
         test_labels=splits["test"].labels(),
-        loss=partial(ferplus_loss, mode=cfg["label_mode"]),
+        loss=partial(ferplus_loss, mode=cfg.label_mode),
         report={name: split.report for name, split in splits.items()},
         subset_dataset="ferplus",
     )
@@ -76,11 +68,11 @@ def main(argv: list[str] | None = None) -> dict | None:
     if args.demo:
         from examples.ferplus.demo import run_demo
 
-        return run_demo(args, explicit_options(parser, argv))
+        return run_demo(args, engine.explicit_options(parser, argv))
     if args.data_dir is None or args.output_dir is None:
         parser.error("--data-dir and --output-dir are required (or use --demo)")
-    cfg = resolve_config(args, RECIPES)
-    return run(make_task(cfg), cfg)
+    cfg = engine.config_from_args(parser, args)
+    return engine.run(make_task(cfg), cfg)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,6 @@ Generator (quick try, tests)::
 from __future__ import annotations
 
 import argparse
-import random
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,8 +40,6 @@ from examples.common.folder_data import (
     ImageListDataset,
     ImageRecord,
     class_counts,
-    place_on_canvas,
-    render_with_synthetic,
 )
 from examples.common.subsets import SubsetEntry, SubsetList, read_text_lines
 
@@ -55,7 +52,7 @@ __all__ = [
     "detect_variant",
     "folder_class",
     "format_report",
-    "generate_sfew",
+    "generate_sfew",  # noqa: F822 (module __getattr__ below)
     "load_sfew",
     "parse_sfew_subset",
     "read_split_folder",
@@ -271,41 +268,16 @@ def parse_sfew_subset(path: str | Path, name: str | None = None) -> SubsetList:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Generated look-alikes
+# Generated look-alikes: written by examples.common.synthetic.sfew (the one face drawer's package); re-exported
+# here lazily, because that writer imports this module's tables.
 
-_EXPRESSION = ("anger", "disgust", "fear", "happiness", "neutral", "sadness", "surprise")
 
+def __getattr__(name: str) -> Any:
+    if name == "generate_sfew":
+        from examples.common.synthetic import sfew as writer
 
-def generate_sfew(out: str | Path, *, train: int = 70, val: int = 35, seed: int = 0, variant: str = "both",
-                  folder_names: tuple[str, ...] = SHIPPED_FOLDERS,
-                  frame_size: tuple[int, int] = (180, 144), face_size: int = 96) -> dict[str, Path]:
-    """Write a small SFEW look-alike to ``out``: ``Train/`` + ``Val/`` (frames: the face somewhere in a
-    ``frame_size`` picture, 5:4 like the release's 720 x 576) and/or ``Train_Aligned_Faces/`` +
-    ``Val_Aligned_Faces_new/`` (the faces), PNG files named like the release's, one folder per class named
-    ``folder_names`` (class order). Returns the folders written."""
-    if variant not in ("both", *VARIANTS):
-        raise ValueError(f"variant must be both, frames or aligned, got {variant!r}")
-    if len(folder_names) != len(SFEW_CLASSES):
-        raise ValueError(f"folder_names needs {len(SFEW_CLASSES)} names, got {len(folder_names)}")
-    out = Path(out)
-    rng = random.Random(seed)
-    variants = list(VARIANTS) if variant == "both" else [variant]
-    written: dict[str, Path] = {}
-    for split, count in (("train", train), ("val", val)):
-        labels = [i % len(SFEW_CLASSES) for i in range(count)]
-        rng.shuffle(labels)
-        faces, marks = render_with_synthetic([_EXPRESSION[c] for c in labels], face_size, seed * 2 + (split == "val"))
-        stems = [f"Movie{rng.randrange(5)}_{rng.randrange(10**9):09d}_{i + 1:08d}" for i in range(count)]
-        for v in variants:
-            train_dir, val_dirs = VARIANTS[v]
-            folder = out / (train_dir if split == "train" else val_dirs[0])
-            for name in folder_names:
-                (folder / name).mkdir(parents=True, exist_ok=True)
-            for face, points, label, stem in zip(faces, marks, labels, stems, strict=True):
-                image = face if v == "aligned" else place_on_canvas(face, points, frame_size, rng)[0]
-                image.save(folder / folder_names[label] / f"{stem}.png")
-            written[f"{v}_{split}"] = folder
-    return written
+        return getattr(writer, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def main(argv: list[str] | None = None) -> dict[str, Path]:
@@ -317,6 +289,8 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
     parser.add_argument("--val", type=int, default=70)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    from examples.common.synthetic.sfew import generate_sfew
+
     written = generate_sfew(args.out, train=args.train, val=args.val, seed=args.seed, variant=args.variant)
     for what, path in written.items():
         print(f"{what}: {path}")

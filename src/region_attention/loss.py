@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import torch
@@ -9,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import functional as RF
+from ._validation import check_tensor, shape_str
 from .functional.loss import check_loss_settings
 
 __all__ = ["RANLossOutput", "RegionAttentionLoss", "RegionBiasedLoss"]
@@ -66,28 +68,51 @@ class RANLossOutput(NamedTuple):
     region_biased: Tensor
 
 
+#: ``F.cross_entropy``'s default ``ignore_index``: a target of this value is skipped, not an error.
+_IGNORE_INDEX = -100
+
+
 class RegionAttentionLoss(nn.Module):
     r"""The paper's training objective: cross-entropy plus the region biased loss on the self-attention gates.
 
     .. math::
         \mathcal{L} = \mathcal{L}_{CE}(\text{logits}, y) + \lambda\, \mathcal{L}_{RB}(\mu)
 
-    with :math:`\lambda = 1` by default (the paper's 1:1 weighting). The region biased loss reads
+    with :math:`\lambda = 1` by default (the paper's 1:1 weighting). :meth:`forward` reads ``output.logits``,
     ``output.self_attention.gates`` and ``output.regions.mask`` of a
-    :class:`~region_attention.RegionAttentionNetwork` output, and the whole-face index of the network's
-    cropper, so masked (missing) regions never count as the best crop.
+    :class:`~region_attention.RegionAttentionNetwork` output, so masked (missing) regions never count as the
+    best crop. The whole face is region ``whole_index`` of *this loss* (the output does not say where the
+    whole face is): pass the network's ``whole_index`` (``RegionAttentionNetwork.whole_index``, 0 for the
+    paper's cropper, -1 for the authors' order).
+
+    :meth:`from_parts` takes the pieces instead; with ``gates=None`` (a network without self-attention, such
+    as the paper's whole-face baseline) the region biased part is 0 and only the classification loss trains.
 
     Args:
         margin: margin :math:`\alpha` of the region biased loss (paper: 0.02; authors' FERPlus code: 0.1).
         rb_weight: :math:`\lambda`; 0 trains without the region biased loss.
         whole_index: index of the whole face among the regions (0: paper; -1: authors' order). Pass the
-            network's ``whole_index``.
+            network's ``whole_index``; a cropper without a whole face has none, and the region biased loss is
+            then undefined (use ``rb_weight=0`` and any index).
         class_weight: optional per-class weights for the cross-entropy (e.g. inverse class frequency).
         label_smoothing: as in :func:`torch.nn.functional.cross_entropy`.
+        classification: optional ``(logits, target) -> scalar`` used instead of the cross-entropy (soft-label
+            or multi-target losses, for example); it receives the logits in float32 (or wider) and the target
+            as given, and only the batch sizes are checked. Cannot be combined with ``class_weight`` or
+            ``label_smoothing`` (put them into the callable).
 
     Shapes:
-        - target: :math:`(B,)` class indices, or :math:`(B, C)` class probabilities (label distributions,
-          as in FERPlus' "crossentropy" mode)
+        - logits: :math:`(B, C)`
+        - target: :math:`(B,)` integer class indices in :math:`[0, C)`, or :math:`(B, C)` class probabilities
+          (label distributions, as in FERPlus' "crossentropy" mode); anything with a ``classification``
+          callable, as long as it has :math:`B` rows
+        - gates, mask: :math:`(B, K)`
+        - output: :class:`RANLossOutput` of three scalars
+
+    Targets are checked before the cross-entropy: floating-point class indices, a :math:`(B, 1)` target, a
+    batch-size mismatch and (for targets on the CPU, where it costs no device synchronisation) class indices
+    outside :math:`[0, C)` raise ValueError/TypeError saying what to pass instead; ``-100`` is skipped, as
+    ``F.cross_entropy``'s ``ignore_index``.
 
     Example:
         >>> import torch
@@ -98,6 +123,9 @@ class RegionAttentionLoss(nn.Module):
         >>> out = criterion.from_parts(logits, torch.tensor([0, 1, 2, 3]), gates)
         >>> torch.allclose(out.total, out.classification + out.region_biased)
         True
+        >>> baseline = criterion.from_parts(logits, torch.tensor([0, 1, 2, 3]))  # no gates: rb = 0
+        >>> baseline.region_biased
+        tensor(0.)
     """
 
     def __init__(
@@ -108,25 +136,91 @@ class RegionAttentionLoss(nn.Module):
         whole_index: int = 0,
         class_weight: Tensor | None = None,
         label_smoothing: float = 0.0,
+        classification: Callable[[Tensor, Tensor], Tensor] | None = None,
     ) -> None:
         super().__init__()
         owner = type(self).__name__
         check_loss_settings(margin, whole_index, "mean", owner)
         if isinstance(rb_weight, bool) or not isinstance(rb_weight, (int, float)) or not rb_weight >= 0:
             raise ValueError(f"{owner} expected rb_weight >= 0, got {rb_weight!r}")
+        if classification is not None and not callable(classification):
+            raise TypeError(
+                f"{owner} expected classification to be a callable (logits, target) -> scalar, "
+                f"got {type(classification).__name__}"
+            )
+        if classification is not None and (class_weight is not None or label_smoothing != 0.0):
+            raise ValueError(
+                f"{owner} got classification= together with class_weight or label_smoothing, expected one of "
+                "them: the callable replaces the cross-entropy, so apply weights or smoothing inside it"
+            )
+        if class_weight is not None and (not isinstance(class_weight, Tensor) or class_weight.dim() != 1):
+            shape = shape_str(class_weight.shape) if isinstance(class_weight, Tensor) else type(class_weight).__name__
+            raise ValueError(f"{owner} expected class_weight of shape (C,), got {shape}")
         self.region_biased = RegionBiasedLoss(margin, whole_index=whole_index)
         self.rb_weight = float(rb_weight)
         self.label_smoothing = float(label_smoothing)
+        self.classification = classification
         self.class_weight: Tensor | None
         self.register_buffer("class_weight", None if class_weight is None else class_weight.detach().clone())
 
-    def from_parts(self, logits: Tensor, target: Tensor, gates: Tensor, mask: Tensor | None = None) -> RANLossOutput:
-        """The loss from logits, targets, self-attention gates and the optional region mask."""
-        ce = F.cross_entropy(
-            logits.float(), target if not target.is_floating_point() else target.float(),
-            weight=self.class_weight, label_smoothing=self.label_smoothing,
+    def classification_loss(self, logits: Tensor, target: Tensor) -> Tensor:
+        """The classification part alone: the ``classification`` callable, or the (weighted) cross-entropy."""
+        owner = type(self).__name__
+        logits = check_tensor(logits, "logits", owner)
+        target = check_tensor(target, "target", owner)
+        if logits.dim() != 2:
+            raise ValueError(f"{owner} expected logits of shape (B, C), got {shape_str(logits.shape)}")
+        if target.dim() == 0 or target.shape[0] != logits.shape[0]:
+            raise ValueError(
+                f"{owner} expected a target with one row per logits row (B = {logits.shape[0]}), "
+                f"got target of shape {shape_str(target.shape)} for logits {shape_str(logits.shape)}"
+            )
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+        if self.classification is not None:
+            return self.classification(logits, target)
+        self._check_ce_target(logits, target)
+        return F.cross_entropy(
+            logits,
+            target if not target.is_floating_point() else target.to(logits.dtype),
+            weight=None if self.class_weight is None else self.class_weight.to(logits.dtype),
+            label_smoothing=self.label_smoothing,
         )
-        if self.rb_weight == 0:
+
+    def _check_ce_target(self, logits: Tensor, target: Tensor) -> None:
+        owner = type(self).__name__
+        num_classes = logits.shape[1]
+        if target.dim() == 2 and target.shape[1] == 1 and num_classes != 1:
+            raise ValueError(
+                f"{owner} expected class indices of shape (B,) or probabilities of shape (B, {num_classes}), "
+                f"got {shape_str(target.shape)}; pass target.squeeze(1)"
+            )
+        if target.is_floating_point():
+            if target.dim() != 2 or target.shape[1] != num_classes:
+                raise TypeError(
+                    f"{owner} expected integer class indices of shape (B,) (or float probabilities of shape "
+                    f"(B, {num_classes})), got floating-point target of shape {shape_str(target.shape)}; "
+                    "pass target.long()"
+                )
+            return
+        if target.dtype == torch.bool or target.dim() != 1:
+            raise ValueError(
+                f"{owner} expected integer class indices of shape (B,), got {target.dtype} of shape "
+                f"{shape_str(target.shape)}"
+            )
+        if target.device.type == "cpu" and target.numel() and not torch.compiler.is_compiling():
+            bad = ((target < 0) | (target >= num_classes)) & (target != _IGNORE_INDEX)
+            if bool(bad.any()):
+                raise ValueError(
+                    f"{owner} expected class indices in [0, {num_classes - 1}] for {num_classes} classes, got "
+                    f"{int(target[bad][0])}; check the label mapping (or the classifier's num_classes)"
+                )
+
+    def from_parts(
+        self, logits: Tensor, target: Tensor, gates: Tensor | None = None, mask: Tensor | None = None
+    ) -> RANLossOutput:
+        """The loss from logits, targets, self-attention gates (None: no region biased part) and the mask."""
+        ce = self.classification_loss(logits, target)
+        if self.rb_weight == 0 or gates is None:
             rb = torch.zeros((), dtype=ce.dtype, device=ce.device)
         else:
             rb = self.region_biased(gates, mask).to(ce.dtype)
@@ -134,7 +228,24 @@ class RegionAttentionLoss(nn.Module):
 
     def forward(self, output: Any, target: Tensor) -> RANLossOutput:
         """The loss of a :class:`~region_attention.RegionAttentionNetwork` output against ``target``."""
+        owner = type(self).__name__
+        if isinstance(output, Tensor):
+            raise TypeError(
+                f"{owner} expected the network's output (with .logits, .self_attention and .regions), got a "
+                f"Tensor of shape {shape_str(output.shape)}; pass the whole output of RegionAttentionNetwork, or "
+                "call from_parts(logits, target, gates, mask) for separate pieces"
+            )
+        missing = [name for name in ("logits", "self_attention", "regions") if not hasattr(output, name)]
+        if missing:
+            raise TypeError(
+                f"{owner} expected a RegionAttentionNetwork output, got {type(output).__name__} without "
+                f"{', '.join(missing)}; for a network without self-attention use from_parts(logits, target)"
+            )
         return self.from_parts(output.logits, target, output.self_attention.gates, output.regions.mask)
 
     def extra_repr(self) -> str:
-        return f"rb_weight={self.rb_weight}, label_smoothing={self.label_smoothing}"
+        text = f"rb_weight={self.rb_weight}, label_smoothing={self.label_smoothing}"
+        if self.classification is not None:
+            name = getattr(self.classification, "__name__", type(self.classification).__name__)
+            text += f", classification={name}"
+        return text

@@ -1,0 +1,180 @@
+"""The training loop: optimiser, learning-rate schedule, the paper's objective and one epoch of steps.
+
+The objective is the library's :class:`region_attention.RegionAttentionLoss` (classification loss plus the
+region biased loss), built once per run by :func:`build_criterion`; the loop only feeds it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from region_attention import RegionAttentionLoss
+
+from ..models import is_ran_output, uses_landmarks
+from .config import RunConfig
+from .runtime import Runtime, all_reduce_sum
+from .task import Task
+
+
+class StepSchedule:
+    """Step learning rate: ``lr * gamma ** (number of milestones <= epoch)`` (epochs counted from 0).
+
+    Its state (milestones, gamma, the last epoch) is saved in every checkpoint; loading a state with another
+    schedule is an error, so a resumed run continues the schedule it started with.
+    """
+
+    def __init__(self, lr: float, milestones: Sequence[int], gamma: float) -> None:
+        self.lr, self.milestones, self.gamma, self.last_epoch = lr, list(milestones), gamma, -1
+
+    def lr_at(self, epoch: int) -> float:
+        return self.lr * self.gamma ** sum(1 for m in self.milestones if epoch >= m)
+
+    def step(self, optimizer: torch.optim.Optimizer, epoch: int) -> float:
+        """Set the learning rate of ``epoch`` in every parameter group; returns it."""
+        lr = self.lr_at(epoch)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        self.last_epoch = epoch
+        return lr
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"milestones": self.milestones, "gamma": self.gamma, "last_epoch": self.last_epoch}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if (list(state["milestones"]), state["gamma"]) != (self.milestones, self.gamma):
+            raise ValueError(f"the checkpoint's schedule (milestones {list(state['milestones'])}, gamma "
+                             f"{state['gamma']}) differs from this run's (milestones {self.milestones}, gamma "
+                             f"{self.gamma}); resume with the checkpoint's --milestones and --gamma")
+        self.last_epoch = int(state["last_epoch"])
+
+
+def build_optimizer(model: nn.Module, cfg: RunConfig) -> tuple[torch.optim.Optimizer, StepSchedule]:
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return optimizer, StepSchedule(cfg.lr, cfg.milestones, cfg.gamma)
+
+
+def build_criterion(task: Task, cfg: RunConfig, model: nn.Module) -> RegionAttentionLoss:
+    """The paper's objective for ``model``: the task's classification loss (or the class-weighted
+    cross-entropy) plus ``rb_weight`` times the region biased loss around the network's whole face.
+    The whole-face baseline has no gates: it trains with the classification part alone."""
+    if cfg.model == "baseline":
+        whole_index, rb_weight = 0, 0.0  # no self-attention gates: no region biased part
+    else:
+        whole_index, rb_weight = model.whole_index, cfg.rb_weight
+        if not isinstance(whole_index, int):
+            if rb_weight > 0:
+                raise ValueError("the region biased loss compares the crops with the whole face, but this "
+                                 "network's cropper has no whole face; use --rb-weight 0 or a cropper with one")
+            whole_index = 0  # unused: rb_weight is 0
+    return RegionAttentionLoss(cfg.margin, rb_weight=rb_weight, whole_index=whole_index,
+                               class_weight=task.class_weight, classification=task.loss)
+
+
+def progress(iterable: Any, *, total: int, desc: str, enabled: bool) -> Any:
+    """A tqdm bar (images/s and ETA) on a terminal, silence elsewhere (logs, CI, non-zero ranks)."""
+    if not enabled or not sys.stderr.isatty():
+        return iterable
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return iterable
+    return tqdm(iterable, total=total, desc=desc, unit="batch", leave=False, dynamic_ncols=True)
+
+
+def unpack(batch: Sequence[Any], rt: Runtime, *, landmarks: bool = True
+           ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor | None]:
+    """A batch on the device: image in [0, 1], target, label, index, landmarks (None when the batch has none,
+    or when the model's regions do not use them: ``landmarks=False``)."""
+    image, target, label, index = batch[:4]
+    points = batch[4].to(rt.device, non_blocking=True) if len(batch) > 4 and landmarks else None
+    image = image.to(rt.device, non_blocking=True)
+    image = image.float().div_(255) if image.dtype == torch.uint8 else image.float()
+    return image, target.to(rt.device, non_blocking=True), label, index, points
+
+
+#: Horizontal flip of 5-point landmarks: x -> W - x, and the eyes and the mouth corners swap sides.
+_FLIP_5 = [1, 0, 2, 4, 3]
+
+
+def random_hflip(image: Tensor, landmarks: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    """Flip a random half of the batch left-right (torch's global RNG, seeded per epoch by the engine)."""
+    flip = torch.rand(image.shape[0], device=image.device) < 0.5
+    image = torch.where(flip.view(-1, 1, 1, 1), image.flip(-1), image)
+    if landmarks is not None:
+        if landmarks.shape[1] != 5:
+            raise ValueError(f"--hflip supports 5-point landmarks, got {landmarks.shape[1]} points")
+        mirrored = landmarks[:, _FLIP_5].clone()
+        mirrored[..., 0] = image.shape[-1] - mirrored[..., 0]
+        landmarks = torch.where(flip.view(-1, 1, 1), mirrored, landmarks)
+    return image, landmarks
+
+
+def amp_dtype(rt: Runtime) -> torch.dtype:
+    if rt.device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return torch.float16
+    return torch.bfloat16
+
+
+def amp_context(cfg: RunConfig, rt: Runtime) -> contextlib.AbstractContextManager[Any]:
+    if not cfg.amp:
+        return contextlib.nullcontext()
+    return torch.autocast(rt.device.type, dtype=amp_dtype(rt))
+
+
+def loss_of(criterion: RegionAttentionLoss, out: Any, target: Tensor) -> Any:
+    """The criterion on a network output: RAN's gates and mask, or the baseline's logits alone."""
+    if is_ran_output(out):
+        return criterion(out, target)
+    return criterion.from_parts(out.logits, target)
+
+
+def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
+                    scaler: torch.amp.GradScaler, criterion: RegionAttentionLoss, cfg: RunConfig, rt: Runtime,
+                    epoch: int) -> dict[str, float]:
+    """One pass over ``loader``; returns the epoch's mean losses (total, classification, region biased),
+    images and throughput, summed over ranks."""
+    model.train()
+    # Running sums stay on the device: no host synchronisation per step (the bar reads them every 20 steps).
+    sums = torch.zeros(4, dtype=torch.float64, device=rt.device)  # total, classification, region biased, images
+    start = time.perf_counter()
+    steps = len(loader) if cfg.max_steps_per_epoch is None else min(len(loader), cfg.max_steps_per_epoch)
+    bar = progress(loader, total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", enabled=rt.is_main)
+    for step, batch in enumerate(bar):
+        if step >= steps:
+            break
+        image, target, _, _, landmarks = unpack(batch, rt, landmarks=uses_landmarks(cfg))
+        if cfg.hflip:
+            image, landmarks = random_hflip(image, landmarks)
+        with amp_context(cfg, rt):
+            out = model(image, landmarks)
+        loss = loss_of(criterion, out, target)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss.total).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        n = image.shape[0]
+        parts = torch.stack([loss.total.detach(), loss.classification.detach(), loss.region_biased.detach()])
+        sums += torch.cat([parts.double() * n, parts.new_tensor([n]).double()])
+        if hasattr(bar, "set_postfix") and step % 20 == 0:
+            rate = float(sums[3]) * rt.world_size / (time.perf_counter() - start)
+            bar.set_postfix(loss=f"{float(sums[0] / sums[3]):.3f}", img_s=f"{rate:.0f}")
+    elapsed = time.perf_counter() - start
+    sums = all_reduce_sum(rt, sums).cpu()
+    if not torch.isfinite(sums).all():
+        raise FloatingPointError(f"non-finite training loss in epoch {epoch + 1}: {sums[:3].tolist()}")
+    images = max(float(sums[3]), 1.0)
+    return {"train_loss": float(sums[0]) / images, "train_cls_loss": float(sums[1]) / images,
+            "train_rb_loss": float(sums[2]) / images, "train_images": int(sums[3]),
+            "train_images_per_s": float(sums[3]) / elapsed}
+
+
+__all__ = ["StepSchedule", "amp_context", "amp_dtype", "build_criterion", "build_optimizer", "loss_of", "progress",
+           "random_hflip", "train_one_epoch", "unpack"]
