@@ -17,6 +17,7 @@ On CUDA, and under ``torch.compile``, ``torch.export``, autocast or ``torch.func
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, NamedTuple
 
 import torch
@@ -198,7 +199,11 @@ def gated_attention_pool(
     kept = F.dropout(weights, dropout, training=True) if training and dropout > 0 else weights
     # (B, heads, K) @ (B, K, D): a batched product, no (B, K, D) weighted copy of x. Autocast stays off here:
     # its gradient with respect to the weights sums D products of features and would overflow in float16.
-    with torch.autocast(x.device.type, enabled=False):
+    # Entered only when autocast is on: an autocast region in the graph breaks torch.export on torch 2.4.
+    context: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+    if torch.is_autocast_enabled(x.device.type):
+        context = torch.autocast(x.device.type, enabled=False)
+    with context:
         pooled = torch.bmm(kept.transpose(1, 2), xc).to(x.dtype)
     if heads == 1:
         return GatedAttentionOutput(pooled.squeeze(1), weights.squeeze(-1), scores.squeeze(-1))
