@@ -7,15 +7,19 @@ code block, so no snippet can escape these tests (pinned below).
 from __future__ import annotations
 
 import doctest
+import inspect
 import re
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 PAGES = sorted(DOCS.glob("*.rst"))
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
+#: Pages whose snippets need an optional extra; where it is missing the page is skipped, with the reason.
+NEEDS = {"deployment.rst": (("onnx", "onnxscript", "onnxruntime"), "pip install 'region-attention[onnx]'")}
 
 
 def test_pages_found():
@@ -27,6 +31,11 @@ def test_pages_found():
 @pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])
 def test_snippets_run(page: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("torchvision", reason="the docs' snippets use torchvision backbones")
+    modules, install = NEEDS.get(page.name, ((), ""))
+    for module in modules:
+        pytest.importorskip(module, reason=f"docs/{page.name} needs {module}: {install}")
+    if modules and not {"dynamo", "dynamic_shapes"} <= set(inspect.signature(torch.onnx.export).parameters):
+        pytest.skip(f"docs/{page.name} needs torch.onnx.export(dynamic_shapes=...), torch {torch.__version__} lacks it")
     monkeypatch.syspath_prepend(str(ROOT))  # the examples page imports the repository's `examples` package
     result = doctest.testfile(str(page), module_relative=False, optionflags=FLAGS, verbose=False)
     assert result.failed == 0, f"{result.failed} of {result.attempted} snippets in docs/{page.name} failed (see stdout)"
