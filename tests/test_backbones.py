@@ -142,3 +142,28 @@ def test_resnet18_split_loads_the_ms_celeb_checkpoint_like_resnet18(tmp_path, at
 def test_resnet18_split_bad_point():
     with pytest.raises(ValueError, match=r"resnet18_split expected at to be one of 'layer3', 'layer4', got 'layer2'"):
         resnet18_split("layer2")
+
+
+def test_non_string_keys_are_a_type_error(tmp_path):
+    state = dict(resnet18().state_dict())
+    state[3] = torch.zeros(1)  # an optimizer-state-like integer key
+    path = tmp_path / "int_keys.pth"
+    torch.save(state, path)
+    with pytest.raises(TypeError, match=r"non-string key.*3 \(int\)"):
+        load_checkpoint(resnet18(), path)
+
+
+def test_non_finite_weights_are_refused_naming_the_keys(tmp_path):
+    state = dict(resnet18().state_dict())
+    state["layer1.0.conv1.weight"] = state["layer1.0.conv1.weight"].clone()
+    state["layer1.0.conv1.weight"][0, 0, 0, 0] = float("nan")
+    state["fc.bias"] = torch.full((10,), float("inf"))  # a dropped head is checked too: the file is bad
+    path = tmp_path / "nan.pth"
+    torch.save({"state_dict": state}, path)
+    model = resnet18()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match=r"NaN or infinite values in 2 tensor\(s\): layer1\.0\.conv1\.weight, "
+                                         r"fc\.bias"):
+        load_checkpoint(model, path)
+    for key, value in model.state_dict().items():  # nothing was loaded
+        assert torch.equal(value, before[key]), key

@@ -65,6 +65,7 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from examples.common.folder_data import convert_image
 from examples.common.folder_data import stratified_holdout as _stratified_holdout
 from examples.common.subsets import image_key
 from region_attention import RegionAttentionLoss
@@ -313,7 +314,7 @@ def read_npy(path: str | Path) -> Any:
         if len(data) < count * size:
             raise ValueError(f"{path}: truncated .npy data ({len(data)} bytes for {count} values of {descr})")
         values = list(struct.unpack(f"{endian}{count}{fmt}", data[: count * size]))
-    elif kind[0] in "US" and kind[1:].isdigit():
+    elif kind[0] in "US" and kind[1:].isascii() and kind[1:].isdigit():
         width = int(kind[1:])
         size = width * (4 if kind[0] == "U" else 1)
         if len(data) < count * size:
@@ -446,6 +447,14 @@ def read_affectnet_csv(csv_path: str | Path, image_root: str | Path, classes: in
         handle = open(csv_path, newline="", encoding="utf-8-sig")  # noqa: SIM115
     except FileNotFoundError:
         raise FileNotFoundError(f"AffectNet list not found: {csv_path}") from None
+    try:
+        return _read_affectnet_rows(handle, csv_path, builder, num_classes)
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{csv_path}: not UTF-8 text ({err.reason} near byte {err.start} of a read block, after "
+                         f"line {builder.rows + 1}); save the file as UTF-8") from None
+
+
+def _read_affectnet_rows(handle: Any, csv_path: Path, builder: _Builder, num_classes: int) -> AffectNetSplit:
     with handle:
         first = handle.readline()
         if not first.strip():
@@ -515,7 +524,7 @@ def read_affectnet_npy(split_dir: str | Path, classes: int = 8, name: str = "tra
         if not folder.is_dir():
             raise FileNotFoundError(f"AffectNet folder not found: {folder}")
     ids = [e.name[: -len("_exp.npy")] for e in os.scandir(ann) if e.name.endswith("_exp.npy")]
-    ids.sort(key=lambda s: (0, int(s), "") if s.isdigit() else (1, 0, s))
+    ids.sort(key=lambda s: (0, int(s), "") if s.isascii() and s.isdigit() else (1, 0, s))
     builder = _Builder(name, "npy", str(split_dir), images, num_classes)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         results = list(pool.map(_read_npy_item, [(ann, i) for i in ids], chunksize=256))
@@ -620,12 +629,13 @@ def _draft_scale(size: tuple[int, int], new: tuple[int, int]) -> int:
     raise RuntimeError(f"unexpected JPEG draft size {new} for {size}")
 
 
-def load_face(path: str | Path, box: Sequence[float] | None, margin: float, size: int,
+def load_face(path: str | Path, box: Sequence[float] | None, margin: float, size: int, source: str = "",
               ) -> tuple[Image.Image, tuple[float, float, float, float]]:
     """Decode ``path`` and return the ``size x size`` RGB face crop and the crop box ``(left, top, width,
     height)`` in pixels of the original image (see the module docstring). ``box``: ``(x, y, w, h)`` or None /
     NaN for the whole image (``margin`` is not applied then). Errors raise :class:`BadImageError` naming the
-    path."""
+    path (and ``source``, where the box was read: a box entirely outside the image is one of them, so
+    ``--skip-bad-images`` counts and skips it)."""
     try:
         with Image.open(path) as im:
             width, height = im.size
@@ -633,6 +643,10 @@ def load_face(path: str | Path, box: Sequence[float] | None, margin: float, size
                 left, top, cw, ch = 0.0, 0.0, float(width), float(height)
             else:
                 x, y, w, h = (float(v) for v in box)
+                if x + w <= 0 or y + h <= 0 or x >= width or y >= height:
+                    where = f" ({source})" if source else ""
+                    raise BadImageError(f"AffectNet face box (x {x:g}, y {y:g}, width {w:g}, height {h:g}) of {path}"
+                                        f"{where} lies entirely outside the {width} x {height} image; {SKIP_HINT}")
                 left, top, cw, ch = x - margin * w, y - margin * h, w * (1 + 2 * margin), h * (1 + 2 * margin)
             k = 1
             if im.format == "JPEG":
@@ -641,7 +655,7 @@ def load_face(path: str | Path, box: Sequence[float] | None, margin: float, size
                 if want > 1:
                     im.draft("RGB", (max(1, width // want), max(1, height // want)))
                     k = _draft_scale((width, height), im.size)
-            img = im.convert("RGB")  # decodes; truncated or corrupt data raises here
+            img = convert_image(im, "RGB")  # decodes (16-bit scaled); truncated or corrupt data raises here
         lf, tf, rf, bf = left / k, top / k, (left + cw) / k, (top + ch) / k
         il, it, ir, ib = math.floor(lf), math.floor(tf), math.ceil(rf), math.ceil(bf)
         if (il, it, ir, ib) != (0, 0, img.width, img.height):
@@ -679,7 +693,10 @@ class AffectNetDataset(Dataset):
 
     def load(self, index: int) -> tuple[Tensor, Tensor]:
         """The uint8 ``(3, S, S)`` face and its float32 ``(5, 2)`` landmarks in crop pixels."""
-        face, crop = load_face(self.split.path(index), self.split.boxes[index].tolist(), self.margin, self.image_size)
+        line = int(self.split.lines[index])
+        source = f"{self.split.report.get('source')}, line {line}" if line else ""
+        face, crop = load_face(self.split.path(index), self.split.boxes[index].tolist(), self.margin, self.image_size,
+                               source)
         s = self.image_size
         image = torch.frombuffer(bytearray(face.tobytes()), dtype=torch.uint8).reshape(s, s, 3).permute(2, 0, 1)
         return image.contiguous(), map_points(self.split.landmarks[index], crop, s)

@@ -13,12 +13,14 @@ coordinates ``(x, y)`` in the ``S x S`` image (NaN where an annotation is missin
 from __future__ import annotations
 
 import random
+import struct
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
@@ -30,8 +32,10 @@ __all__ = [
     "ImageListDataset",
     "ImageRecord",
     "class_counts",
+    "convert_image",
     "hold_out",
     "place_on_canvas",  # noqa: F822 (module __getattr__ below)
+    "read_image",
     "render_with_synthetic",  # noqa: F822 (module __getattr__ below)
     "split_records",
     "square_box",
@@ -60,6 +64,58 @@ class ImageRecord:
     box: tuple[float, float, float, float] | None = None
     landmarks: tuple[tuple[float, float], ...] | None = None
     source: str = ""
+    #: where ``box`` was read (file and line), for error messages
+    box_source: str = ""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Reading images: the one helper every dataset reader uses
+
+
+#: 16-bit integer modes (PNG / TIFF greyscale): values 0..65535.
+_MODES_16 = ("I;16", "I;16L", "I;16B", "I;16N")
+
+
+def convert_image(img: Image.Image, mode: str = "RGB") -> Image.Image:
+    """``img`` (any PIL mode) as an 8-bit ``mode`` image (``"RGB"`` or ``"L"``), its values *scaled*, not
+    clipped: 16-bit greyscale (``I;16``, ``I;16B``, ...) and 32-bit integer ``I`` images are read as 0..65535
+    (``I`` outside that range: its own minimum..maximum), float ``F`` images as 0..1 (or 0..255, or their own
+    range), then mapped linearly onto 0..255. Every other mode goes through PIL's ``convert`` (palette,
+    alpha, CMYK, YCbCr, 1-bit ...). PIL's own ``convert("L")`` clips 16-bit values at 255 (a white image)."""
+    if mode not in ("RGB", "L"):
+        raise ValueError(f"convert_image expected mode 'RGB' or 'L', got {mode!r}")
+    if img.mode in _MODES_16 or img.mode in ("I", "F"):
+        values = np.asarray(img).astype(np.float64)
+        lo, hi = 0.0, 65535.0
+        if img.mode == "F":
+            hi = 1.0 if values.size == 0 or values.max() <= 1.0 else 255.0
+        if values.size and (values.min() < lo or values.max() > hi):
+            lo, hi = float(values.min()), float(values.max())
+        scaled = np.zeros_like(values) if hi <= lo else (values - lo) * (255.0 / (hi - lo))
+        img = Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), "L")
+    if img.mode != mode:
+        if img.mode in ("P", "PA") and "transparency" in img.info:
+            img = img.convert("RGBA")
+        img = img.convert(mode)
+    else:
+        img.load()
+    return img
+
+
+def read_image(path: str | Path, mode: str = "RGB", *, what: str = "image") -> Image.Image:
+    """Decode ``path`` into an 8-bit ``mode`` image (:func:`convert_image`). Every failure (missing, truncated
+    or corrupt file, a decompression bomb over PIL's ``MAX_IMAGE_PIXELS``) is an :class:`OSError` naming the
+    file (``what``: how the message calls it, e.g. ``"FERPlus image"``)."""
+    try:
+        with Image.open(path) as img:
+            return convert_image(img, mode)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{what} not found: {path}") from None
+    except Image.DecompressionBombError as err:
+        raise OSError(f"cannot read {what} {path}: {err} (raise PIL.Image.MAX_IMAGE_PIXELS if the file is "
+                      "trusted)") from err
+    except (OSError, ValueError, SyntaxError, struct.error) as err:
+        raise OSError(f"cannot read {what} {path}: {err}") from err
 
 
 def square_box(box: Sequence[float], margin: float = 0.0) -> tuple[float, float, float, float]:
@@ -128,12 +184,10 @@ class ImageListDataset(Dataset):
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} images")
         record = self.records[index]
-        try:
-            with Image.open(record.path) as img:
-                img = img.convert("RGB")
-        except (OSError, ValueError) as err:
-            raise OSError(f"cannot read image {record.path}: {err}") from err
+        img = read_image(record.path, "RGB")
         width, height = img.size
+        if self.crop_to_box:
+            check_box_inside(record, width, height)
         x1, y1, x2, y2 = self._region(record, width, height)
         size = self.image_size
         if (x1, y1, x2, y2) != (0.0, 0.0, float(width), float(height)):
@@ -156,6 +210,18 @@ class ImageListDataset(Dataset):
                 points[: pts.shape[0]] = (pts - torch.tensor([x1, y1])) * scale
             item = (*item, points)
         return item
+
+
+def check_box_inside(record: ImageRecord, width: int, height: int) -> None:
+    """A face box entirely outside its image (which would give an all-black face) is an error naming the image
+    and where the box and the label were read."""
+    assert record.box is not None
+    x1, y1, x2, y2 = record.box
+    if x2 <= 0 or y2 <= 0 or x1 >= width or y1 >= height:
+        where = "; ".join(w for w in (record.box_source and f"box from {record.box_source}",
+                                      record.source and f"label from {record.source}") if w)
+        raise ValueError(f"{record.path}: face box (x1 {x1:g}, y1 {y1:g}, x2 {x2:g}, y2 {y2:g}) lies entirely "
+                         f"outside the {width} x {height} image" + (f" ({where})" if where else ""))
 
 
 # ---------------------------------------------------------------------------------------------------------------

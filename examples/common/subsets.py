@@ -224,12 +224,12 @@ def read_label_file(path: str | Path) -> list[int]:
         raise ValueError(f"{path}: empty label file (expected a header 'N C' and N labels)")
     number, header = lines[0]
     parts = header.split()
-    if len(parts) != 2 or not all(p.isdigit() for p in parts):
+    if len(parts) != 2 or not all(p.isascii() and p.isdigit() for p in parts):
         raise ValueError(f"{path}, line {number}: expected a header 'N C' (count, classes), got {header!r}")
     count, classes = int(parts[0]), int(parts[1])
     labels = []
     for number, line in lines[1:]:
-        if not line.isdigit() or int(line) >= classes:
+        if not (line.isascii() and line.isdigit()) or int(line) >= classes:
             raise ValueError(f"{path}, line {number}: expected one label in 0..{classes - 1}, got {line!r}")
         labels.append(int(line))
     if len(labels) != count:

@@ -52,6 +52,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset
 
+from examples.common.folder_data import read_image
+
 __all__ = [
     "FERPLUS_CLASSES",
     "LABEL_MODES",
@@ -373,7 +375,7 @@ def _parse_votes(fields: Sequence[str], path: Path, line: int) -> tuple[int, ...
     votes = []
     for column, text in zip(VOTE_COLUMNS, fields, strict=True):
         text = text.strip()
-        if not text.isdigit():
+        if not (text.isascii() and text.isdigit()):  # "²".isdigit() is True, int("²") fails
             raise ValueError(
                 f"{path}, line {line}: vote count for {column!r} must be a non-negative integer, got {text!r}"
             )
@@ -388,7 +390,7 @@ def _parse_pixels(text: str, path: Path, line: int) -> bytes:
     try:
         return bytes(map(int, parts))
     except ValueError:
-        bad = next((p for p in parts if not (p.isdigit() and int(p) < 256)), "?")
+        bad = next((p for p in parts if not (p.isascii() and p.isdigit() and int(p) < 256)), "?")
         raise ValueError(f"{path}, line {line}: 'pixels' must be integers in 0..255, found {bad!r}") from None
 
 
@@ -397,7 +399,28 @@ def _open_csv(path: Path) -> tuple[io.TextIOWrapper, Any]:
         handle = open(path, newline="", encoding="utf-8-sig")  # noqa: SIM115 (closed by the caller)
     except FileNotFoundError:
         raise FileNotFoundError(f"FERPlus file not found: {path}") from None
-    return handle, csv.reader(handle)
+    return handle, _NamedReader(csv.reader(handle), path)
+
+
+class _NamedReader:
+    """A ``csv.reader`` whose decoding errors name the file and the line (a non-UTF-8 CSV)."""
+
+    def __init__(self, reader: Any, path: Path) -> None:
+        self.reader, self.path = reader, path
+
+    @property
+    def line_num(self) -> int:
+        return int(self.reader.line_num)
+
+    def __iter__(self) -> _NamedReader:
+        return self
+
+    def __next__(self) -> list[str]:
+        try:
+            return next(self.reader)  # type: ignore[no-any-return]
+        except UnicodeDecodeError as err:
+            raise ValueError(f"{self.path}, line {self.reader.line_num + 1}: not UTF-8 text ({err.reason} at byte "
+                             f"{err.start} of a read block); save the file as UTF-8") from None
 
 
 def _header(reader: Any, path: Path) -> list[str]:
@@ -681,12 +704,7 @@ class FERPlusDataset(Dataset):
         record = self.split.records[index]
         if self.split.pixels is not None:
             return Image.frombytes("L", (48, 48), bytes(self.split.pixels[index].reshape(-1).tolist()))
-        path = record.image_path
-        try:
-            with Image.open(path) as image:
-                return image.convert("L")
-        except (OSError, ValueError) as err:
-            raise OSError(f"cannot read FERPlus image {path}: {err}") from err
+        return read_image(record.image_path, "L", what="FERPlus image")
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int, int]:
         if not 0 <= index < len(self):

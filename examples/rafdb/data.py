@@ -116,7 +116,7 @@ def _split_of(name: str, where: str) -> str:
 
 
 def _label(text: str, where: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= 7:
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= 7:  # "²".isdigit() is True
         raise ValueError(f"{where}: label must be one of 1..7 ({', '.join(RAFDB_CLASSES)}), got {text!r}")
     return int(text) - 1
 
@@ -252,7 +252,8 @@ def _read_provider(basic: Path, images: str, landmarks: bool, check_images: bool
                 else:
                     missing_landmarks += 1
             record = ImageRecord(image_key("rafdb", name), basic / "Image" / "original" / name, label,
-                                 box=read_bounding_box(box_path), landmarks=points, source=source)
+                                 box=read_bounding_box(box_path), landmarks=points, source=source,
+                                 box_source=str(box_path))
         splits[split].append(record)
     if missing_boxes:
         raise FileNotFoundError(f"--images original needs a face box per image; {len(missing_boxes)} missing, e.g. "
@@ -277,6 +278,14 @@ def read_kaggle_csv(path: str | Path) -> list[tuple[int, str, int]]:
         handle = open(path, newline="", encoding="utf-8-sig")  # noqa: SIM115 (closed below)
     except FileNotFoundError:
         raise FileNotFoundError(f"RAF-DB file not found: {path}") from None
+    try:
+        return _read_kaggle_rows(handle, path)
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 text ({err.reason} near byte {err.start} of a read block); save the "
+                         "file as UTF-8") from None
+
+
+def _read_kaggle_rows(handle: Any, path: Path) -> list[tuple[int, str, int]]:
     rows: list[tuple[int, str, int]] = []
     seen: dict[str, int] = {}
     with handle:

@@ -212,7 +212,7 @@ def format_report(report: dict[str, Any]) -> str:
 
 
 def _label_of(text: str, where: str) -> int:
-    if text.isdigit():
+    if text.isascii() and text.isdigit():
         if int(text) >= len(SFEW_CLASSES):
             raise ValueError(f"{where}: label {text} is not a class index 0..{len(SFEW_CLASSES) - 1}")
         return int(text)
@@ -251,7 +251,7 @@ def parse_sfew_subset(path: str | Path, name: str | None = None) -> SubsetList:
             label = own
         kind = None
         if len(parts) == 3:
-            if not parts[2].lstrip("-").isdigit():
+            if not (parts[2].isascii() and parts[2].lstrip("-").isdigit()):
                 raise ValueError(f"{where}: the type must be an integer, got {parts[2]!r}")
             kind = int(parts[2])
         previous = entries.get(key)

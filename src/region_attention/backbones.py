@@ -170,6 +170,20 @@ def _read_state_dict(path: str | os.PathLike[str]) -> Mapping[str, Tensor]:
             f"load_checkpoint: {path!r} holds no state dict (expected a mapping of names to tensors, "
             f"or {{'state_dict': ...}}), got {type(obj).__name__}"
         )
+    bad_keys = [key for key in obj if not isinstance(key, str)]
+    if bad_keys:
+        raise TypeError(
+            f"load_checkpoint: {path!r} holds a state dict with {len(bad_keys)} non-string key(s), e.g. "
+            f"{bad_keys[0]!r} ({type(bad_keys[0]).__name__}); expected parameter names (str)"
+        )
+    not_finite = [
+        key for key, value in obj.items() if value.is_floating_point() and not bool(torch.isfinite(value).all())
+    ]
+    if not_finite:
+        raise ValueError(
+            f"load_checkpoint: {path!r} holds NaN or infinite values in {len(not_finite)} tensor(s): "
+            f"{', '.join(not_finite[:10])}{' ...' if len(not_finite) > 10 else ''}; refusing to load them"
+        )
     return obj
 
 
@@ -201,7 +215,9 @@ def load_checkpoint(
 
     Raises:
         FileNotFoundError: no file at ``path``.
-        ValueError: not a checkpoint, shape mismatches, or (with ``strict``) missing/unexpected keys.
+        TypeError: the state dict has keys that are not strings.
+        ValueError: not a checkpoint, NaN or infinite values (the keys are named), shape mismatches, or (with
+            ``strict``) missing/unexpected keys.
     """
     raw = _read_state_dict(path)
     own = module.state_dict()

@@ -21,11 +21,18 @@ from .training import amp_context, progress, unpack
 
 @torch.no_grad()
 def predict(model: nn.Module, dataset: Dataset, cfg: RunConfig, rt: Runtime,
-            collect_attention: bool = False) -> dict[str, Tensor]:
+            collect_attention: bool = False, what: str = "the evaluated images") -> dict[str, Tensor]:
     """Predictions for every image of ``dataset`` (gathered across ranks): ``pred`` (N,), ``probs`` (N, C), and
-    with ``collect_attention`` the relation-attention weights ``attention`` (N, K) of a RAN."""
+    with ``collect_attention`` the relation-attention weights ``attention`` (N, K) of a RAN.
+
+    Raises:
+        ValueError: ``dataset`` is empty (``what`` names it).
+        FloatingPointError: a prediction is NaN or infinite (a diverged model), naming ``what``.
+    """
     model.eval()
     n = len(dataset)  # type: ignore[arg-type]
+    if n == 0:
+        raise ValueError(f"{what}: no images to evaluate")
     loader = DataLoader(dataset, batch_size=cfg.eval_batch_size or cfg.batch_size,
                         sampler=ShardSampler(n, rt.rank, rt.world_size), num_workers=cfg.workers,
                         pin_memory=rt.device.type == "cuda")
@@ -47,6 +54,10 @@ def predict(model: nn.Module, dataset: Dataset, cfg: RunConfig, rt: Runtime,
     if probs is None:  # this rank had no images; learn the class count from the others
         probs = torch.zeros(n, model_classes(model), dtype=torch.float64)
     probs = all_reduce_sum(rt, probs)
+    bad = ~torch.isfinite(probs).all(dim=1)
+    if bad.any():
+        raise FloatingPointError(f"the model diverged: {int(bad.sum())} of {n} predictions on {what} are NaN or "
+                                 "infinite (lower --lr, or check the data); nothing is reported from it")
     result = {"probs": probs.float(), "pred": probs.argmax(1)}
     if weights is not None:
         result["attention"] = all_reduce_sum(rt, weights).float()
@@ -81,8 +92,8 @@ def metrics_from_confusion(cm: Tensor, class_names: Sequence[str]) -> dict[str, 
 
 
 def evaluate(model: nn.Module, dataset: Dataset, labels: Tensor, class_names: Sequence[str], cfg: RunConfig,
-             rt: Runtime) -> dict[str, Any]:
-    out = predict(model, dataset, cfg, rt)
+             rt: Runtime, what: str = "the validation split") -> dict[str, Any]:
+    out = predict(model, dataset, cfg, rt, what=what)
     return metrics_from_confusion(confusion(out["pred"], labels, len(class_names)), class_names)
 
 

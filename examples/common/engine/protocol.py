@@ -8,6 +8,8 @@ everything and reports the last epoch, the paper's protocol. Only rank 0 writes 
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import random
 from dataclasses import dataclass, field
@@ -18,7 +20,15 @@ from torch import nn
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from ..models import build_model
-from .checkpoints import atomic_save, load_checkpoint_file, make_checkpoint, restore
+from .checkpoints import (
+    IDENTITY_KEYS,
+    atomic_save,
+    check_selected,
+    load_checkpoint_file,
+    make_checkpoint,
+    model_identity,
+    restore,
+)
 from .config import RunConfig
 from .evaluation import (
     class_histogram,
@@ -30,7 +40,7 @@ from .evaluation import (
     parse_subsets,
     predict,
 )
-from .reporting import RunFiles, closing_lines, epoch_line
+from .reporting import RunFiles, closing_lines, epoch_line, output_folder_problem
 from .runtime import Runtime, log, setup_runtime, teardown_runtime
 from .sampling import EpochSampler
 from .task import Task
@@ -47,33 +57,66 @@ def run(task: Task, cfg: RunConfig) -> dict[str, Any] | None:
 
 
 def _protocol(task: Task, cfg: RunConfig, rt: Runtime) -> dict[str, Any] | None:
+    check_splits(task, cfg)
     record, files = run_record(task, cfg, rt), RunFiles(cfg.output_dir)
+    problem = output_folder_problem(cfg.output_dir, resume=cfg.resume, overwrite=cfg.overwrite)
+    if problem:
+        raise ValueError(problem)
     subsets = parse_subsets(task, cfg.subsets)  # fail early on a bad list, before training
-    if rt.is_main:
-        files.write_config(record)
     parts = build(task, cfg, rt)
-    state = resume(parts, files, record, rt) if cfg.resume else TrainingState()
+    # Everything is checked before the first write: a refused resume leaves the folder as it was.
+    state = resume(parts, files, record, rt) if cfg.resume else TrainingState(config=record)
+    rt.barrier()
+    if rt.is_main:
+        start_writing(files, cfg, state)
+    rt.barrier()
+    changed = changed_options(state.config, record)
     loader, sampler = training_loader(task, cfg, rt)
     for epoch in range(state.start_epoch, cfg.epochs):
         metrics = train_epoch(parts, loader, sampler, cfg, rt, epoch)
         if selects_on_valid(task, cfg):
-            val = evaluate(parts.model, task.valid, state.valid_labels(task), task.class_names, cfg, rt)
+            val = evaluate(parts.model, task.valid, state.valid_labels(task), task.class_names, cfg, rt,
+                           what=f"the validation split after epoch {epoch + 1}")
             metrics.update(valid_accuracy=val["accuracy"], valid_mean_class_accuracy=val["mean_class_accuracy"])
+        if changed:
+            metrics["changed_options"] = changed
         improved = state.add_epoch(epoch, metrics, selects_on_valid(task, cfg))
         if rt.is_main:
-            save_epoch(parts, state, files, record, task.class_names, epoch, best=improved or not
+            save_epoch(parts, state, files, state.config, task.class_names, epoch, best=improved or not
                        selects_on_valid(task, cfg))
             log(epoch_line(metrics, cfg.epochs))
         rt.barrier()
     rt.barrier()
     selected = files.checkpoints / ("best.pt" if selects_on_valid(task, cfg) else "last.pt")
-    test, subset_results, selected_epoch = test_selected(parts.model, selected, subsets, task, cfg, rt, files)
+    test, subset_results, selected_epoch = test_selected(parts.model, selected, subsets, task, cfg, rt, files,
+                                                         state)
     if not rt.is_main:
         return None
-    summary = make_summary(task, cfg, record, state, test, subset_results, selected, selected_epoch)
+    summary = make_summary(task, cfg, state.config, state, test, subset_results, selected, selected_epoch)
     files.write_summary(summary)
     log(closing_lines(test, subset_results, selected_epoch))
     return summary
+
+
+def start_writing(files: RunFiles, cfg: RunConfig, state: TrainingState) -> None:
+    """The first writes of an accepted run (rank 0): temporary files of killed writes removed, the old outputs
+    removed (``--overwrite``), ``config.json`` (the record the run started with; a resume keeps it), and on a
+    resume ``metrics.jsonl`` rebuilt from the checkpoint's history."""
+    removed = files.remove_temporaries()
+    if removed:
+        log(f"removed {len(removed)} temporary file(s) of interrupted writes: "
+            + ", ".join(p.name for p in removed[:5]))
+    if cfg.overwrite and not cfg.resume:
+        old = files.remove_outputs()
+        if old:
+            log(f"--overwrite: removed the previous run's outputs in {files.root} ({len(old)} files)")
+    files.write_config(state.config)
+    if cfg.resume:
+        files.rewrite_metrics(state.history)
+        if state.start_epoch < cfg.epochs:
+            files.remove_results()
+    elif files.metrics.exists():
+        files.metrics.unlink()
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -100,6 +143,8 @@ class TrainingState:
     start_epoch: int = 0
     best: dict[str, Any] = field(default_factory=lambda: {"epoch": None, "accuracy": -1.0})
     history: list[dict[str, Any]] = field(default_factory=list)
+    #: the run record the run started with (config.json, every checkpoint's ``config``)
+    config: dict[str, Any] = field(default_factory=dict)
     _valid_labels: torch.Tensor | None = None
 
     def valid_labels(self, task: Task) -> torch.Tensor:
@@ -121,16 +166,79 @@ def selects_on_valid(task: Task, cfg: RunConfig) -> bool:
 
 
 def run_record(task: Task, cfg: RunConfig, rt: Runtime) -> dict[str, Any]:
-    """The configuration as written to config.json and every checkpoint: the options, the task and the device."""
+    """The configuration as written to config.json and every checkpoint: the options, the task, the device and
+    the data fingerprint."""
     return {**cfg.to_dict(), "task": task.name, "class_names": list(task.class_names), "world_size": rt.world_size,
-            "device": str(rt.device), "data_identity": json.loads(json.dumps(task.identity, default=str))}
+            "device": str(rt.device), "data_identity": json.loads(json.dumps(task.identity, default=str)),
+            "data_fingerprint": data_fingerprint(task, cfg)}
+
+
+#: Data options that change which images a split holds, their labels or how they are read and sampled: a
+#: resumed run must use the values it started with (the data folder itself may move).
+DATA_FINGERPRINT_OPTIONS = ("layout", "images", "face_margin", "holdout_fraction", "balance", "classes", "fit",
+                            "label_mode")
+
+
+def data_fingerprint(task: Task, cfg: RunConfig) -> dict[str, Any]:
+    """What a resume must find again: the data options that are set, and per split its size and the SHA-256 of
+    its image keys and labels in order (the keys name images relative to the data folder, so a moved folder
+    has the same fingerprint)."""
+    splits: dict[str, Any] = {}
+    for name, dataset in (("train", task.train), ("valid", task.valid), ("test", task.test)):
+        if dataset is None:
+            continue
+        h = hashlib.sha256()
+        keys = task.test_keys if dataset is task.test else _keys_of(dataset)
+        labels = task.test_labels if dataset is task.test else labels_of(dataset)
+        h.update(json.dumps(list(keys) if keys is not None else None).encode())
+        h.update(json.dumps([int(v) for v in labels.tolist()]).encode())
+        splits[name] = {"images": len(dataset), "sha256": h.hexdigest()}  # type: ignore[arg-type]
+    options = {k: getattr(cfg, k) for k in DATA_FINGERPRINT_OPTIONS if getattr(cfg, k, None) is not None}
+    return json.loads(json.dumps({"options": options, "splits": splits}, default=str))
+
+
+def _keys_of(dataset: Dataset) -> list[str] | None:
+    keys = getattr(dataset, "keys", None)
+    if callable(keys):
+        return list(keys())
+    split = getattr(dataset, "split", None)
+    if split is not None and callable(getattr(split, "keys", None)):
+        return list(split.keys())
+    return None
+
+
+def check_splits(task: Task, cfg: RunConfig) -> None:
+    """Empty splits are errors before training (an empty training split trains nothing, an empty validation
+    or test split has no accuracy)."""
+    sizes = {"training": len(task.train), "test": len(task.test)}  # type: ignore[arg-type]
+    if task.valid is not None:
+        sizes["validation"] = len(task.valid)  # type: ignore[arg-type]
+    empty = [name for name, n in sizes.items() if n == 0]
+    if empty:
+        raise ValueError(f"task {task.name!r}: the {' and '.join(empty)} split(s) hold no images "
+                         f"(sizes: {', '.join(f'{k} {v}' for k, v in sizes.items())}); check --data-dir "
+                         f"{cfg.data_dir} and the data options")
+
+
+#: Options that never change a run's result or its identity and are not reported as changed on a resume.
+_NOT_CHANGES = ("resume", "overwrite")
+
+
+def changed_options(original: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
+    """The options a resumed run uses that differ from those the run started with (``lr``, ``epochs``,
+    ``workers``, ``device``, a moved ``data_dir``, ...), recorded in the metrics of every epoch trained with
+    them instead of rewriting config.json for the whole run."""
+    return {k: v for k, v in record.items()
+            if k not in _NOT_CHANGES and k not in IDENTITY_KEYS and original.get(k) != v}
 
 
 def build(task: Task, cfg: RunConfig, rt: Runtime) -> Parts:
     """The model (seeded), its optimiser, schedule, gradient scaler and objective; DDP and compile wrappers."""
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
-    model = build_model(cfg, len(task.class_names)).to(rt.device)
+    # A resumed run takes every weight from its checkpoint: the --pretrained file is not read (it may have moved).
+    model = build_model(dataclasses.replace(cfg, pretrained=None) if cfg.resume else cfg,
+                        len(task.class_names)).to(rt.device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer, schedule = build_optimizer(model, cfg)
@@ -146,14 +254,16 @@ def build(task: Task, cfg: RunConfig, rt: Runtime) -> Parts:
 
 
 def resume(parts: Parts, files: RunFiles, record: dict[str, Any], rt: Runtime) -> TrainingState:
-    """Continue from ``last.pt``: every saved piece restored, later metrics lines dropped."""
-    path = files.checkpoints / "last.pt"
-    start, best, history = restore(path, record, model=parts.model, optimizer=parts.optimizer,
-                                   schedule=parts.schedule, scaler=parts.scaler)
-    log(f"resumed from {path} after epoch {start}")
-    if rt.is_main:
-        files.drop_metrics_after(start)
-    return TrainingState(start, best, history)
+    """Continue from ``last.pt`` (or from ``best.pt`` when a kill came between the two writes and it is newer):
+    configuration and data fingerprint checked, every saved piece restored. Writes nothing."""
+    restored = restore(files.checkpoints, record, model=parts.model, optimizer=parts.optimizer,
+                       schedule=parts.schedule, scaler=parts.scaler)
+    log(f"resumed from {restored.path} after epoch {restored.start_epoch}")
+    changes = changed_options(restored.config, record)
+    if changes:
+        log("options changed at this resume (recorded in the metrics of the epochs trained with them): "
+            + ", ".join(f"{k} {restored.config.get(k)!r} -> {v!r}" for k, v in changes.items()))
+    return TrainingState(restored.start_epoch, restored.best, restored.history, config=restored.config)
 
 
 def training_loader(task: Task, cfg: RunConfig, rt: Runtime) -> tuple[DataLoader, EpochSampler]:
@@ -187,22 +297,33 @@ def train_epoch(parts: Parts, loader: DataLoader, sampler: EpochSampler, cfg: Ru
 
 def save_epoch(parts: Parts, state: TrainingState, files: RunFiles, record: dict[str, Any],
                class_names: tuple[str, ...], epoch: int, *, best: bool) -> None:
-    """``last.pt`` (and ``best.pt`` when ``best``), atomically, and the epoch's metrics line."""
+    """``best.pt`` (when ``best``) first, then ``last.pt``, each atomically, then the epoch's metrics line.
+
+    ``best.pt`` is a complete checkpoint written before ``last.pt``: a kill between the two leaves a newer
+    ``best.pt``, from which the resume continues (:func:`~.checkpoints.resume_point`), so ``last.pt``'s record of
+    the best epoch (epoch and weights' hash) never names weights that ``best.pt`` does not hold."""
+    if best:
+        state.best.update(model_identity(epoch + 1, parts.model.state_dict()))
     ckpt = make_checkpoint(model=parts.model, optimizer=parts.optimizer, schedule=parts.schedule,
                            scaler=parts.scaler, epoch=epoch, best=state.best, history=state.history, record=record,
                            class_names=class_names)
-    atomic_save(ckpt, files.checkpoints / "last.pt")
     if best:
         atomic_save(ckpt, files.checkpoints / "best.pt")
+    atomic_save(ckpt, files.checkpoints / "last.pt")
     files.append_metrics(state.history[-1])
 
 
 def test_selected(model: nn.Module, selected: Any, subsets: list[Any], task: Task, cfg: RunConfig, rt: Runtime,
-                  files: RunFiles) -> tuple[dict[str, Any], dict[str, dict[str, Any]], int]:
-    """The selected checkpoint on the test split, once; its scores on every subset list; files on rank 0."""
+                  files: RunFiles, state: TrainingState | None = None
+                  ) -> tuple[dict[str, Any], dict[str, dict[str, Any]], int]:
+    """The selected checkpoint on the test split, once; its scores on every subset list; files on rank 0. The
+    checkpoint must hold the weights the run's record selects (``state.best``), or the run stops naming it."""
     ckpt = load_checkpoint_file(selected)
+    if state is not None:
+        check_selected(selected, ckpt, state.best)
     model.load_state_dict(ckpt["model"])
-    result = predict(model, task.test, cfg, rt, collect_attention=True)
+    result = predict(model, task.test, cfg, rt, collect_attention=True,
+                     what=f"the test split (checkpoint of epoch {ckpt['epoch'] + 1}, {selected})")
     cm = confusion(result["pred"], task.test_labels, len(task.class_names))
     test = metrics_from_confusion(cm, task.class_names)
     subset_results = {name: evaluate_subset(subset, task, result["pred"]) for name, subset in subsets}
@@ -227,6 +348,8 @@ def make_summary(task: Task, cfg: RunConfig, record: dict[str, Any], state: Trai
         "selected_epoch": selected_epoch, "selected_checkpoint": str(selected),
         "best_valid_accuracy": state.best["accuracy"] if select else None,
         "test": test, "subsets": subsets, "config": record, **task.notes,
+        "options_changed_on_resume": {str(h["epoch"]): h["changed_options"] for h in state.history
+                                      if h.get("changed_options")},
     }
 
 

@@ -144,6 +144,9 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
     model.train()
     # Running sums stay on the device: no host synchronisation per step (the bar reads them every 20 steps).
     sums = torch.zeros(4, dtype=torch.float64, device=rt.device)  # total, classification, region biased, images
+    # The first step (1-based) with a non-finite loss or gradient norm; 0: none. On the device: no sync per step.
+    first_bad = torch.zeros((), dtype=torch.int64, device=rt.device)
+    params = [p for p in model.parameters() if p.requires_grad]
     start = time.perf_counter()
     steps = len(loader) if cfg.max_steps_per_epoch is None else min(len(loader), cfg.max_steps_per_epoch)
     bar = progress(loader, total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", enabled=rt.is_main)
@@ -158,6 +161,12 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
         loss = loss_of(criterion, out, target)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss.total).backward()
+        finite = torch.isfinite(loss.total.detach())
+        if not scaler.is_enabled():  # fp16 GradScaler skips non-finite steps itself
+            grads = [p.grad for p in params if p.grad is not None]
+            if grads:
+                finite = finite & torch.isfinite(torch.nn.utils.get_total_norm(grads))
+        first_bad = torch.where((first_bad == 0) & ~finite, step + 1, first_bad)
         scaler.step(optimizer)
         scaler.update()
         n = image.shape[0]
@@ -168,13 +177,41 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
             bar.set_postfix(loss=f"{float(sums[0] / sums[3]):.3f}", img_s=f"{rate:.0f}")
     elapsed = time.perf_counter() - start
     sums = all_reduce_sum(rt, sums).cpu()
-    if not torch.isfinite(sums).all():
-        raise FloatingPointError(f"non-finite training loss in epoch {epoch + 1}: {sums[:3].tolist()}")
+    # every rank stops together: a bad step on any rank counts (its step number when it was this rank's)
+    any_bad = all_reduce_sum(rt, (first_bad > 0).double().view(1)) if rt.distributed else (first_bad > 0).view(1)
+    check_finite(model, sums, int(first_bad) or (-1 if bool(any_bad.item()) else 0), epoch)
     images = max(float(sums[3]), 1.0)
     return {"train_loss": float(sums[0]) / images, "train_cls_loss": float(sums[1]) / images,
             "train_rb_loss": float(sums[2]) / images, "train_images": int(sums[3]),
             "train_images_per_s": float(sums[3]) / elapsed}
 
 
-__all__ = ["StepSchedule", "amp_context", "amp_dtype", "build_criterion", "build_optimizer", "loss_of", "progress",
-           "random_hflip", "train_one_epoch", "unpack"]
+def check_finite(model: nn.Module, sums: Tensor, first_bad: int, epoch: int) -> None:
+    """Stop a diverged run: a non-finite loss or gradient norm in any step of the epoch (``first_bad``: the
+    first such step, 1-based; -1: on another rank; 0: none), or non-finite weights after it
+    (:class:`FloatingPointError` naming the epoch)."""
+    if first_bad or not torch.isfinite(sums).all():
+        step = f" (first at step {first_bad})" if first_bad > 0 else " (on another rank)" if first_bad else ""
+        raise FloatingPointError(f"training diverged in epoch {epoch + 1}: non-finite loss or gradient norm{step}; "
+                                 f"mean losses {sums[:3].tolist()}. Lower --lr (or check the data); the run stops "
+                                 "here, nothing is reported from it")
+    bad = [name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
+    if bad:
+        raise FloatingPointError(f"training diverged in epoch {epoch + 1}: non-finite weights after the epoch in "
+                                 f"{len(bad)} parameter(s), e.g. {', '.join(bad[:3])}. Lower --lr; the run stops "
+                                 "here, nothing is reported from it")
+
+
+__all__ = [
+    "StepSchedule",
+    "amp_context",
+    "amp_dtype",
+    "build_criterion",
+    "build_optimizer",
+    "check_finite",
+    "loss_of",
+    "progress",
+    "random_hflip",
+    "train_one_epoch",
+    "unpack",
+]
