@@ -47,8 +47,8 @@ from examples.sfew.data import SFEW_CLASSES, VARIANTS, detect_variant, format_re
 #: Options that change the data (name in the checkpoint's data identity -> option); a resumed run must use the
 #: checkpoint's values.
 DATA_KEYS = {"variant_layout": "layout", "fit": "fit", "holdout_fraction": "holdout_fraction"}
-#: SFEW distributes no landmarks: no landmark regions. ``--radius`` is accepted (hidden) for old command lines.
-DATA_OPTIONS = ("layout", "fit", "holdout_fraction", "regions", "num_regions", "radius")
+#: SFEW distributes no landmarks: no landmark regions, so no ``--radius`` (refused: it would be ignored).
+DATA_OPTIONS = ("layout", "fit", "holdout_fraction", "regions", "num_regions")
 DATA_CHOICES = {"layout": ("auto", *VARIANTS), "fit": FITS, "regions": ("fixed", "authors", "random")}
 DATA_DEFAULTS = {"layout": "auto", "fit": "stretch", "holdout_fraction": 0.1}
 
@@ -56,7 +56,7 @@ DATA_DEFAULTS = {"layout": "auto", "fit": "stretch", "holdout_fraction": 0.1}
 def build_parser() -> argparse.ArgumentParser:
     return engine.script_parser(
         "examples/sfew/train.py", __doc__, "SFEW", DATA_OPTIONS, choices=DATA_CHOICES, defaults=DATA_DEFAULTS,
-        flags={"layout": ("--layout", "--variant-layout")}, hidden=("radius",),
+        aliases={"layout": ("--variant-layout",)},  # the old spelling, accepted but not shown
         notes={"layout": "frames (Train/, Val/) or aligned faces (Train_Aligned_Faces/, Val_Aligned_Faces_new/); "
                           "default: auto, the aligned faces when both exist"})
 

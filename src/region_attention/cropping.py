@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import torch
@@ -123,6 +123,8 @@ class RegionCropper(nn.Module):
                 [ 11.2000,  11.2000, 212.8000, 212.8000],
                 [ 16.8000,  16.8000, 207.2000, 207.2000]])
     """
+
+    __call__: Callable[..., RegionCrops]  # so module(x) types as forward's output
 
     def __init__(
         self,

@@ -5,7 +5,7 @@ The module holds the projections; the math lives in :func:`region_attention.func
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -75,6 +75,8 @@ class GatedAttentionPool(nn.Module):
     """
 
     U: nn.Linear | None
+
+    __call__: Callable[..., GatedAttentionOutput]  # so module(x) types as forward's output
 
     def __init__(
         self,

@@ -43,6 +43,8 @@ class RegionBiasedLoss(nn.Module):
         tensor(0.0800)
     """
 
+    __call__: Callable[..., Tensor]  # so module(x) types as forward's output
+
     def __init__(self, margin: float = 0.02, *, whole_index: int = 0, reduction: str = "mean") -> None:
         super().__init__()
         check_loss_settings(margin, whole_index, reduction, type(self).__name__)
@@ -127,6 +129,8 @@ class RegionAttentionLoss(nn.Module):
         >>> baseline.region_biased
         tensor(0.)
     """
+
+    __call__: Callable[..., RANLossOutput]  # so module(x) types as forward's output
 
     def __init__(
         self,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -60,6 +61,7 @@ class _RegionAttentionHead(nn.Module):
     state dict (``self_pool.*``, ``relation_pool.*``, ``classifier.*``) and old checkpoints load.
     """
 
+    __call__: Callable[..., RANOutput]  # so module(x) types as forward's output
     cropper: RegionCropper
     self_pool: SelfAttentionPool
     relation_pool: RelationAttentionPool

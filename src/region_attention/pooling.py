@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 
@@ -81,6 +83,8 @@ class SelfAttentionPool(_AttentionPool):
         (torch.Size([4, 512]), True)
     """
 
+    __call__: Callable[..., SelfAttentionOutput]  # so module(x) types as forward's output
+
     def __init__(
         self,
         dim: int,
@@ -134,6 +138,8 @@ class RelationAttentionPool(_AttentionPool):
         >>> r.pooled.shape
         torch.Size([4, 1024])
     """
+
+    __call__: Callable[..., RelationAttentionOutput]  # so module(x) types as forward's output
 
     def __init__(
         self,

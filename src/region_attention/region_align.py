@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from torch import Tensor, nn
 
 from .functional.region_align import check_output_size, check_sampling_ratio, region_align
@@ -38,6 +40,8 @@ class RegionAlign(nn.Module):
         >>> align(fmap, boxes, image_size=(224, 224)).shape
         torch.Size([2, 6, 256, 7, 7])
     """
+
+    __call__: Callable[..., Tensor]  # so module(x) types as forward's output
 
     def __init__(self, output_size: int | tuple[int, int] = 7, sampling_ratio: int = 2) -> None:
         super().__init__()

@@ -7,16 +7,18 @@ import argparse
 import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from .config import RECIPES, RunConfig, flag_of, resolve_config
+from .reporting import output_folder_problem
 
 #: The options every script offers (the engine's), in --help order.
 ENGINE_OPTIONS = (
     "data_dir", "output_dir", "recipe", "epochs", "batch_size", "lr", "momentum", "weight_decay", "milestones",
     "gamma", "margin", "rb_weight", "model", "backbone", "pretrained", "dropout", "variant", "whole_position",
-    "region_batching", "image_size", "device", "workers", "amp", "channels_last", "compile", "subset",
-    "train_on_valid", "hflip", "resume", "seed", "eval_batch_size", "max_steps_per_epoch",
+    "region_batching", "regions_on", "roi_size", "split_at", "image_size", "device", "workers", "amp",
+    "channels_last", "compile", "subset",
+    "train_on_valid", "hflip", "resume", "overwrite", "seed", "eval_batch_size", "max_steps_per_epoch",
 )
 #: Region options: ``regions`` and the two it parametrises.
 REGION_OPTIONS = ("regions", "radius", "num_regions")
@@ -24,6 +26,14 @@ REGION_OPTIONS = ("regions", "radius", "num_regions")
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     """Keeps the script's docstring as written (the option help carries its own default)."""
+
+
+class ScriptParser(argparse.ArgumentParser):
+    """A user error (bad option value, missing folder, unknown option) is one line on stderr, exit status 2: the
+    message without argparse's usage block, which for these scripts runs to thirty lines (``--help`` has it)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def _recipe_default(name: str, recipes: Mapping[str, Mapping[str, Any]]) -> str:
@@ -47,16 +57,18 @@ def add_options(
     required: Iterable[str] = (),
     hidden: Iterable[str] = (),
     notes: Mapping[str, str] | None = None,
+    aliases: Mapping[str, Sequence[str]] | None = None,
 ) -> None:
     """Add the :class:`RunConfig` fields ``names`` to ``parser`` (or an argument group).
 
     ``defaults`` / ``choices``: a script's own default or choices for a field (data options); ``flags``: the
     option strings (first is the spelling shown; the others are accepted for old command lines); ``required``:
     fields that must be given; ``hidden``: accepted for old command lines but not shown; ``notes``: text shown
-    instead of the default (e.g. "required without --demo").
+    instead of the default (e.g. "required without --demo"); ``aliases``: old spellings of a field, accepted
+    (same choices and type) but not shown in ``--help``, so each option has one spelling there.
     """
     recipes, defaults, choices, flags = recipes or RECIPES, defaults or {}, choices or {}, flags or {}
-    notes = notes or {}
+    notes, aliases = notes or {}, aliases or {}
     required, hidden = set(required), set(hidden)
     fields = {f.name: f for f in dataclasses.fields(RunConfig)}
     for name in names:
@@ -86,6 +98,8 @@ def add_options(
             help_text += " (default: %(default)s)"
         parser.add_argument(*flags.get(name, (flag_of(name),)), dest=name, default=default, help=help_text,
                             **({"required": True} if name in required else {}), **meta)
+        for alias in aliases.get(name, ()):  # SUPPRESS: an alias not given leaves the value alone
+            parser.add_argument(alias, dest=name, default=argparse.SUPPRESS, help=argparse.SUPPRESS, **meta)
 
 
 def explicit_options(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> set[str]:
@@ -104,23 +118,33 @@ def config_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace,
         cfg = resolve_config(args, recipes)
     except ValueError as err:
         parser.error(str(err))
+    if cfg.data_dir is not None and not Path(cfg.data_dir).is_dir():
+        parser.error(f"--data-dir: no folder at {cfg.data_dir}")
+    if cfg.pretrained is not None and not cfg.resume and not Path(cfg.pretrained).is_file():  # resume: unused
+        parser.error(f"--pretrained: no file at {cfg.pretrained}")
     for option_name, pairs in (("--subset", cfg.subsets), ("--subset-labels", cfg.subset_label_files.items())):
         for name, path in pairs:
             if not Path(path).is_file():
                 parser.error(f"{option_name}: list for {name!r} not found: {path}")
+    problem = output_folder_problem(cfg.output_dir, resume=cfg.resume, overwrite=cfg.overwrite)
+    if problem:
+        parser.error(problem)
     return cfg
 
 
 def script_parser(prog: str, description: str | None, dataset: str, data_options: Sequence[str], *,
                   recipes: Mapping[str, Mapping[str, Any]] | None = None, required: bool = True,
                   engine_notes: Mapping[str, str] | None = None, **data_kwargs: Any) -> argparse.ArgumentParser:
-    """A dataset script's parser: the engine's options (``--data-dir``/``--output-dir`` ``required``), then the
-    group ``dataset`` with ``data_options`` (``data_kwargs``: ``choices``, ``defaults``, ``flags``, ``hidden``,
-    ``notes`` for them, as in :func:`add_options`)."""
-    parser = argparse.ArgumentParser(prog=prog, description=description, formatter_class=HelpFormatter)
+    """A dataset script's parser: ``--data-dir``/``--output-dir`` in the group "required arguments" (``required``;
+    ``engine_notes`` may say when instead), the engine's other options, then the group ``dataset`` with
+    ``data_options`` (``data_kwargs``: ``aliases``, ``choices``, ``defaults``, ``flags``, ``hidden``, ``notes``
+    for them, as in :func:`add_options`)."""
+    parser = ScriptParser(prog=prog, description=description, formatter_class=HelpFormatter)
+    where = ("data_dir", "output_dir")
+    add_options(parser.add_argument_group("required arguments"), where, recipes=recipes,
+                required=where if required else (), notes=engine_notes)
     group = parser.add_argument_group("training (defaults come from --recipe; every value can be overridden)")
-    add_options(group, ENGINE_OPTIONS, recipes=recipes, required=("data_dir", "output_dir") if required else (),
-                notes=engine_notes)
+    add_options(group, [n for n in ENGINE_OPTIONS if n not in where], recipes=recipes, notes=engine_notes)
     add_options(parser.add_argument_group(dataset), data_options, recipes=recipes, **data_kwargs)
     return parser
 
@@ -132,5 +156,5 @@ def add_engine_arguments(parser: argparse.ArgumentParser, *,
     add_options(group, ENGINE_OPTIONS, recipes=recipes)
 
 
-__all__ = ["ENGINE_OPTIONS", "REGION_OPTIONS", "HelpFormatter", "add_engine_arguments", "add_options",
+__all__ = ["ENGINE_OPTIONS", "REGION_OPTIONS", "HelpFormatter", "ScriptParser", "add_engine_arguments", "add_options",
            "config_from_args", "explicit_options", "script_parser"]

@@ -80,6 +80,12 @@ class RunConfig:
     pretrained: str | None = option(None, "backbone checkpoint file (e.g. MS-Celeb-1M ResNet-18)", type=Path,
                                     metavar="PATH")
     dropout: float = option(0.0, "dropout before the classifier", type=float)
+    regions_on: str = option("image", "where the regions come from: crops of the image, one backbone pass each "
+                             "(image, the paper), or pooled from one feature map of the whole face (features, "
+                             "the one-pass model)", choices=("image", "features"))
+    roi_size: int = option(7, "--regions-on features: cells per side of each pooled region", type=int)
+    split_at: str = option("layer3", "--regions-on features: the backbone's last stage before the regions are "
+                           "pooled (the rest runs per region)", choices=("layer3", "layer4"))
     radius: float = option(0.4, "landmark regions: half-side as a fraction of the face", type=float)
     num_regions: int = option(5, "random regions: how many", type=int)
     image_size: int = option(224, "side of the face images and of every region, in pixels", type=int)
@@ -97,6 +103,9 @@ class RunConfig:
     hflip: bool = option(False, "random horizontal flips of the training faces, on the device (the authors used "
                          "no augmentation)", action="store_true")
     resume: bool = option(False, "continue from OUT/checkpoints/last.pt", action="store_true")
+    overwrite: bool = option(False, "start afresh in an OUT that holds another run's outputs, deleting them first "
+                             "(without it such an OUT is refused: give --resume to continue that run)",
+                             action="store_true")
     seed: int = option(0, "seeds sampling, dropout, random regions and hold-out splits", type=int)
     eval_batch_size: int | None = option(None, "evaluation batch size (default None: --batch-size)", type=int)
     max_steps_per_epoch: int | None = option(None, argparse.SUPPRESS, type=int)
@@ -222,6 +231,7 @@ def _problems(cfg: RunConfig) -> list[str | None]:
         check(0 <= cfg.dropout < 1, "--dropout", "in [0, 1)", cfg.dropout),
         check(cfg.radius > 0, "--radius", "> 0", cfg.radius),
         check(cfg.num_regions >= 1, "--num-regions", ">= 1", cfg.num_regions),
+        check(cfg.roi_size >= 1, "--roi-size", ">= 1", cfg.roi_size),
         check(cfg.image_size >= 1, "--image-size", ">= 1", cfg.image_size),
         check(cfg.workers >= 0, "--workers", ">= 0", cfg.workers),
         check(optional[0] is None or optional[0] >= 1, "--eval-batch-size", ">= 1", optional[0]),
@@ -229,6 +239,8 @@ def _problems(cfg: RunConfig) -> list[str | None]:
         check(optional[2] is None or 0 <= optional[2] < 1, "--holdout-fraction", "in [0, 1)", optional[2]),
         check(optional[3] is None or 0 <= optional[3] <= 2, "--face-margin",
               "in [0, 2] (a fraction of the box side)", optional[3]),
+        None if not (cfg.resume and cfg.overwrite) else (
+            "--resume continues the run in OUT and --overwrite deletes it: give one of them"),
         None if not (cfg.balance == "oversample" and cfg.train_on_valid) else (
             "--balance oversample cannot be combined with --train-on-valid (the sampler's weights cover the "
             "training images only); use --holdout-fraction 0 to train on every training image"),

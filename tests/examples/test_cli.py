@@ -1,0 +1,146 @@
+"""The command lines of the example scripts, as a new user meets them: ``--help`` shows every option with its
+help and default, required options are marked and grouped, one spelling per option across scripts (old
+spellings still accepted, hidden), options a script cannot use are refused, and user errors are one line on
+stderr with exit status 2, no traceback."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from examples.affectnet.train import build_parser as affectnet_parser
+from examples.ferplus.train import build_parser as ferplus_parser
+from examples.predict import build_parser as predict_parser
+from examples.rafdb.train import build_parser as rafdb_parser
+from examples.sfew.train import build_parser as sfew_parser
+
+from .test_predict import checkpoint as make_checkpoint
+
+ROOT = Path(__file__).resolve().parents[2]
+TRAIN: dict[str, Callable[[], argparse.ArgumentParser]] = {
+    "ferplus": ferplus_parser, "affectnet": affectnet_parser, "rafdb": rafdb_parser, "sfew": sfew_parser}
+PARSERS = {**TRAIN, "predict": predict_parser}
+
+
+def shown_options(parser: argparse.ArgumentParser) -> list[argparse.Action]:
+    return [a for a in parser._actions
+            if a.option_strings and a.help != argparse.SUPPRESS and not isinstance(a, argparse._HelpAction)]
+
+
+def help_of(parser: argparse.ArgumentParser, action: argparse.Action) -> str:
+    return parser._get_formatter()._expand_help(action)
+
+
+def run_script(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=ROOT, check=False,
+                          timeout=120)
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> None:
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "error:" in lines[0]
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("name", PARSERS)
+def test_help_shows_help_and_default_of_every_option(name):
+    parser = PARSERS[name]()
+    actions = shown_options(parser)
+    assert len(actions) > 5
+    for action in actions:
+        text = help_of(parser, action)
+        assert text.strip(), f"{name}: {action.option_strings} has no help"
+        if action.required:
+            assert "required" in text, (name, action.option_strings, text)
+        else:  # a default, or when it is required ("required without --demo")
+            assert "default" in text or "required" in text, (name, action.option_strings, text)
+    parser.format_help()  # renders (no bad % in a help text)
+
+
+@pytest.mark.parametrize("name", PARSERS)
+def test_required_options_are_grouped(name):
+    parser = PARSERS[name]()
+    groups = {g.title: {s for a in g._group_actions for s in a.option_strings} for g in parser._action_groups}
+    expected = {"--checkpoint"} if name == "predict" else {"--data-dir", "--output-dir"}
+    assert expected <= groups["required arguments"]
+    for action in parser._actions:
+        if action.required and action.option_strings:
+            assert set(action.option_strings) <= groups["required arguments"]
+
+
+def test_one_spelling_per_option_across_scripts():
+    spellings: dict[str, set[tuple[str, ...]]] = {}
+    for make in TRAIN.values():
+        for action in shown_options(make()):
+            spellings.setdefault(action.dest, set()).add(tuple(action.option_strings))
+    assert {dest: s for dest, s in spellings.items() if len(s) > 1} == {}
+    assert all(len(s.pop()) == 1 for s in spellings.values())  # no alias shown beside the spelling
+
+
+def test_old_spellings_still_accepted_and_hidden():
+    parser = sfew_parser()
+    args = parser.parse_args(["--data-dir", "d", "--output-dir", "o", "--variant-layout", "frames"])
+    assert args.layout == "frames"
+    assert "--variant-layout" not in parser.format_help() or "old spelling" in parser.format_help()
+    assert not any("--variant-layout" in a.option_strings for a in shown_options(parser))
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--data-dir", "d", "--output-dir", "o", "--variant-layout", "nonsense"])
+
+
+@pytest.mark.parametrize(("name", "option"), [("sfew", "--radius"), ("ferplus", "--radius"),
+                                               ("ferplus", "--subset-labels"), ("sfew", "--classes")])
+def test_options_a_script_cannot_use_are_refused(name, option, capsys):
+    parser = TRAIN[name]()
+    assert option not in parser.format_help()
+    with pytest.raises(SystemExit) as info:
+        parser.parse_args(["--data-dir", "d", "--output-dir", "o", option, "1"])
+    assert info.value.code == 2
+    assert option in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", TRAIN)
+def test_missing_data_folder_is_one_line(name, tmp_path):
+    missing = tmp_path / "no-such-folder"
+    result = run_script(f"examples/{name}/train.py", "--data-dir", str(missing), "--output-dir", str(tmp_path / "o"))
+    assert_one_line_error(result, "--data-dir", str(missing))
+    assert not (tmp_path / "o").exists()  # refused before anything was written
+
+
+@pytest.mark.parametrize("name", TRAIN)
+@pytest.mark.parametrize(("option", "value"), [("--epochs", "0"), ("--lr", "fast"), ("--recipe", "mine")])
+def test_bad_option_values_are_one_line(name, option, value, tmp_path, capsys):
+    module = {"ferplus": "examples.ferplus.train", "affectnet": "examples.affectnet.train",
+              "rafdb": "examples.rafdb.train", "sfew": "examples.sfew.train"}[name]
+    main = __import__(module, fromlist=["main"]).main
+    with pytest.raises(SystemExit) as info:
+        main(["--data-dir", str(tmp_path), "--output-dir", str(tmp_path / "o"), option, value])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert option in err[-1] and "Traceback" not in "\n".join(err)
+
+
+def test_predict_missing_checkpoint_and_image_are_one_line(tmp_path):
+    result = run_script("examples/predict.py", "--checkpoint", str(tmp_path / "none.pt"), str(tmp_path / "a.png"))
+    assert_one_line_error(result, "none.pt")
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"not a checkpoint")
+    result = run_script("examples/predict.py", "--checkpoint", str(broken), str(tmp_path / "a.png"))
+    assert_one_line_error(result, "broken.pt")
+    ckpt, _ = make_checkpoint(tmp_path, "fixed")
+    result = run_script("examples/predict.py", "--checkpoint", str(ckpt), str(tmp_path / "a.png"))
+    assert_one_line_error(result, "a.png")
+    result = run_script("examples/predict.py", "--checkpoint", str(ckpt), "--top", "0", str(tmp_path / "a.png"))
+    assert_one_line_error(result, "--top")
+
+
+def test_predict_usage_line_is_clean():
+    usage = predict_parser().format_usage()
+    assert usage.startswith("usage: examples/predict.py --checkpoint CKPT")
+    assert "--detect PHOTO" in usage and len(usage.splitlines()) <= 3
