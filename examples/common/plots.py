@@ -86,11 +86,16 @@ def plot_curves(metrics: Path | str | list[dict], path: Path | str, labels: Sequ
 
 def plot_attention(images: Tensor, boxes: Tensor, weights: Tensor, path: Path | str,
                    titles: Sequence[str] | None = None, mask: Tensor | None = None,
-                   crops: Tensor | None = None) -> Path:
+                   crops: Tensor | None = None, coverage: Tensor | None = None,
+                   occluder: Tensor | None = None) -> Path:
     """The paper's Fig. 6: per face, the face with every region's box, then each region with its weight.
 
     ``images`` (N, C, H, W) in [0, 1]; ``boxes`` (N, K, 4) xyxy pixels; ``weights`` (N, K) final attention
-    weights; ``crops`` (N, K, C, h, w) optional region images. Highest weight in red, lowest in blue.
+    weights; ``crops`` (N, K, C, h, w) optional region images (without them, e.g. for the one-pass model
+    whose regions are pooled from a feature map, each region is cut from the face by its box). Highest weight
+    in red, lowest in blue. ``coverage`` (N, K): the share of each box that the face's occluder covers,
+    written beside the weight ("w 0.210 | occ 0.48"); ``occluder`` (N, h, w) its opacity in [0, 1] at any
+    resolution, tinted red over the face.
     """
     plt = _pyplot()
     from matplotlib.patches import Rectangle
@@ -106,6 +111,12 @@ def plot_attention(images: Tensor, boxes: Tensor, weights: Tensor, path: Path | 
         img = images[row].float().cpu().clamp(0, 1)
         ax = axes[row][0]
         ax.imshow(img.permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray" if img.shape[0] == 1 else None)
+        if occluder is not None and bool(occluder[row].any()):
+            tint = torch.zeros(*img.shape[1:], 4)
+            tint[..., 0] = 1.0
+            alpha = occluder[row].float().cpu()[None, None]
+            tint[..., 3] = 0.45 * torch.nn.functional.interpolate(alpha, size=img.shape[1:], mode="bilinear")[0, 0]
+            ax.imshow(tint.numpy())
         for j in range(k):
             if not present[j]:
                 continue
@@ -122,8 +133,11 @@ def plot_attention(images: Tensor, boxes: Tensor, weights: Tensor, path: Path | 
                 c = img[:, max(y1, 0):max(y2, 1), max(x1, 0):max(x2, 1)]
             ax.imshow(c.permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray" if c.shape[0] == 1 else None)
             label = "masked" if not present[j] else f"{float(w[j]):.3f}"
+            if coverage is not None and present[j]:
+                label = f"w {label} | occ {float(coverage[row, j]):.2f}"
             color = "red" if j == hi else "blue" if j == lo else "black"
-            ax.set_title(f"I{j}: {label}", fontsize=7, color=color, fontweight="bold" if j in (hi, lo) else None)
+            ax.set_title(f"I{j}: {label}", fontsize=6 if coverage is not None else 7, color=color,
+                         fontweight="bold" if j in (hi, lo) else None)
             for spine in ax.spines.values():
                 spine.set_edgecolor(color if j in (hi, lo) else "lightgray")
                 spine.set_linewidth(2 if j in (hi, lo) else 0.5)

@@ -1,14 +1,23 @@
 """The README's main job: generated FERPlus-format data, RAN against the whole-face baseline, and pictures.
 
-    python examples/ferplus/train.py --demo [--output-dir OUT] [--seed N] [--device cpu]
+    python examples/ferplus/train.py --demo [--output-dir OUT] [--seed N | --seeds 0,1,2] [--device cpu]
 
 1. writes a synthetic FERPlus (``fer2013.csv`` + ``fer2013new.csv`` in the provider's formats, plus occlusion
-   and pose lists of its test split in the published formats) into ``OUT/data`` unless it is already there;
-2. trains RAN (whole face + the paper's five regions, region biased loss) and the baseline (the same backbone
-   on the whole face alone) with the same small backbone and schedule, through the same engine and command-line
-   options as a real FERPlus run;
-3. prints overall / occlusion / pose accuracy of both, like the paper's Table II, and writes the confusion
-   matrices (Figs. 4-5), the training curves and an attention figure (Fig. 6) as PNG files.
+   and pose lists of its test split in the published formats and the occluders' ground truth
+   ``occluders.npz``) into ``OUT/data`` unless it is already there;
+2. trains three models with the same small backbone, schedule and command-line options, through the same engine
+   as a real FERPlus run: the baseline (the backbone on the whole face alone), RAN (whole face + the paper's
+   five regions, one backbone pass per region, region biased loss) and RAN one-pass (the same regions pooled
+   from one feature map of the whole face, ``--regions-on features``);
+3. prints overall / occlusion / pose accuracy of the three, like the paper's Table II, and writes the confusion
+   matrices (Figs. 4-5), the training curves and an attention figure per RAN model (Fig. 6) as PNG files;
+4. measures the mechanism (the paper's Fig. 6 in numbers): on every occluded test face it puts each
+   non-whole-face region's occluder coverage (:func:`region_coverage`) beside its final attention weight and
+   reports, over the faces, the mean weight of the most and of the least covered region and the mean Spearman
+   rank correlation between coverage and weight (:func:`mechanism_figures`).
+
+With ``--seeds 0,1,2`` the whole demo (data included) runs once per seed into ``OUT/seed<N>/`` and the mean and
+standard deviation of every figure are printed and written to ``OUT/demo_summary.json``.
 
 The data is a toy stand-in for FERPlus, drawn so that expressions live in local facial parts; the figures show
 what the method does on such data, not a replication of the paper's numbers.
@@ -19,24 +28,198 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor, nn
 
 from examples.common.engine import RECIPES, RunConfig, load_checkpoint_file, resolve_config, run
 from examples.common.plots import plot_attention, plot_curves, read_metrics
-from examples.common.synthetic import generate_ferplus
+from examples.common.synthetic import box_coverage, generate_ferplus, load_occluders
 from examples.ferplus.train import make_task
 
 #: Demo settings: small enough for a 2-core CPU in a few minutes, big enough for the table to mean something.
+#: They apply to every model alike.
 DEMO_DATA = {"n_train": 2400, "n_valid": 400, "n_test": 800}
 DEMO_TRAINING = {"backbone": "small", "image_size": 48, "epochs": 12, "batch_size": 64, "lr": 0.05,
                  "milestones": [8, 11], "workers": 0, "device": "cpu", "hflip": True,
                  "region_batching": "per_region"}
+#: The demo's models: (name, label in the table, what sets it apart); everything else is shared.
+DEMO_MODELS: tuple[tuple[str, str, dict[str, Any]], ...] = (
+    ("baseline", "Baseline", {"model": "baseline", "regions_on": "image"}),
+    ("ran", "RAN", {"model": "ran", "regions_on": "image"}),
+    ("ran_one_pass", "RAN one-pass", {"model": "ran", "regions_on": "features"}),
+)
+RAN_MODELS = ("ran", "ran_one_pass")
 SUBSETS = {"occlusion": "jianfei_occlusion_list.txt", "pose30": "pose_30_ferplus_list.txt",
            "pose45": "pose_45_ferplus_list.txt"}
+COLUMNS = ("overall", "occlusion", "pose30", "pose45")
+ATTENTION_KEYS = ("most_covered", "least_covered", "spearman")
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The mechanism: occluder coverage against attention weight, per face
+
+
+def region_coverage(alpha: Tensor, boxes: Tensor, image_size: int | tuple[int, int]) -> Tensor:
+    """The share of every region box that the face's occluder covers: ``alpha`` ``(N, H, W)`` the occluder's
+    opacity (or a bool mask) in the written image, ``boxes`` ``(N, K, 4)`` xyxy pixels in the network's
+    ``image_size`` input (an int for a square one, or ``(W, H)``); returns float64 ``(N, K)`` in ``[0, 1]``
+    (:func:`~examples.common.synthetic.box_coverage`: partial pixels count by the area the box shares with them
+    and by their opacity)."""
+    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    return box_coverage(alpha, boxes.to(torch.float64), image_size=size)  # type: ignore[arg-type]
+
+
+def average_ranks(values: Tensor) -> Tensor:
+    """Ranks 1..n of a 1-d tensor in float64, tied values sharing the mean of the ranks they span (values are
+    tied when exactly equal)."""
+    if values.dim() != 1:
+        raise ValueError(f"average_ranks expected a 1-d tensor, got shape {tuple(values.shape)}")
+    x = values.to(torch.float64)
+    order = torch.argsort(x, stable=True)
+    ordered = x[order]
+    ranks = torch.empty_like(x)
+    start, n = 0, x.numel()
+    while start < n:
+        stop = start
+        while stop + 1 < n and ordered[stop + 1] == ordered[start]:
+            stop += 1
+        ranks[order[start : stop + 1]] = (start + stop) / 2 + 1
+        start = stop + 1
+    return ranks
+
+
+def spearman(a: Tensor, b: Tensor) -> float | None:
+    """Spearman's rank correlation of two 1-d tensors: the Pearson correlation of their average ranks
+    (:func:`average_ranks`), in float64; ``None`` when either has a single distinct value (no ordering)."""
+    if a.shape != b.shape or a.dim() != 1:
+        raise ValueError(f"spearman expected two 1-d tensors of one shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+    ra, rb = average_ranks(a), average_ranks(b)
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    den = math.sqrt(float((ra * ra).sum()) * float((rb * rb).sum()))
+    return None if den == 0 else float((ra * rb).sum()) / den
+
+
+def mechanism_figures(coverage: Tensor, weights: Tensor, present: Tensor | None = None) -> dict[str, Any]:
+    """Within-face comparison of occluder coverage and attention weight.
+
+    Args:
+        coverage: ``(N, K)`` occluder coverage of each non-whole-face region.
+        weights: ``(N, K)`` their final (relation-attention) weights.
+        present: ``(N, K)`` bool, the regions a face has (default all).
+
+    Per face, over its present regions: the weight of its most covered region and of its least covered one
+    (when several regions share the highest, or the lowest, coverage, the mean of their weights), and the
+    Spearman correlation between coverage and weight (average ranks for ties; a face whose weights are all
+    equal counts 0, no ordering). Faces whose regions all have the same coverage (among them faces with no
+    occluder in any region, or with fewer than two regions) cannot be compared and are skipped.
+
+    Returns:
+        ``most_covered``, ``least_covered``, ``spearman`` (means over the compared faces; ``None`` if there is
+        none), ``faces`` (compared), ``skipped``, and the mean coverage of the most and least covered regions
+        (``coverage_most``, ``coverage_least``).
+    """
+    if coverage.shape != weights.shape or coverage.dim() != 2:
+        raise ValueError(f"mechanism_figures expected coverage and weights of one shape (N, K), got "
+                         f"{tuple(coverage.shape)} and {tuple(weights.shape)}")
+    if present is None:
+        present = torch.ones(coverage.shape, dtype=torch.bool)
+    elif present.shape != coverage.shape:
+        raise ValueError(f"mechanism_figures expected present of shape {tuple(coverage.shape)}, got "
+                         f"{tuple(present.shape)}")
+    most, least, rho, cov_most, cov_least = [], [], [], [], []
+    skipped = 0
+    for c_row, w_row, p_row in zip(coverage.to(torch.float64), weights.to(torch.float64), present.bool(),
+                                   strict=True):
+        c, w = c_row[p_row], w_row[p_row]
+        if c.numel() < 2 or bool((c == c[0]).all()):
+            skipped += 1
+            continue
+        top, bottom = c == c.max(), c == c.min()
+        most.append(float(w[top].mean()))
+        least.append(float(w[bottom].mean()))
+        cov_most.append(float(c.max()))
+        cov_least.append(float(c.min()))
+        r = spearman(c, w)
+        rho.append(0.0 if r is None else r)
+
+    def mean(values: list[float]) -> float | None:
+        return sum(values) / len(values) if values else None
+
+    return {"most_covered": mean(most), "least_covered": mean(least), "spearman": mean(rho), "faces": len(most),
+            "skipped": skipped, "coverage_most": mean(cov_most), "coverage_least": mean(cov_least)}
+
+
+@torch.no_grad()
+def attention_on(model: nn.Module, images: Tensor, batch_size: int = 256) -> tuple[Tensor, Tensor, Tensor]:
+    """A RAN model's region boxes ``(N, K, 4)``, final weights ``(N, K)`` and mask ``(N, K)`` on ``images``
+    (uint8 or [0, 1] float), in evaluation mode."""
+    model.eval()
+    boxes, weights, mask = [], [], []
+    for chunk in images.split(batch_size):
+        x = chunk.float() / 255 if chunk.dtype == torch.uint8 else chunk.float()
+        out = model(x)
+        boxes.append(out.regions.boxes.float())
+        weights.append(out.relation_attention.weights.float())
+        mask.append(out.regions.mask.bool())
+    return torch.cat(boxes), torch.cat(weights), torch.cat(mask)
+
+
+def _load_model(run_dir: Path) -> tuple[nn.Module, dict[str, Any], list[str]]:
+    from examples.common.models import build_model
+
+    checkpoints = run_dir / "checkpoints"
+    path = checkpoints / "best.pt" if (checkpoints / "best.pt").is_file() else checkpoints / "last.pt"
+    ckpt = load_checkpoint_file(path)
+    model = build_model(ckpt["config"], len(ckpt["class_names"]))
+    model.load_state_dict(ckpt["model"])
+    return model.eval(), ckpt["config"], list(ckpt["class_names"])
+
+
+def _whole_index(cfg: dict[str, Any], k: int) -> int:
+    return 0 if cfg.get("whole_position", "first") == "first" else k - 1
+
+
+def occluded_test_faces(data: Path, image_size: int) -> tuple[list[int], Tensor, Tensor, Any]:
+    """The test faces of the occlusion list that carry an occluder: their indices in the test split, images
+    (uint8), occluder opacity ``(N, 48, 48)``, and the split."""
+    from examples.common.subsets import parse_subset_list
+    from examples.ferplus.data import load_ferplus
+
+    test = load_ferplus(data, "majority", splits=("test",))["test"]
+    index = test.key_to_index()
+    occluders = load_occluders(data, "test")
+    alpha_of = {key: i for i, key in enumerate(occluders.keys)}
+    keys = [e.key for e in parse_subset_list(data / SUBSETS["occlusion"], dataset="ferplus").entries]
+    keys = [k for k in dict.fromkeys(keys) if k in index and k in alpha_of and occluders.alpha[alpha_of[k]].any()]
+    picks = [index[k] for k in keys]
+    dataset = test.dataset(image_size, draw_targets=False)
+    images = torch.stack([dataset[i][0] for i in picks]) if picks else torch.zeros(0, 3, image_size, image_size)
+    alpha = occluders.alpha[[alpha_of[k] for k in keys]] if keys else torch.zeros(0, 48, 48)
+    return picks, images, alpha, test
+
+
+def occlusion_attention(run_dir: Path, data: Path) -> dict[str, Any]:
+    """:func:`mechanism_figures` of the RAN model trained in ``run_dir`` on the occluded test faces of ``data``
+    (its whole-face region left out), plus the mean weight of the whole face on them (``whole_face``)."""
+    model, cfg, _ = _load_model(run_dir)
+    _, images, alpha, _ = occluded_test_faces(data, cfg["image_size"])
+    boxes, weights, mask = attention_on(model, images)
+    whole = _whole_index(cfg, boxes.shape[1])
+    keep = [j for j in range(boxes.shape[1]) if j != whole]
+    coverage = region_coverage(alpha, boxes[:, keep], cfg["image_size"])
+    figures = mechanism_figures(coverage, weights[:, keep], mask[:, keep])
+    figures["whole_face"] = float(weights[:, whole].double().mean()) if len(weights) else None
+    return figures
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The demo
 
 
 def _data(out: Path, seed: int, sizes: dict[str, int] | None = None) -> Path:
@@ -50,34 +233,82 @@ def _data(out: Path, seed: int, sizes: dict[str, int] | None = None) -> Path:
     return data
 
 
-def _config(args: argparse.Namespace, explicit: set[str], data: Path, out: Path, model: str,
-            overrides: dict[str, Any]) -> RunConfig:
+def _config(args: argparse.Namespace, explicit: set[str], data: Path, out: Path, name: str,
+            model_settings: dict[str, Any], overrides: dict[str, Any]) -> RunConfig:
     ns = argparse.Namespace(**vars(args))
-    ns.data_dir, ns.output_dir, ns.model = data, out / model, model
-    ns.subset = [f"{name}={data / file}" for name, file in SUBSETS.items()]
+    ns.data_dir, ns.output_dir = data, out / name
+    ns.subset = [f"{subset}={data / file}" for subset, file in SUBSETS.items()]
+    for key, value in model_settings.items():
+        setattr(ns, key, value)
     cfg = resolve_config(ns, RECIPES)
-    # options given on the command line win over the demo's settings
+    # options given on the command line win over the demo's settings; what sets a model apart always applies
     settings = {key: value for key, value in {**DEMO_TRAINING, **overrides}.items() if key not in explicit}
-    return dataclasses.replace(cfg, **settings)
+    return dataclasses.replace(cfg, **settings, **model_settings)
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``--seeds 0,1,2`` -> ``[0, 1, 2]``: at least one seed, each a non-negative integer, no repeats."""
+    try:
+        seeds = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise ValueError(f"--seeds expected integers separated by commas (e.g. 0,1,2), got {text!r}") from None
+    if any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise ValueError(f"--seeds expected distinct non-negative integers, got {text!r}")
+    return seeds
 
 
 def run_demo(args: argparse.Namespace, explicit: set[str] = frozenset(), **overrides: Any) -> dict[str, Any]:
     """Run the demo. ``explicit``: the options given on the command line (they win over the demo's settings);
-    ``overrides``: settings for tests (e.g. fewer epochs)."""
+    ``overrides``: settings for tests (e.g. fewer epochs; ``data``: the generated set's sizes). With
+    ``args.seeds`` (``"0,1,2"``) the whole demo runs once per seed and the result holds every seed's figures,
+    their mean and their standard deviation."""
+    seeds_text = getattr(args, "seeds", None)
+    if seeds_text is None:
+        out = Path(args.output_dir or "demo-output")
+        return _run_one(args, set(explicit), out, dict(overrides))
+    seeds = parse_seeds(seeds_text)
     out = Path(args.output_dir or "demo-output")
-    data = _data(out, args.seed, overrides.pop("data", None))
-    summaries = {}
-    timings = {}
-    for model in ("ran", "baseline"):
-        cfg = _config(args, set(explicit), data, out, model, overrides)
-        print(f"\n== training {model} ({cfg.backbone} backbone, {cfg.epochs} epochs, {cfg.image_size} px) ==")
-        start = time.perf_counter()
-        summaries[model] = run(make_task(cfg), cfg)
-        timings[model] = time.perf_counter() - start
-    table = _table(summaries)
+    start = time.perf_counter()
+    per_seed = {}
+    for seed in seeds:
+        print(f"\n######## seed {seed} ########")
+        seed_args = argparse.Namespace(**{**vars(args), "seed": seed, "seeds": None})
+        per_seed[seed] = _run_one(seed_args, set(explicit) - {"seed"}, out / f"seed{seed}", dict(overrides))
+    figures = {seed: result["figures"] for seed, result in per_seed.items()}
+    mean, std = aggregate(list(figures.values()))
+    table = seeds_table(seeds, mean, std)
     print("\n" + table)
-    pictures = _pictures(out, summaries)
+    result = {"seeds": seeds, "table": table, "mean": mean, "std": std,
+              "per_seed": {str(s): f for s, f in figures.items()},
+              "occlusion_attention": {m: {k: mean[m][k] for k in (*ATTENTION_KEYS, "faces", "whole_face")}
+                                      for m in RAN_MODELS},
+              "seconds": time.perf_counter() - start,
+              "settings": {"data": overrides.get("data", DEMO_DATA), "training": DEMO_TRAINING}}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "demo_summary.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+def _run_one(args: argparse.Namespace, explicit: set[str], out: Path, overrides: dict[str, Any]) -> dict[str, Any]:
+    begin = time.perf_counter()
+    data = _data(out, args.seed, overrides.pop("data", None))
+    summaries, timings = {}, {}
+    for name, label, settings in DEMO_MODELS:
+        cfg = _config(args, explicit, data, out, name, settings, overrides)
+        if not cfg.resume:  # a demo rerun starts each model afresh in its folder
+            cfg = dataclasses.replace(cfg, overwrite=True)
+        print(f"\n== training {label} ({cfg.backbone} backbone, {cfg.epochs} epochs, {cfg.image_size} px) ==")
+        start = time.perf_counter()
+        summaries[name] = run(make_task(cfg), cfg)
+        timings[name] = time.perf_counter() - start
+    attention = {name: occlusion_attention(out / name, data) for name in RAN_MODELS}
+    table = _table(summaries) + "\n\n" + _attention_table(attention)
+    print("\n" + table)
+    pictures = _pictures(out, data)
+    figures = {name: {**_accuracies(summaries[name]), **(attention.get(name) or {})} for name, _, _ in DEMO_MODELS}
+    timings["total"] = time.perf_counter() - begin
     result = {"table": table, "summaries": {k: _brief(v) for k, v in summaries.items()},
+              "occlusion_attention": attention, "figures": figures, "seed": args.seed,
               "seconds": timings, "pictures": [str(p) for p in pictures]}
     (out / "demo_summary.json").write_text(json.dumps(result, indent=2))
     print("\npictures: " + ", ".join(str(p) for p in pictures))
@@ -86,40 +317,106 @@ def run_demo(args: argparse.Namespace, explicit: set[str] = frozenset(), **overr
     return result
 
 
+def _accuracies(summary: dict[str, Any]) -> dict[str, float]:
+    return {"overall": summary["test"]["accuracy"],
+            **{c: summary["subsets"][c]["accuracy"] for c in COLUMNS[1:]}}
+
+
 def _brief(summary: dict[str, Any]) -> dict[str, Any]:
     return {"test_accuracy": summary["test"]["accuracy"], "selected_epoch": summary["selected_epoch"],
             "subsets": {k: v["accuracy"] for k, v in summary["subsets"].items()}}
 
 
 def _table(summaries: dict[str, dict[str, Any]]) -> str:
-    columns = ["overall", "occlusion", "pose30", "pose45"]
-    rows = [f"{'':10}" + "".join(f"{c:>11}" for c in columns)]
-    for model, label in (("baseline", "Baseline"), ("ran", "RAN")):
-        s = summaries[model]
-        values = [s["test"]["accuracy"], *(s["subsets"][c]["accuracy"] for c in columns[1:])]
-        rows.append(f"{label:10}" + "".join(f"{100 * v:>10.2f}%" for v in values))
+    rows = [f"{'':14}" + "".join(f"{c:>11}" for c in COLUMNS)]
+    for name, label, _ in DEMO_MODELS:
+        values = _accuracies(summaries[name])
+        rows.append(f"{label:14}" + "".join(f"{100 * values[c]:>10.2f}%" for c in COLUMNS))
     n = summaries["ran"]
-    counts = ", ".join(f"{c} {n['subsets'][c]['matched']}" for c in columns[1:])
+    counts = ", ".join(f"{c} {n['subsets'][c]['matched']}" for c in COLUMNS[1:])
     rows.append(f"(test images: overall {n['test']['images']}, {counts})")
     return "Test accuracy on the generated FERPlus (like the paper's Table II)\n" + "\n".join(rows)
 
 
-def _pictures(out: Path, summaries: dict[str, dict[str, Any]]) -> list[Path]:
-    paths = []
-    for model in ("ran", "baseline"):
-        paths.append(out / model / "confusion_matrix.png")
-    paths.append(plot_curves(read_metrics(out / "ran" / "metrics.jsonl"), out / "training_curves.png",
-                             labels=["RAN", "baseline"], extra=[read_metrics(out / "baseline" / "metrics.jsonl")]))
-    paths.append(attention_figure(out / "ran" / "checkpoints" / "best.pt", out / "data", out / "attention.png"))
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _attention_table(attention: dict[str, dict[str, Any]]) -> str:
+    labels = {name: label for name, label, _ in DEMO_MODELS}
+    rows = ["Attention on the occluded test faces (final weights of the 5 regions; the whole face apart)",
+            f"{'':14}{'most covered':>14}{'least covered':>15}{'Spearman':>10}{'whole face':>12}{'faces':>7}"]
+    for name, a in attention.items():
+        rows.append(f"{labels[name]:14}{_fmt(a['most_covered']):>14}{_fmt(a['least_covered']):>15}"
+                    f"{_fmt(a['spearman'], 2):>10}{_fmt(a['whole_face']):>12}{a['faces']:>7}")
+    some = next(iter(attention.values()))
+    rows.append(f"(per face: weight of its most / least covered region, coverage {_fmt(some['coverage_most'], 2)} / "
+                f"{_fmt(some['coverage_least'], 2)} on average; Spearman: rank correlation of coverage and weight, "
+                f"negative = covered regions weigh less; {some['skipped']} faces with equal coverage skipped; "
+                "uniform weight 0.167)")
+    return "\n".join(rows)
+
+
+def aggregate(runs: Sequence[dict[str, dict[str, Any]]]) -> tuple[dict[str, dict[str, float | None]],
+                                                                    dict[str, dict[str, float | None]]]:
+    """Mean and sample standard deviation (n - 1; ``None`` for a single run) of every numeric figure over runs
+    (``{model: {figure: value}}`` each); a figure missing (``None``) in a run is left out of its statistics."""
+    mean: dict[str, dict[str, float | None]] = {}
+    std: dict[str, dict[str, float | None]] = {}
+    for model in runs[0]:
+        mean[model], std[model] = {}, {}
+        for key in runs[0][model]:
+            values = [float(r[model][key]) for r in runs if r[model].get(key) is not None]
+            mean[model][key] = sum(values) / len(values) if values else None
+            if len(values) > 1:
+                m = sum(values) / len(values)
+                std[model][key] = math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
+            else:
+                std[model][key] = None
+    return mean, std
+
+
+def seeds_table(seeds: Sequence[int], mean: dict[str, dict[str, Any]], std: dict[str, dict[str, Any]]) -> str:
+    def cell(model: str, key: str, scale: float, digits: int) -> str:
+        m, s = mean[model].get(key), std[model].get(key)
+        if m is None:
+            return "n/a"
+        return f"{scale * m:.{digits}f}" + ("" if s is None else f" ± {scale * s:.{digits}f}")
+
+    seed_list = ",".join(map(str, seeds))
+    rows = [f"Mean ± standard deviation over {len(seeds)} seeds ({seed_list}): test accuracy, %",
+            f"{'':14}" + "".join(f"{c:>16}" for c in COLUMNS)]
+    for name, label, _ in DEMO_MODELS:
+        rows.append(f"{label:14}" + "".join(f"{cell(name, c, 100, 2):>16}" for c in COLUMNS))
+    rows += ["", "Attention on the occluded test faces (mean ± std over seeds)",
+             f"{'':14}" + "".join(f"{c:>17}" for c in ("most covered", "least covered", "Spearman", "whole face"))]
+    for name in RAN_MODELS:
+        label = dict((n, lab) for n, lab, _ in DEMO_MODELS)[name]
+        rows.append(f"{label:14}" + "".join(f"{cell(name, k, 1, 3):>17}"
+                                            for k in ("most_covered", "least_covered", "spearman", "whole_face")))
+    return "\n".join(rows)
+
+
+def _pictures(out: Path, data: Path) -> list[Path]:
+    paths = [out / name / "confusion_matrix.png" for name, _, _ in DEMO_MODELS]
+    runs = [read_metrics(out / name / "metrics.jsonl") for name, _, _ in DEMO_MODELS]
+    paths.append(plot_curves(runs[0], out / "training_curves.png", labels=[label for _, label, _ in DEMO_MODELS],
+                             extra=runs[1:]))
+    paths.append(attention_figure(out / "ran" / "checkpoints" / "best.pt", data, out / "attention.png"))
+    paths.append(attention_figure(out / "ran_one_pass" / "checkpoints" / "best.pt", data,
+                                  out / "attention_one_pass.png"))
     return paths
 
 
 def attention_figure(checkpoint: Path, data: Path, path: Path, count: int = 6) -> Path:
-    """Fig. 6 for a few occluded and posed test faces of the generated set."""
+    """Fig. 6 for a few occluded and posed test faces of the generated set, each region's occluder coverage
+    beside its weight and the occluder tinted on the face."""
     from examples.common.models import build_model
     from examples.common.subsets import parse_subset_list
     from examples.ferplus.data import FERPLUS_CLASSES, load_ferplus
 
+    if not checkpoint.is_file():
+        checkpoint = checkpoint.with_name("last.pt")
     ckpt = load_checkpoint_file(checkpoint)
     cfg = ckpt["config"]
     model = build_model(cfg, len(ckpt["class_names"]))
@@ -128,16 +425,22 @@ def attention_figure(checkpoint: Path, data: Path, path: Path, count: int = 6) -
     test = load_ferplus(data, "majority", splits=("test",))["test"]
     index = test.key_to_index()
     picks: list[int] = []
-    for name in ("jianfei_occlusion_list.txt", "pose_45_ferplus_list.txt"):  # half occluded, half turned faces
+    wanted = {SUBSETS["occlusion"]: count - count // 3, SUBSETS["pose45"]: count // 3}  # mostly occluded faces
+    for name, how_many in wanted.items():
         keys = [e.key for e in parse_subset_list(data / name, dataset="ferplus").entries if e.key in index]
-        fresh = [index[k] for k in keys if index[k] not in picks]
-        picks += fresh[: count // 2]
+        fresh = [index[k] for k in dict.fromkeys(keys) if index[k] not in picks]
+        picks += fresh[:how_many]
     dataset = test.dataset(cfg["image_size"], draw_targets=False)
     images = torch.stack([dataset[i][0] for i in picks]).float() / 255
+    occluders = load_occluders(data, "test")
+    alpha_of = {key: i for i, key in enumerate(occluders.keys)}
+    keys = test.keys()
+    alpha = torch.stack([occluders.alpha[alpha_of[keys[i]]] for i in picks])
     with torch.no_grad():
         out = model(images)
+    coverage = region_coverage(alpha, out.regions.boxes, cfg["image_size"])
     probs = torch.softmax(out.logits, -1)
     titles = [f"{FERPLUS_CLASSES[int(test.records[i].label)]} -> {FERPLUS_CLASSES[int(p.argmax())]}"
               for i, p in zip(picks, probs, strict=True)]
     return plot_attention(images, out.regions.boxes, out.relation_attention.weights, path, titles=titles,
-                          mask=out.regions.mask, crops=out.regions.crops)
+                          mask=out.regions.mask, crops=out.regions.crops, coverage=coverage, occluder=alpha)

@@ -39,8 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "output_dir": "required; default with --demo: demo-output"},
                                   choices=DATA_CHOICES, defaults=DATA_DEFAULTS)
     parser.add_argument("--demo", action="store_true",
-                   help="generate FER-format data (if absent), train RAN and the baseline briefly on CPU, "
-                        "and print overall / occlusion / pose accuracy of both (default: off)")
+                   help="generate FER-format data (if absent), train the baseline, RAN and RAN one-pass briefly "
+                        "on CPU, and print overall / occlusion / pose accuracy and attention on occluded "
+                        "regions (default: off)")
+    parser.add_argument("--seeds", default=None, metavar="S,S,...",
+                        help="with --demo: run the whole demo once per seed (e.g. 0,1,2) and print mean and "
+                             "standard deviation of every figure (default: one run with --seed)")
     return parser
 
 
@@ -68,6 +72,13 @@ def main(argv: list[str] | None = None) -> dict | None:
     if args.demo:
         from examples.ferplus.demo import run_demo
 
+        if args.seeds is not None:
+            from examples.ferplus.demo import parse_seeds
+
+            try:
+                parse_seeds(args.seeds)
+            except ValueError as err:
+                parser.error(str(err))
         return run_demo(args, engine.explicit_options(parser, argv))
     if args.data_dir is None or args.output_dir is None:
         parser.error("--data-dir and --output-dir are required (or use --demo)")

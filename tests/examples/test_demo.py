@@ -31,9 +31,18 @@ def test_demo_prints_the_table_and_writes_the_pictures(demo):
             assert image.format == "PNG" and image.size[0] > 200 and image.size[1] > 150
             histogram = image.convert("L").histogram()
             assert sum(count > 0 for count in histogram) > 10
-    assert {"ran", "baseline"} == set(result["summaries"])
+    assert {"ran", "baseline", "ran_one_pass"} == set(result["summaries"])
+    assert "RAN one-pass" in result["table"] and "most covered" in result["table"]
     saved = json.loads((out / "demo_summary.json").read_text())
     assert saved["table"] == result["table"]
+    for name in ("ran", "ran_one_pass"):
+        entry = saved["occlusion_attention"][name]
+        assert {"most_covered", "least_covered", "spearman", "faces"} <= set(entry)
+        assert isinstance(entry["faces"], int) and entry["faces"] + entry["skipped"] > 0
+        assert 0 <= entry["most_covered"] <= 1 and 0 <= entry["least_covered"] <= 1
+        assert -1 <= entry["spearman"] <= 1
+    assert json.loads((out / "ran_one_pass" / "config.json").read_text())["regions_on"] == "features"
+    assert json.loads((out / "ran" / "config.json").read_text())["regions_on"] == "image"
     ran = json.loads((out / "ran" / "summary.json").read_text())
     assert set(ran["subsets"]) == {"occlusion", "pose30", "pose45"}
     assert all(v["unmatched"] == 0 for v in ran["subsets"].values())
@@ -65,3 +74,70 @@ def test_predict_prints_probabilities_and_draws_attention(demo, tmp_path, capsys
     (faces / "broken.png").write_bytes(b"not an image")
     with pytest.raises(ValueError, match=r"cannot read image .*broken\.png"):
         predict(["--checkpoint", str(out / "ran" / "checkpoints" / "best.pt"), str(faces / "broken.png")])
+
+
+def test_occlusion_attention_matches_a_direct_computation(demo):
+    """The demo's figures, recomputed here from the checkpoint, the occluder file and plain loops."""
+    from examples.common.engine import load_checkpoint_file
+    from examples.common.models import build_model
+    from examples.common.subsets import parse_subset_list
+    from examples.common.synthetic import load_occluders
+    from examples.ferplus.data import load_ferplus
+    from examples.ferplus.demo import region_coverage
+
+    out, result = demo
+    data = out / "data"
+    test = load_ferplus(data, "majority", splits=("test",))["test"]
+    occluders = load_occluders(data, "test")
+    alpha = dict(zip(occluders.keys, occluders.alpha, strict=True))
+    keys = [e.key for e in parse_subset_list(data / "jianfei_occlusion_list.txt", dataset="ferplus").entries]
+    keys = [k for k in dict.fromkeys(keys) if k in test.key_to_index() and alpha[k].any()]
+    for name in ("ran", "ran_one_pass"):
+        ckpt = load_checkpoint_file(out / name / "checkpoints" / "best.pt")
+        model = build_model(ckpt["config"], len(ckpt["class_names"]))
+        model.load_state_dict(ckpt["model"])
+        model.eval()
+        size = ckpt["config"]["image_size"]
+        dataset = test.dataset(size, draw_targets=False)
+        most, least, compared = [], [], 0
+        for key in keys:
+            image = dataset[test.key_to_index()[key]][0].float()[None] / 255
+            with torch.no_grad():
+                o = model(image)
+            w = o.relation_attention.weights[0, 1:].double()  # whole face first
+            # coverage by loops over the mask's pixels: the box's overlap with each pixel times its opacity
+            a = alpha[key].double()
+            scale = a.shape[0] / size
+            cov = []
+            for x1, y1, x2, y2 in (o.regions.boxes[0, 1:].double() * scale).tolist():
+                covered = 0.0
+                for i in range(a.shape[0]):
+                    oy = max(0.0, min(y2, i + 1) - max(y1, i))
+                    for j in range(a.shape[1]):
+                        ox = max(0.0, min(x2, j + 1) - max(x1, j))
+                        covered += float(a[i, j]) * ox * oy
+                cov.append(covered / ((x2 - x1) * (y2 - y1)))
+            demo_cov = region_coverage(alpha[key][None], o.regions.boxes[:, 1:], size)[0]
+            assert demo_cov.tolist() == pytest.approx(cov, abs=1e-9)
+            cov_t = demo_cov  # ties decided on the same numbers as the demo
+            if bool((cov_t == cov_t[0]).all()):
+                continue
+            compared += 1
+            most.append(float(w[cov_t == cov_t.max()].mean()))
+            least.append(float(w[cov_t == cov_t.min()].mean()))
+        entry = result["occlusion_attention"][name]
+        assert entry["faces"] == compared
+        assert entry["most_covered"] == pytest.approx(sum(most) / compared, abs=1e-6)
+        assert entry["least_covered"] == pytest.approx(sum(least) / compared, abs=1e-6)
+
+
+def test_predict_reads_a_one_pass_checkpoint_and_draws_attention(demo, tmp_path):
+    out, _ = demo
+    faces = tmp_path / "faces"
+    faces.mkdir()
+    for i in range(2):
+        Image.frombytes("L", (48, 48), bytes((torch.rand(48 * 48) * 255).byte().tolist())).save(faces / f"f{i}.png")
+    figure = tmp_path / "attention.png"
+    results = predict(["--checkpoint", str(out / "ran_one_pass" / "checkpoints" / "best.pt"), str(faces),
+                       "--attention-figure", str(figure)])
+    assert len(results) == 2 and figure.stat().st_size > 0
