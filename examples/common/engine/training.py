@@ -165,7 +165,8 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
         if not scaler.is_enabled():  # fp16 GradScaler skips non-finite steps itself
             grads = [p.grad for p in params if p.grad is not None]
             if grads:
-                finite = finite & torch.isfinite(torch.nn.utils.get_total_norm(grads))
+                # every gradient finite (= a finite gradient norm); no host sync, and torch 2.4 has no get_total_norm
+                finite = finite & torch.stack([torch.isfinite(g).all() for g in grads]).all()
         first_bad = torch.where((first_bad == 0) & ~finite, step + 1, first_bad)
         scaler.step(optimizer)
         scaler.update()
