@@ -24,8 +24,9 @@ import hashlib
 import math
 import os
 import random
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, BinaryIO, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -84,27 +85,23 @@ def atomic_save(obj: Any, path: Path, *, checksum: bool = True) -> None:
     if checksum and isinstance(obj, dict):
         obj = {**{k: v for k, v in obj.items() if k != "checksum"}}
         obj["checksum"] = content_hash(obj)
-    tmp = path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    _atomic_write(path, lambda fh: torch.save(obj, fh))
 
 
 def atomic_write_text(text: str, path: Path) -> None:
     """``path.write_text(text)``, atomically (temporary file, flush, rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
+
+
+def _atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Write through ``write`` into a temporary file beside ``path``, flush it to disk, rename it into place
+    and flush the folder; a killed write leaves only the temporary file (removed at the next start)."""
     tmp = path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}")
     try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with open(tmp, "wb") as fh:
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
