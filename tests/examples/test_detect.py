@@ -11,25 +11,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 from examples.common.detect import align_face, face_square, read_photo
-from examples.common.engine import CHECKPOINT_FORMAT, RunConfig, atomic_save, resolve_config
-from examples.common.models import build_model
 from examples.predict import main as predict
-from examples.rafdb.train import build_parser
 from PIL import Image
 
-CLASSES = ["a", "b", "c"]
+from .test_predict import CLASSES
+from .test_predict import checkpoint as predict_checkpoint
 
 
-def checkpoint(tmp_path: Path, regions: str, size: int = 48) -> tuple[Path, torch.nn.Module]:
-    args = build_parser().parse_args(["--data-dir", "x", "--output-dir", str(tmp_path), "--backbone", "small",
-                                      "--image-size", str(size), "--regions", regions, "--images", "original"])
-    cfg: RunConfig = resolve_config(args)
-    torch.manual_seed(0)
-    model = build_model(cfg, len(CLASSES))
-    path = tmp_path / f"{regions}.pt"
-    atomic_save({"format": CHECKPOINT_FORMAT, "model": model.state_dict(), "config": cfg.to_dict(),
-                 "class_names": CLASSES, "epoch": 0}, path)
-    return path, model.eval()
+def checkpoint(tmp_path: Path, regions: str) -> tuple[Path, torch.nn.Module]:
+    return predict_checkpoint(tmp_path, regions, size=48)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -16,9 +16,10 @@ from PIL import Image
 CLASSES = ["a", "b", "c"]
 
 
-def checkpoint(tmp_path: Path, regions: str) -> tuple[Path, torch.nn.Module]:
+def checkpoint(tmp_path: Path, regions: str, size: int = 32) -> tuple[Path, torch.nn.Module]:
+    """An untrained RAF-DB-script checkpoint of the small backbone with ``regions``, and its model."""
     args = build_parser().parse_args(["--data-dir", "x", "--output-dir", str(tmp_path), "--backbone", "small",
-                                      "--image-size", "32", "--regions", regions, "--images", "original"])
+                                      "--image-size", str(size), "--regions", regions, "--images", "original"])
     cfg: RunConfig = resolve_config(args)
     torch.manual_seed(0)
     model = build_model(cfg, len(CLASSES))
