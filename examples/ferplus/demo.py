@@ -11,10 +11,16 @@
    from one feature map of the whole face, ``--regions-on features``);
 3. prints overall / occlusion / pose accuracy of the three, like the paper's Table II, and writes the confusion
    matrices (Figs. 4-5), the training curves and an attention figure per RAN model (Fig. 6) as PNG files;
-4. measures the mechanism (the paper's Fig. 6 in numbers): on every occluded test face it puts each
-   non-whole-face region's occluder coverage (:func:`region_coverage`) beside its final attention weight and
-   reports, over the faces, the mean weight of the most and of the least covered region and the mean Spearman
-   rank correlation between coverage and weight (:func:`mechanism_figures`).
+4. measures the mechanism (the paper's Fig. 6 in numbers; :mod:`examples.ferplus.mechanism`): on every
+   occluded test face it puts each non-whole-face region's occluder coverage beside its final attention weight
+   and reports, over the faces, the mean weight of the most and of the least covered region and the mean
+   Spearman rank correlation between coverage and weight; the same for the weights relative to each region's
+   mean weight on the clean test faces (a model's prior over regions apart); and where each region's gate
+   looks (the share of its input gradient inside its box, and the occluder coverage it sees there).
+
+Every model trains channels-last (the same arithmetic in another memory layout): on a CPU that makes the
+image-level RAN's step about 1.5 times as fast (``benchmarks/demo_step.py``), which keeps the default demo under
+five minutes on two cores.
 
 With ``--seeds 0,1,2`` the whole demo (data included) runs once per seed into ``OUT/seed<N>/`` and the mean and
 standard deviation of every figure are printed and written to ``OUT/demo_summary.json``.
@@ -30,7 +36,7 @@ import dataclasses
 import json
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +45,15 @@ from torch import Tensor, nn
 
 from examples.common.engine import RECIPES, RunConfig, load_checkpoint_file, resolve_config, run
 from examples.common.plots import plot_attention, plot_curves, read_metrics
-from examples.common.synthetic import box_coverage, generate_ferplus, load_occluders
+from examples.common.synthetic import generate_ferplus, load_occluders
+from examples.ferplus.mechanism import (
+    attention_on,
+    field_figures,
+    gate_saliency,
+    mechanism_figures,
+    region_coverage,
+    relative_weights,
+)
 from examples.ferplus.train import make_task
 
 #: Demo settings: small enough for a 2-core CPU in a few minutes, big enough for the table to mean something.
@@ -47,7 +61,7 @@ from examples.ferplus.train import make_task
 DEMO_DATA = {"n_train": 2400, "n_valid": 400, "n_test": 800}
 DEMO_TRAINING = {"backbone": "small", "image_size": 48, "epochs": 12, "batch_size": 64, "lr": 0.05,
                  "milestones": [8, 11], "workers": 0, "device": "cpu", "hflip": True,
-                 "region_batching": "per_region"}
+                 "region_batching": "per_region", "channels_last": True}
 #: The demo's models: (name, label in the table, what sets it apart); everything else is shared.
 DEMO_MODELS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("baseline", "Baseline", {"model": "baseline", "regions_on": "image"}),
@@ -59,115 +73,9 @@ SUBSETS = {"occlusion": "jianfei_occlusion_list.txt", "pose30": "pose_30_ferplus
            "pose45": "pose_45_ferplus_list.txt"}
 COLUMNS = ("overall", "occlusion", "pose30", "pose45")
 ATTENTION_KEYS = ("most_covered", "least_covered", "spearman")
-
-
-# ------------------------------------------------------------------------------------------------------------
-# The mechanism: occluder coverage against attention weight, per face
-
-
-def region_coverage(alpha: Tensor, boxes: Tensor, image_size: int | tuple[int, int]) -> Tensor:
-    """The share of every region box that the face's occluder covers: ``alpha`` ``(N, H, W)`` the occluder's
-    opacity (or a bool mask) in the written image, ``boxes`` ``(N, K, 4)`` xyxy pixels in the network's
-    ``image_size`` input (an int for a square one, or ``(W, H)``); returns float64 ``(N, K)`` in ``[0, 1]``
-    (:func:`~examples.common.synthetic.box_coverage`: partial pixels count by the area the box shares with them
-    and by their opacity)."""
-    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-    return box_coverage(alpha, boxes.to(torch.float64), image_size=size)  # type: ignore[arg-type]
-
-
-def average_ranks(values: Tensor) -> Tensor:
-    """Ranks 1..n of a 1-d tensor in float64, tied values sharing the mean of the ranks they span (values are
-    tied when exactly equal)."""
-    if values.dim() != 1:
-        raise ValueError(f"average_ranks expected a 1-d tensor, got shape {tuple(values.shape)}")
-    x = values.to(torch.float64)
-    order = torch.argsort(x, stable=True)
-    ordered = x[order]
-    ranks = torch.empty_like(x)
-    start, n = 0, x.numel()
-    while start < n:
-        stop = start
-        while stop + 1 < n and ordered[stop + 1] == ordered[start]:
-            stop += 1
-        ranks[order[start : stop + 1]] = (start + stop) / 2 + 1
-        start = stop + 1
-    return ranks
-
-
-def spearman(a: Tensor, b: Tensor) -> float | None:
-    """Spearman's rank correlation of two 1-d tensors: the Pearson correlation of their average ranks
-    (:func:`average_ranks`), in float64; ``None`` when either has a single distinct value (no ordering)."""
-    if a.shape != b.shape or a.dim() != 1:
-        raise ValueError(f"spearman expected two 1-d tensors of one shape, got {tuple(a.shape)} and {tuple(b.shape)}")
-    ra, rb = average_ranks(a), average_ranks(b)
-    ra, rb = ra - ra.mean(), rb - rb.mean()
-    den = math.sqrt(float((ra * ra).sum()) * float((rb * rb).sum()))
-    return None if den == 0 else float((ra * rb).sum()) / den
-
-
-def mechanism_figures(coverage: Tensor, weights: Tensor, present: Tensor | None = None) -> dict[str, Any]:
-    """Within-face comparison of occluder coverage and attention weight.
-
-    Args:
-        coverage: ``(N, K)`` occluder coverage of each non-whole-face region.
-        weights: ``(N, K)`` their final (relation-attention) weights.
-        present: ``(N, K)`` bool, the regions a face has (default all).
-
-    Per face, over its present regions: the weight of its most covered region and of its least covered one
-    (when several regions share the highest, or the lowest, coverage, the mean of their weights), and the
-    Spearman correlation between coverage and weight (average ranks for ties; a face whose weights are all
-    equal counts 0, no ordering). Faces whose regions all have the same coverage (among them faces with no
-    occluder in any region, or with fewer than two regions) cannot be compared and are skipped.
-
-    Returns:
-        ``most_covered``, ``least_covered``, ``spearman`` (means over the compared faces; ``None`` if there is
-        none), ``faces`` (compared), ``skipped``, and the mean coverage of the most and least covered regions
-        (``coverage_most``, ``coverage_least``).
-    """
-    if coverage.shape != weights.shape or coverage.dim() != 2:
-        raise ValueError(f"mechanism_figures expected coverage and weights of one shape (N, K), got "
-                         f"{tuple(coverage.shape)} and {tuple(weights.shape)}")
-    if present is None:
-        present = torch.ones(coverage.shape, dtype=torch.bool)
-    elif present.shape != coverage.shape:
-        raise ValueError(f"mechanism_figures expected present of shape {tuple(coverage.shape)}, got "
-                         f"{tuple(present.shape)}")
-    most, least, rho, cov_most, cov_least = [], [], [], [], []
-    skipped = 0
-    for c_row, w_row, p_row in zip(coverage.to(torch.float64), weights.to(torch.float64), present.bool(),
-                                   strict=True):
-        c, w = c_row[p_row], w_row[p_row]
-        if c.numel() < 2 or bool((c == c[0]).all()):
-            skipped += 1
-            continue
-        top, bottom = c == c.max(), c == c.min()
-        most.append(float(w[top].mean()))
-        least.append(float(w[bottom].mean()))
-        cov_most.append(float(c.max()))
-        cov_least.append(float(c.min()))
-        r = spearman(c, w)
-        rho.append(0.0 if r is None else r)
-
-    def mean(values: list[float]) -> float | None:
-        return sum(values) / len(values) if values else None
-
-    return {"most_covered": mean(most), "least_covered": mean(least), "spearman": mean(rho), "faces": len(most),
-            "skipped": skipped, "coverage_most": mean(cov_most), "coverage_least": mean(cov_least)}
-
-
-@torch.no_grad()
-def attention_on(model: nn.Module, images: Tensor, batch_size: int = 256) -> tuple[Tensor, Tensor, Tensor]:
-    """A RAN model's region boxes ``(N, K, 4)``, final weights ``(N, K)`` and mask ``(N, K)`` on ``images``
-    (uint8 or [0, 1] float), in evaluation mode."""
-    model.eval()
-    boxes, weights, mask = [], [], []
-    for chunk in images.split(batch_size):
-        x = chunk.float() / 255 if chunk.dtype == torch.uint8 else chunk.float()
-        out = model(x)
-        boxes.append(out.regions.boxes.float())
-        weights.append(out.relation_attention.weights.float())
-        mask.append(out.regions.mask.bool())
-    return torch.cat(boxes), torch.cat(weights), torch.cat(mask)
+#: Every attention figure of a RAN model (:func:`occlusion_attention`) that ``--seeds`` averages.
+ATTENTION_FIGURES = (*ATTENTION_KEYS, "faces", "whole_face", "relative_most", "relative_least", "relative_spearman",
+                     "clean_faces", "field_in_box", "effective_most", "effective_least")
 
 
 def _load_model(run_dir: Path) -> tuple[nn.Module, dict[str, Any], list[str]]:
@@ -189,32 +97,65 @@ def occluded_test_faces(data: Path, image_size: int) -> tuple[list[int], Tensor,
     """The test faces of the occlusion list that carry an occluder: their indices in the test split, images
     (uint8), occluder opacity ``(N, 48, 48)``, and the split."""
     from examples.common.subsets import parse_subset_list
+
+    listed = [e.key for e in parse_subset_list(data / SUBSETS["occlusion"], dataset="ferplus").entries]
+    return _test_faces(data, image_size, lambda key, alpha: bool(alpha.any()), order=listed)
+
+
+def clean_test_faces(data: Path, image_size: int) -> tuple[list[int], Tensor, Tensor, Any]:
+    """The test faces without an occluder (all-zero opacity, turned or not), like :func:`occluded_test_faces`."""
+    return _test_faces(data, image_size, lambda key, alpha: not bool(alpha.any()))
+
+
+def _test_faces(data: Path, image_size: int, keep: Callable[[str, Tensor], bool],
+                order: Sequence[str] | None = None) -> tuple[list[int], Tensor, Tensor, Any]:
     from examples.ferplus.data import load_ferplus
 
     test = load_ferplus(data, "majority", splits=("test",))["test"]
     index = test.key_to_index()
     occluders = load_occluders(data, "test")
     alpha_of = {key: i for i, key in enumerate(occluders.keys)}
-    keys = [e.key for e in parse_subset_list(data / SUBSETS["occlusion"], dataset="ferplus").entries]
-    keys = [k for k in dict.fromkeys(keys) if k in index and k in alpha_of and occluders.alpha[alpha_of[k]].any()]
+    candidates = dict.fromkeys(test.keys() if order is None else order)
+    keys = [k for k in candidates if k in index and k in alpha_of and keep(k, occluders.alpha[alpha_of[k]])]
     picks = [index[k] for k in keys]
     dataset = test.dataset(image_size, draw_targets=False)
     images = torch.stack([dataset[i][0] for i in picks]) if picks else torch.zeros(0, 3, image_size, image_size)
-    alpha = occluders.alpha[[alpha_of[k] for k in keys]] if keys else torch.zeros(0, 48, 48)
+    alpha = occluders.alpha[[alpha_of[k] for k in keys]] if keys else torch.zeros(0, *occluders.alpha.shape[1:])
     return picks, images, alpha, test
 
 
 def occlusion_attention(run_dir: Path, data: Path) -> dict[str, Any]:
-    """:func:`mechanism_figures` of the RAN model trained in ``run_dir`` on the occluded test faces of ``data``
-    (its whole-face region left out), plus the mean weight of the whole face on them (``whole_face``)."""
+    """How the RAN model trained in ``run_dir`` weights the regions of the occluded test faces of ``data``
+    against their occluder coverage (the whole-face region left out):
+
+    - :func:`mechanism_figures` of the final weights, and the whole face's mean weight (``whole_face``);
+    - the same of the weights relative to each region's mean weight on the clean test faces
+      (:func:`relative_weights`; ``relative_most``, ``relative_least``, ``relative_spearman``,
+      ``clean_faces``; ``clean_weights``: each region's mean weight on the clean faces, the model's prior
+      over regions): a region the model weights highly on every face, covered or not, no longer counts as
+      "weighted up" because the occluder tends to cover it;
+    - :func:`field_figures` of the gates' input gradients (``field_in_box``, ``effective_most``,
+      ``effective_least``): whether each region's gate looks inside its own box and sees the occluder there.
+    """
     model, cfg, _ = _load_model(run_dir)
-    _, images, alpha, _ = occluded_test_faces(data, cfg["image_size"])
+    size = cfg["image_size"]
+    _, images, alpha, _ = occluded_test_faces(data, size)
     boxes, weights, mask = attention_on(model, images)
     whole = _whole_index(cfg, boxes.shape[1])
     keep = [j for j in range(boxes.shape[1]) if j != whole]
-    coverage = region_coverage(alpha, boxes[:, keep], cfg["image_size"])
+    coverage = region_coverage(alpha, boxes[:, keep], size)
     figures = mechanism_figures(coverage, weights[:, keep], mask[:, keep])
     figures["whole_face"] = float(weights[:, whole].double().mean()) if len(weights) else None
+    _, clean, _, _ = clean_test_faces(data, size)
+    _, clean_weights, clean_mask = attention_on(model, clean)
+    relative = relative_weights(weights, mask, clean_weights, clean_mask)[:, keep]
+    rel = mechanism_figures(coverage, relative, mask[:, keep] & relative.isfinite())
+    figures.update(relative_most=rel["most_covered"], relative_least=rel["least_covered"],
+                   relative_spearman=rel["spearman"], clean_faces=len(clean),
+                   clean_weights=[float(clean_weights[clean_mask[:, j], j].double().mean()) for j in keep])
+    if len(images):  # where each region's gate looks, and how much of that the occluder covers
+        saliency = gate_saliency(model, images)[:, keep]
+        figures.update(field_figures(saliency, boxes[:, keep], alpha, coverage, mask[:, keep]))
     return figures
 
 
@@ -280,7 +221,7 @@ def run_demo(args: argparse.Namespace, explicit: set[str] = frozenset(), **overr
     print("\n" + table)
     result = {"seeds": seeds, "table": table, "mean": mean, "std": std,
               "per_seed": {str(s): f for s, f in figures.items()},
-              "occlusion_attention": {m: {k: mean[m][k] for k in (*ATTENTION_KEYS, "faces", "whole_face")}
+              "occlusion_attention": {m: {k: mean[m][k] for k in ATTENTION_FIGURES if k in mean[m]}
                                       for m in RAN_MODELS},
               "seconds": time.perf_counter() - start,
               "settings": {"data": overrides.get("data", DEMO_DATA), "training": DEMO_TRAINING}}
@@ -342,16 +283,41 @@ def _fmt(value: float | None, digits: int = 3) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
-def _attention_table(attention: dict[str, dict[str, Any]]) -> str:
+#: The attention figures as printed: (title, [(key in the figures, column header, digits)]) per block.
+ATTENTION_BLOCKS: tuple[tuple[str, tuple[tuple[str, str, int], ...]], ...] = (
+    ("Attention on the occluded test faces (final weights of the 5 regions; the whole face apart)",
+     (("most_covered", "most covered", 3), ("least_covered", "least covered", 3), ("spearman", "Spearman", 2),
+      ("whole_face", "whole face", 3))),
+    ("The same relative to each region's mean weight on the clean test faces (1 = as on a clean face)",
+     (("relative_most", "most covered", 3), ("relative_least", "least covered", 3),
+      ("relative_spearman", "Spearman", 2))),
+    ("Where each region's gate looks (its input gradient): share inside its own box, occluder coverage seen",
+     (("field_in_box", "inside its box", 3), ("effective_most", "most covered", 3),
+      ("effective_least", "least covered", 3))),
+)
+
+
+def _attention_rows(models: Sequence[str], cell: Callable[[str, str, int], str], width: int) -> list[str]:
     labels = {name: label for name, label, _ in DEMO_MODELS}
-    rows = ["Attention on the occluded test faces (final weights of the 5 regions; the whole face apart)",
-            f"{'':14}{'most covered':>14}{'least covered':>15}{'Spearman':>10}{'whole face':>12}{'faces':>7}"]
+    rows: list[str] = []
+    for title, columns in ATTENTION_BLOCKS:
+        rows += [""] if rows else []
+        rows += [title, f"{'':14}" + "".join(f"{h:>{width}}" for _, h, _ in columns)]
+        rows += [f"{labels[m]:14}" + "".join(f"{cell(m, key, d):>{width}}" for key, _, d in columns) for m in models]
+    return rows
+
+
+def _attention_table(attention: dict[str, dict[str, Any]]) -> str:
+    rows = _attention_rows(list(attention), lambda m, key, d: _fmt(attention[m].get(key), d), 15)
+    labels = {name: label for name, label, _ in DEMO_MODELS}
     for name, a in attention.items():
-        rows.append(f"{labels[name]:14}{_fmt(a['most_covered']):>14}{_fmt(a['least_covered']):>15}"
-                    f"{_fmt(a['spearman'], 2):>10}{_fmt(a['whole_face']):>12}{a['faces']:>7}")
+        if a.get("clean_weights"):
+            rows.append(f"{labels[name]} on the clean faces, weight of each region: "
+                        + " ".join(f"{w:.3f}" for w in a["clean_weights"]))
     some = next(iter(attention.values()))
     rows.append(f"(per face: weight of its most / least covered region, coverage {_fmt(some['coverage_most'], 2)} / "
-                f"{_fmt(some['coverage_least'], 2)} on average; Spearman: rank correlation of coverage and weight, "
+                f"{_fmt(some['coverage_least'], 2)} on average, {some['faces']} occluded and "
+                f"{some.get('clean_faces', 'n/a')} clean faces; Spearman: rank correlation of coverage and weight, "
                 f"negative = covered regions weigh less; {some['skipped']} faces with equal coverage skipped; "
                 "uniform weight 0.167)")
     return "\n".join(rows)
@@ -360,12 +326,15 @@ def _attention_table(attention: dict[str, dict[str, Any]]) -> str:
 def aggregate(runs: Sequence[dict[str, dict[str, Any]]]) -> tuple[dict[str, dict[str, float | None]],
                                                                     dict[str, dict[str, float | None]]]:
     """Mean and sample standard deviation (n - 1; ``None`` for a single run) of every numeric figure over runs
-    (``{model: {figure: value}}`` each); a figure missing (``None``) in a run is left out of its statistics."""
+    (``{model: {figure: value}}`` each); a figure missing (``None``) in a run is left out of its statistics,
+    and a figure that is not a number (a per-region list) out of the result."""
     mean: dict[str, dict[str, float | None]] = {}
     std: dict[str, dict[str, float | None]] = {}
     for model in runs[0]:
         mean[model], std[model] = {}, {}
-        for key in runs[0][model]:
+        for key, first in runs[0][model].items():
+            if not isinstance(first, int | float | None):
+                continue  # per-region lists stay in each seed's summary
             values = [float(r[model][key]) for r in runs if r[model].get(key) is not None]
             mean[model][key] = sum(values) / len(values) if values else None
             if len(values) > 1:
@@ -388,12 +357,8 @@ def seeds_table(seeds: Sequence[int], mean: dict[str, dict[str, Any]], std: dict
             f"{'':14}" + "".join(f"{c:>16}" for c in COLUMNS)]
     for name, label, _ in DEMO_MODELS:
         rows.append(f"{label:14}" + "".join(f"{cell(name, c, 100, 2):>16}" for c in COLUMNS))
-    rows += ["", "Attention on the occluded test faces (mean ± std over seeds)",
-             f"{'':14}" + "".join(f"{c:>17}" for c in ("most covered", "least covered", "Spearman", "whole face"))]
-    for name in RAN_MODELS:
-        label = dict((n, lab) for n, lab, _ in DEMO_MODELS)[name]
-        rows.append(f"{label:14}" + "".join(f"{cell(name, k, 1, 3):>17}"
-                                            for k in ("most_covered", "least_covered", "spearman", "whole_face")))
+    rows += ["", "Attention (mean ± std over seeds)"]
+    rows += _attention_rows(RAN_MODELS, lambda m, key, d: cell(m, key, 1, d), 17)
     return "\n".join(rows)
 
 

@@ -99,7 +99,16 @@ def test_occlusion_attention_matches_a_direct_computation(demo):
         model.eval()
         size = ckpt["config"]["image_size"]
         dataset = test.dataset(size, draw_targets=False)
-        most, least, compared = [], [], 0
+        # the region prior: each region's mean weight over the clean test faces, one face at a time
+        test_keys = test.keys()  # the split's image keys, in order
+        clean = [k for k in test_keys if k in alpha and not alpha[k].any()]
+        prior = torch.zeros(5, dtype=torch.float64)
+        for key in clean:
+            with torch.no_grad():
+                prior += model(dataset[test.key_to_index()[key]][0].float()[None] / 255).relation_attention.weights[
+                    0, 1:].double()
+        prior /= len(clean)
+        most, least, rel_most, rel_least, compared = [], [], [], [], 0
         for key in keys:
             image = dataset[test.key_to_index()[key]][0].float()[None] / 255
             with torch.no_grad():
@@ -125,10 +134,20 @@ def test_occlusion_attention_matches_a_direct_computation(demo):
             compared += 1
             most.append(float(w[cov_t == cov_t.max()].mean()))
             least.append(float(w[cov_t == cov_t.min()].mean()))
+            rel_most.append(float((w / prior)[cov_t == cov_t.max()].mean()))
+            rel_least.append(float((w / prior)[cov_t == cov_t.min()].mean()))
         entry = result["occlusion_attention"][name]
         assert entry["faces"] == compared
         assert entry["most_covered"] == pytest.approx(sum(most) / compared, abs=1e-6)
         assert entry["least_covered"] == pytest.approx(sum(least) / compared, abs=1e-6)
+        assert entry["clean_faces"] == len(clean) and entry["clean_weights"] == pytest.approx(prior.tolist(), abs=1e-6)
+        assert entry["relative_most"] == pytest.approx(sum(rel_most) / compared, rel=1e-5)
+        assert entry["relative_least"] == pytest.approx(sum(rel_least) / compared, rel=1e-5)
+        # where the gates look: the image-level crops see their own box (and its bilinear edge taps) only
+        assert 0 < entry["field_in_box"] <= 1
+        assert 0 <= entry["effective_most"] <= 1 and 0 <= entry["effective_least"] <= 1
+        if name == "ran":
+            assert entry["field_in_box"] > 0.9
 
 
 def test_predict_reads_a_one_pass_checkpoint_and_draws_attention(demo, tmp_path):

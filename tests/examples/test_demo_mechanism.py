@@ -9,15 +9,15 @@ import statistics
 
 import pytest
 import torch
-from examples.ferplus.demo import (
-    ATTENTION_KEYS,
-    DEMO_MODELS,
-    aggregate,
+from examples.ferplus.demo import ATTENTION_KEYS, DEMO_MODELS, aggregate, parse_seeds, run_demo
+from examples.ferplus.mechanism import (
     average_ranks,
+    box_weights,
+    field_figures,
+    gate_saliency,
     mechanism_figures,
-    parse_seeds,
     region_coverage,
-    run_demo,
+    relative_weights,
     spearman,
 )
 from examples.ferplus.train import build_parser, main
@@ -108,6 +108,91 @@ def test_region_coverage_on_hand_made_masks():
     assert region_coverage(mask[:1], torch.tensor([[[0.0, 0.0, 8.0, 2.0]]]), (8, 4)).item() == 1.0
 
 
+def overlap_loop(box: list[float], height: int, width: int) -> list[list[float]]:
+    """The area each pixel [x, x+1) x [y, y+1) shares with the box, one pixel at a time in Python floats."""
+    x1, y1, x2, y2 = box
+    return [[max(0.0, min(x2, x + 1) - max(x1, x)) * max(0.0, min(y2, y + 1) - max(y1, y)) for x in range(width)]
+            for y in range(height)]
+
+
+def test_box_weights_against_a_pixel_loop():
+    boxes = torch.tensor([[0.0, 0.0, 3.0, 2.0], [0.5, 1.25, 2.75, 3.5], [-2.0, -1.0, 1.5, 9.0], [5.0, 5.0, 7.0, 7.0]],
+                         dtype=torch.float64)
+    got = box_weights(boxes, 4, 5)
+    assert got.shape == (4, 4, 5) and got.dtype == torch.float64
+    for box, grid in zip(boxes.tolist(), got, strict=True):
+        want = torch.tensor(overlap_loop(box, 4, 5), dtype=torch.float64)
+        assert torch.allclose(grid, want, rtol=0, atol=1e-15)
+    assert box_weights(boxes[None], 4, 5).shape == (1, 4, 4, 5)  # batched
+
+
+def test_field_figures_on_hand_made_maps():
+    # one face, two regions of a 4 x 4 input; the occluder covers the left half
+    saliency = torch.zeros(1, 2, 4, 4, dtype=torch.float64)
+    saliency[0, 0, :, 0] = 1.0           # region 0 looks at column 0 only: inside its box [0, 2] x [0, 4]
+    saliency[0, 1, :, 1] = 1.0           # region 1 looks at columns 1 and 3, its box is [2, 4] x [0, 4]
+    saliency[0, 1, :, 3] = 3.0
+    boxes = torch.tensor([[[0.0, 0.0, 2.0, 4.0], [2.0, 0.0, 4.0, 4.0]]])
+    alpha = torch.zeros(1, 4, 4)
+    alpha[0, :, :2] = 1.0
+    coverage = region_coverage(alpha, boxes, 4)
+    assert coverage.tolist() == [[1.0, 0.0]]
+    got = field_figures(saliency, boxes, alpha, coverage)
+    # region 0: all inside, sees only occluder; region 1: 3/4 inside, sees the occluder with 1/4 of its field
+    assert got["field_in_box"] == pytest.approx((1.0 + 0.75) / 2)
+    assert got["effective_most"] == pytest.approx(1.0) and got["effective_least"] == pytest.approx(0.25)
+    # the occluder's opacity at another resolution is resized to the input (8 x 8 -> 4 x 4)
+    fine = alpha.repeat_interleave(2, 1).repeat_interleave(2, 2)
+    assert field_figures(saliency, boxes, fine, coverage) == pytest.approx(got)
+    # a region whose map is all zero is left out; a face with equal coverage everywhere is not compared
+    blind = saliency.clone()
+    blind[0, 1] = 0
+    half = field_figures(blind, boxes, alpha, coverage)
+    assert half["field_in_box"] == pytest.approx(1.0) and half["effective_most"] is None
+    with pytest.raises(ValueError, match="field_figures"):
+        field_figures(saliency, boxes[:, :1], alpha, coverage)
+
+
+def test_relative_weights_divide_by_the_clean_mean():
+    weights = torch.tensor([[0.2, 0.3, 0.5], [0.1, 0.6, 0.3]], dtype=torch.float64)
+    present = torch.tensor([[True, True, True], [True, False, True]])
+    reference = torch.tensor([[0.2, 0.4, 0.4], [0.4, 0.0, 0.6], [0.0, 0.9, 0.1]], dtype=torch.float64)
+    ref_present = torch.tensor([[True, True, True], [True, False, True], [False, True, True]])
+    got = relative_weights(weights, present, reference, ref_present)
+    prior = [0.3, (0.4 + 0.9) / 2, (0.4 + 0.6 + 0.1) / 3]  # over the faces where each region is present
+    assert got[0].tolist() == pytest.approx([0.2 / prior[0], 0.3 / prior[1], 0.5 / prior[2]])
+    assert got[1, 0].item() == pytest.approx(0.1 / prior[0]) and math.isnan(got[1, 1].item())
+    never = relative_weights(weights, present, reference, torch.zeros_like(ref_present))
+    assert bool(never.isnan().all())
+    with pytest.raises(ValueError, match="relative_weights"):
+        relative_weights(weights, present, reference[:, :2], ref_present[:, :2])
+
+
+@pytest.mark.parametrize("regions_on", ["image", "features"])
+def test_gate_saliency_matches_the_jacobian_of_each_face(regions_on):
+    from examples.common.engine import RECIPES, RunConfig
+    from examples.common.models import build_model
+
+    torch.manual_seed(0)
+    cfg = RunConfig.from_dict({**RECIPES["paper"], "model": "ran", "backbone": "small", "image_size": 32,
+                               "regions_on": regions_on})
+    model = build_model(cfg, 8)
+    with torch.no_grad():  # non-trivial BatchNorm statistics for evaluation mode
+        model.train()(torch.rand(16, 3, 32, 32))
+    images = torch.rand(3, 3, 32, 32)
+    got = gate_saliency(model.eval(), images, batch_size=2)  # two chunks
+    assert got.shape == (3, 6, 32, 32) and got.dtype == torch.float64
+    for n in range(3):  # each face alone, by autograd's full Jacobian
+        jac = torch.autograd.functional.jacobian(lambda x: model(x[None]).self_attention.gates[0], images[n])
+        assert torch.allclose(got[n], jac.abs().sum(1).double(), rtol=1e-5, atol=1e-9)
+    assert bool((got.sum((-2, -1)) > 0).all())
+    if regions_on == "image":  # a crop's gate sees nothing beyond one pixel around its box (bilinear taps)
+        boxes = model.cropper.boxes(images)[0]
+        grown = torch.cat([boxes[..., :2] - 1, boxes[..., 2:] + 1], -1)
+        outside = box_weights(grown, 32, 32) == 0
+        assert float(got.masked_fill(~outside, 0).abs().max()) == 0.0
+
+
 def test_parse_seeds_and_the_command_line():
     assert parse_seeds("0,1,2") == [0, 1, 2]
     assert parse_seeds("3") == [3]
@@ -120,10 +205,11 @@ def test_parse_seeds_and_the_command_line():
 
 
 def test_aggregate_mean_and_sample_std():
-    runs = [{"ran": {"overall": 0.5, "spearman": -0.2, "faces": 10}},
-            {"ran": {"overall": 0.7, "spearman": None, "faces": 12}},
-            {"ran": {"overall": 0.6, "spearman": -0.4, "faces": 11}}]
+    runs = [{"ran": {"overall": 0.5, "spearman": -0.2, "faces": 10, "clean_weights": [0.1, 0.9]}},
+            {"ran": {"overall": 0.7, "spearman": None, "faces": 12, "clean_weights": [0.2, 0.8]}},
+            {"ran": {"overall": 0.6, "spearman": -0.4, "faces": 11, "clean_weights": [0.3, 0.7]}}]
     mean, std = aggregate(runs)
+    assert "clean_weights" not in mean["ran"] and "clean_weights" not in std["ran"]  # lists stay per seed
     assert mean["ran"]["overall"] == pytest.approx(0.6)
     assert std["ran"]["overall"] == pytest.approx(statistics.stdev([0.5, 0.7, 0.6]))
     assert mean["ran"]["spearman"] == pytest.approx(-0.3)  # the missing one left out
