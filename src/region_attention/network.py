@@ -125,7 +125,9 @@ class RegionAttentionNetwork(_RegionAttentionHead):
         attention_bias: add a bias to both attention queries; ``None`` means "as the variant does"
             (no bias for ``"paper"``, bias for ``"authors"``).
         channels_last: feed the backbone channels-last region batches (faster convolutions on GPUs with
-            mixed precision; convert the backbone itself with ``.to(memory_format=torch.channels_last)``).
+            mixed precision, and on CPUs for small CNNs, whose NCHW max pooling and convolution backward are
+            slow: the demo's training steps run 1.3 to 1.5 times as fast, see :doc:`benchmarks`); convert the
+            backbone itself with ``.to(memory_format=torch.channels_last)``.
 
     Shapes:
         - images: :math:`(B, C, H, W)`; landmarks (for a landmark cropper): :math:`(B, L, 2)` pixels
@@ -263,8 +265,9 @@ class FeatureRegionAttentionNetwork(_RegionAttentionHead):
         variant: ``"paper"`` (default) or ``"authors"``, as for :class:`RegionAttentionNetwork`.
         dropout: dropout probability before the classifier (0 in the paper).
         attention_bias: add a bias to both attention queries; ``None`` means "as the variant does".
-        channels_last: feed the trunk and the head channels-last inputs (for GPUs with mixed precision;
-            convert the modules themselves with ``.to(memory_format=torch.channels_last)``).
+        channels_last: feed the trunk and the head channels-last inputs (for GPUs with mixed precision, and
+            CPUs, as for :class:`RegionAttentionNetwork`; convert the modules themselves with
+            ``.to(memory_format=torch.channels_last)``).
 
     Shapes:
         - images: :math:`(B, C, H, W)` floating or uint8 (divided by 255); landmarks (for a landmark
