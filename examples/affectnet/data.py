@@ -65,7 +65,7 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from examples.common.folder_data import convert_image
+from examples.common.folder_data import DataFolderError, convert_image
 from examples.common.folder_data import stratified_holdout as _stratified_holdout
 from examples.common.subsets import image_key
 from region_attention import RegionAttentionLoss
@@ -549,13 +549,13 @@ def detect_layout(data_dir: str | Path) -> tuple[str, dict[str, Path]]:
     if all((lists / f).is_file() for f in CSV_FILES.values()):
         root = next((data_dir / r for r in IMAGE_ROOTS if (data_dir / r).is_dir()), None)
         if root is None:
-            raise FileNotFoundError(f"found {lists} but no image folder: expected one of "
+            raise DataFolderError(f"found {lists} but no image folder: expected one of "
                                     f"{', '.join(str(data_dir / r) for r in IMAGE_ROOTS)}")
         return "csv", {"lists": lists, "images": root}
     npy = {s: data_dir / f for s, f in NPY_FOLDERS.items()}
     if all((p / "annotations").is_dir() and (p / "images").is_dir() for p in npy.values()):
         return "npy", npy
-    raise FileNotFoundError(
+    raise DataFolderError(
         f"no AffectNet data in {data_dir}: expected Manually_Annotated_file_lists/training.csv and validation.csv "
         "with Manually_Annotated_Images/, or train_set/ and val_set/ each with images/ and annotations/")
 

@@ -29,6 +29,7 @@ from torch.utils.data import Dataset
 __all__ = [
     "FITS",
     "IMAGE_SUFFIXES",
+    "DataFolderError",
     "ImageListDataset",
     "ImageRecord",
     "class_counts",
@@ -41,6 +42,13 @@ __all__ = [
     "square_box",
     "stratified_holdout",
 ]
+
+class DataFolderError(FileNotFoundError):
+    """A data folder that holds no dataset in a layout its reader knows (the message says what was looked for).
+
+    The training scripts turn it into a one-line ``--data-dir`` error with exit status 2: it is a command-line
+    mistake (the wrong folder), not a failure of the run."""
+
 
 #: How an image without a face box becomes square: ``stretch`` (resize, aspect ratio not kept), ``pad``
 #: (centre it on a black square, then resize) or ``center`` (the largest centred square, then resize).

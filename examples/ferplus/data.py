@@ -52,7 +52,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset
 
-from examples.common.folder_data import read_image
+from examples.common.folder_data import DataFolderError, read_image
 
 __all__ = [
     "FERPLUS_CLASSES",
@@ -631,7 +631,7 @@ def detect_layout(data_dir: str | Path, splits: Iterable[str] = SPLITS) -> tuple
         if have:
             lacking = [f"{root / f / 'label.csv'}" for f in wanted if f not in have]
             partial.append(f"missing {', '.join(lacking)}")
-    raise FileNotFoundError(
+    raise DataFolderError(
         f"no FERPlus data in {data_dir}: expected fer2013.csv and fer2013new.csv (in it or its fer2013/ folder), "
         f"or {', '.join(f + '/label.csv' for f in wanted)} (in it or its data/ folder)"
         + (f"; {'; '.join(partial)}" if partial else "")

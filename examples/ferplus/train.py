@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     if args.data_dir is None or args.output_dir is None:
         parser.error("--data-dir and --output-dir are required (or use --demo)")
     cfg = engine.config_from_args(parser, args)
-    return engine.run(make_task(cfg), cfg)
+    return engine.run(engine.read_data(parser, make_task, cfg), cfg)
 
 
 if __name__ == "__main__":

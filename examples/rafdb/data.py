@@ -48,6 +48,7 @@ if __package__ in (None, ""):  # run as a script: make `examples` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from examples.common.folder_data import (
+    DataFolderError,
     ImageListDataset,
     ImageRecord,
     class_counts,
@@ -215,7 +216,7 @@ def detect_layout(data_dir: str | Path, layout: str = "auto") -> tuple[str, Path
         "kaggle": f"{' and '.join(KAGGLE_FILES.values())} in {data_dir}",
     }
     asked = [wanted[layout]] if layout != "auto" else list(wanted.values())
-    raise FileNotFoundError(f"no RAF-DB data ({layout} layout) in {data_dir}: expected {'; or '.join(asked)}")
+    raise DataFolderError(f"no RAF-DB data ({layout} layout) in {data_dir}: expected {'; or '.join(asked)}")
 
 
 def _check_exists(records: list[ImageRecord], what: str) -> None:

@@ -37,6 +37,7 @@ if __package__ in (None, ""):  # run as a script: make `examples` importable
 
 from examples.common.folder_data import (
     IMAGE_SUFFIXES,
+    DataFolderError,
     ImageListDataset,
     ImageRecord,
     class_counts,
@@ -172,7 +173,7 @@ def detect_variant(data_dir: str | Path, variant: str = "auto") -> tuple[str, Pa
             return name, data_dir / train, val
     wanted = "; or ".join(f"{VARIANTS[n][0]}/ and {' or '.join(v + '/' for v in VARIANTS[n][1])}" for n in order)
     present = [p.name for p in sorted(data_dir.iterdir()) if p.is_dir()]
-    raise FileNotFoundError(f"no SFEW data in {data_dir}: expected {wanted}; found folders: "
+    raise DataFolderError(f"no SFEW data in {data_dir}: expected {wanted}; found folders: "
                             f"{', '.join(present) or 'none'}")
 
 

@@ -86,8 +86,9 @@ def make_task(cfg: engine.RunConfig) -> engine.Task:
 def main(argv: list[str] | None = None) -> dict | None:
     parser = build_parser()
     cfg = engine.config_from_args(parser, parser.parse_args(argv))
-    cfg = dataclasses.replace(cfg, layout=detect_variant(cfg.data_dir, cfg.layout)[0])  # auto -> what was found
-    return engine.run(make_task(cfg), cfg)
+    found = engine.read_data(parser, lambda c: detect_variant(c.data_dir, c.layout)[0], cfg)
+    cfg = dataclasses.replace(cfg, layout=found)  # auto -> what was found
+    return engine.run(engine.read_data(parser, make_task, cfg), cfg)
 
 
 if __name__ == "__main__":

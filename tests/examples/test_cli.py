@@ -113,6 +113,24 @@ def test_missing_data_folder_is_one_line(name, tmp_path):
     assert not (tmp_path / "o").exists()  # refused before anything was written
 
 
+@pytest.mark.parametrize(("name", "dataset"), [("ferplus", "FERPlus"), ("affectnet", "AffectNet"),
+                                             ("rafdb", "RAF-DB"), ("sfew", "SFEW")])
+def test_data_folder_of_another_layout_is_one_line(name, dataset, tmp_path, capsys):
+    """A folder that exists but holds no dataset the reader knows (e.g. the parent of the real one)."""
+    wrong = tmp_path / "downloads"
+    (wrong / "some_folder").mkdir(parents=True)
+    (wrong / "notes.txt").write_text("not a dataset\n")
+    main = __import__(f"examples.{name}.train", fromlist=["main"]).main
+    with pytest.raises(SystemExit) as info:
+        main(["--data-dir", str(wrong), "--output-dir", str(tmp_path / "o")])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Traceback" not in err[0], err
+    assert err[0].startswith(f"examples/{name}/train.py: error: --data-dir: no {dataset} data"), err[0]
+    assert f"in {wrong}: expected" in err[0]  # names the folder and what it looked for
+    assert not (tmp_path / "o").exists()  # refused before anything was written
+
+
 @pytest.mark.parametrize("name", TRAIN)
 @pytest.mark.parametrize(("option", "value"), [("--epochs", "0"), ("--lr", "fast"), ("--recipe", "mine")])
 def test_bad_option_values_are_one_line(name, option, value, tmp_path, capsys):

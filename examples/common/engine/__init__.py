@@ -30,6 +30,7 @@ from .cli import (
     add_options,
     config_from_args,
     explicit_options,
+    read_data,
     script_parser,
 )
 from .config import RECIPES, REGION_LAYOUTS, RunConfig, resolve_config
@@ -64,6 +65,7 @@ __all__ = [
     "log",
     "metrics_from_confusion",
     "predict",
+    "read_data",
     "resolve_config",
     "run",
     "script_parser",

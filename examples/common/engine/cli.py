@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 from .config import RECIPES, RunConfig, flag_of, resolve_config
 from .reporting import output_folder_problem
+
+T = TypeVar("T")
 
 #: The options every script offers (the engine's), in --help order.
 ENGINE_OPTIONS = (
@@ -132,6 +134,18 @@ def config_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace,
     return cfg
 
 
+def read_data(parser: argparse.ArgumentParser, read: Callable[[RunConfig], T], cfg: RunConfig) -> T:
+    """``read(cfg)``: a dataset script's step that reads ``--data-dir`` (its ``make_task``, or its layout
+    detection). A data folder in no layout the reader knows (:class:`~examples.common.folder_data.DataFolderError`)
+    is a one-line ``--data-dir`` error, exit status 2, as for a folder that does not exist."""
+    from ..folder_data import DataFolderError
+
+    try:
+        return read(cfg)
+    except DataFolderError as err:
+        parser.error(f"--data-dir: {err}")
+
+
 def script_parser(prog: str, description: str | None, dataset: str, data_options: Sequence[str], *,
                   recipes: Mapping[str, Mapping[str, Any]] | None = None, required: bool = True,
                   engine_notes: Mapping[str, str] | None = None, **data_kwargs: Any) -> argparse.ArgumentParser:
@@ -156,5 +170,15 @@ def add_engine_arguments(parser: argparse.ArgumentParser, *,
     add_options(group, ENGINE_OPTIONS, recipes=recipes)
 
 
-__all__ = ["ENGINE_OPTIONS", "REGION_OPTIONS", "HelpFormatter", "ScriptParser", "add_engine_arguments", "add_options",
-           "config_from_args", "explicit_options", "script_parser"]
+__all__ = [
+    "ENGINE_OPTIONS",
+    "REGION_OPTIONS",
+    "HelpFormatter",
+    "ScriptParser",
+    "add_engine_arguments",
+    "add_options",
+    "config_from_args",
+    "explicit_options",
+    "read_data",
+    "script_parser",
+]
