@@ -93,35 +93,31 @@ def _whole_index(cfg: dict[str, Any], k: int) -> int:
     return 0 if cfg.get("whole_position", "first") == "first" else k - 1
 
 
-def occluded_test_faces(data: Path, image_size: int) -> tuple[list[int], Tensor, Tensor, Any]:
-    """The test faces of the occlusion list that carry an occluder: their indices in the test split, images
-    (uint8), occluder opacity ``(N, 48, 48)``, and the split."""
+def test_faces(data: Path, image_size: int) -> tuple[tuple[Tensor, Tensor], Tensor]:
+    """The test split of ``data`` read once: the faces of the occlusion list that carry an occluder, as images
+    (uint8, ``image_size``) and occluder opacity ``(N, 48, 48)``; and the images of the faces without an
+    occluder (all-zero opacity, turned or not)."""
     from examples.common.subsets import parse_subset_list
-
-    listed = [e.key for e in parse_subset_list(data / SUBSETS["occlusion"], dataset="ferplus").entries]
-    return _test_faces(data, image_size, lambda key, alpha: bool(alpha.any()), order=listed)
-
-
-def clean_test_faces(data: Path, image_size: int) -> tuple[list[int], Tensor, Tensor, Any]:
-    """The test faces without an occluder (all-zero opacity, turned or not), like :func:`occluded_test_faces`."""
-    return _test_faces(data, image_size, lambda key, alpha: not bool(alpha.any()))
-
-
-def _test_faces(data: Path, image_size: int, keep: Callable[[str, Tensor], bool],
-                order: Sequence[str] | None = None) -> tuple[list[int], Tensor, Tensor, Any]:
     from examples.ferplus.data import load_ferplus
 
     test = load_ferplus(data, "majority", splits=("test",))["test"]
     index = test.key_to_index()
     occluders = load_occluders(data, "test")
     alpha_of = {key: i for i, key in enumerate(occluders.keys)}
-    candidates = dict.fromkeys(test.keys() if order is None else order)
-    keys = [k for k in candidates if k in index and k in alpha_of and keep(k, occluders.alpha[alpha_of[k]])]
-    picks = [index[k] for k in keys]
+    covered = {key: bool(occluders.alpha[i].any()) for key, i in alpha_of.items()}
+    listed = [e.key for e in parse_subset_list(data / SUBSETS["occlusion"], dataset="ferplus").entries]
+    occluded = [k for k in dict.fromkeys(listed) if k in index and covered.get(k, False)]
+    in_order = test.keys()  # the split's image keys
+    clean = [k for k in in_order if covered.get(k) is False]
     dataset = test.dataset(image_size, draw_targets=False)
-    images = torch.stack([dataset[i][0] for i in picks]) if picks else torch.zeros(0, 3, image_size, image_size)
-    alpha = occluders.alpha[[alpha_of[k] for k in keys]] if keys else torch.zeros(0, *occluders.alpha.shape[1:])
-    return picks, images, alpha, test
+
+    def images(keys: list[str]) -> Tensor:
+        if not keys:
+            return torch.zeros(0, 3, image_size, image_size, dtype=torch.uint8)
+        return torch.stack([dataset[index[k]][0] for k in keys])
+
+    alpha = occluders.alpha[[alpha_of[k] for k in occluded]] if occluded else torch.zeros(0, *occluders.alpha.shape[1:])
+    return (images(occluded), alpha), images(clean)
 
 
 def occlusion_attention(run_dir: Path, data: Path) -> dict[str, Any]:
@@ -139,14 +135,13 @@ def occlusion_attention(run_dir: Path, data: Path) -> dict[str, Any]:
     """
     model, cfg, _ = _load_model(run_dir)
     size = cfg["image_size"]
-    _, images, alpha, _ = occluded_test_faces(data, size)
+    (images, alpha), clean = test_faces(data, size)
     boxes, weights, mask = attention_on(model, images)
     whole = _whole_index(cfg, boxes.shape[1])
     keep = [j for j in range(boxes.shape[1]) if j != whole]
     coverage = region_coverage(alpha, boxes[:, keep], size)
     figures = mechanism_figures(coverage, weights[:, keep], mask[:, keep])
     figures["whole_face"] = float(weights[:, whole].double().mean()) if len(weights) else None
-    _, clean, _, _ = clean_test_faces(data, size)
     _, clean_weights, clean_mask = attention_on(model, clean)
     relative = relative_weights(weights, mask, clean_weights, clean_mask)[:, keep]
     rel = mechanism_figures(coverage, relative, mask[:, keep] & relative.isfinite())
