@@ -70,12 +70,6 @@ main(sys.argv[1:])
 """
 
 
-@pytest.fixture
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _launch(data: Path, out: Path, env_extra: dict[str, str]) -> subprocess.Popen:
@@ -94,7 +88,8 @@ def _written(out: Path) -> dict[str, int]:
     return {p.name: p.stat().st_mtime_ns for p in paths if p.exists()}
 
 
-def test_sigkill_at_random_points_then_resume_equals_an_uninterrupted_run(tmp_path, _one_thread):
+@pytest.mark.usefixtures("one_thread")
+def test_sigkill_at_random_points_then_resume_equals_an_uninterrupted_run(tmp_path):
     data = tmp_path / "data"
     generate_ferplus(data, n_train=48, n_valid=16, n_test=16, seed=5)
     straight = tmp_path / "straight"

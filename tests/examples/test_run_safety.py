@@ -24,13 +24,7 @@ FAST = ["--backbone", "small", "--image-size", "16", "--batch-size", "16", "--wo
         "--lr", "0.05", "--max-steps-per-epoch", "2"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Two busy cores make torch's thread pool crawl; one thread keeps the runs fast (and bit-reproducible)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -24,13 +24,7 @@ from examples.sfew.train import main
 FAST = ["--backbone", "small", "--image-size", "32", "--workers", "0", "--batch-size", "8", "--device", "cpu"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Two busy cores make torch's thread pool crawl; one thread keeps the runs fast."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
