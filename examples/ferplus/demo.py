@@ -93,7 +93,7 @@ def _whole_index(cfg: dict[str, Any], k: int) -> int:
     return 0 if cfg.get("whole_position", "first") == "first" else k - 1
 
 
-def test_faces(data: Path, image_size: int) -> tuple[tuple[Tensor, Tensor], Tensor]:
+def split_test_faces(data: Path, image_size: int) -> tuple[tuple[Tensor, Tensor], Tensor]:
     """The test split of ``data`` read once: the faces of the occlusion list that carry an occluder, as images
     (uint8, ``image_size``) and occluder opacity ``(N, 48, 48)``; and the images of the faces without an
     occluder (all-zero opacity, turned or not)."""
@@ -135,7 +135,7 @@ def occlusion_attention(run_dir: Path, data: Path) -> dict[str, Any]:
     """
     model, cfg, _ = _load_model(run_dir)
     size = cfg["image_size"]
-    (images, alpha), clean = test_faces(data, size)
+    (images, alpha), clean = split_test_faces(data, size)
     boxes, weights, mask = attention_on(model, images)
     whole = _whole_index(cfg, boxes.shape[1])
     keep = [j for j in range(boxes.shape[1]) if j != whole]

@@ -216,16 +216,10 @@ def field_figures(saliency: Tensor, boxes: Tensor, alpha: Tensor, coverage: Tens
     in_box = (s * box_weights(boxes, height, width)).sum((-2, -1)) / safe
     effective = (s * a[:, None]).sum((-2, -1)) / safe
 
-    most, least = [], []
-    for c_row, e_row, u_row in zip(coverage.to(torch.float64), effective, usable, strict=True):
-        c, e = c_row[u_row], e_row[u_row]
-        if c.numel() < 2 or bool((c == c[0]).all()):
-            continue
-        most.append(float(e[c == c.max()].mean()))
-        least.append(float(e[c == c.min()].mean()))
+    # by box coverage, the effective coverage of each face's most / least covered region (compared faces only)
+    by_box = mechanism_figures(coverage, effective, usable)
     return {"field_in_box": float(in_box[usable].mean()) if bool(usable.any()) else None,
-            "effective_most": sum(most) / len(most) if most else None,
-            "effective_least": sum(least) / len(least) if least else None}
+            "effective_most": by_box["most_covered"], "effective_least": by_box["least_covered"]}
 
 
 def relative_weights(weights: Tensor, present: Tensor, reference: Tensor, reference_present: Tensor) -> Tensor:
