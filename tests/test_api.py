@@ -125,12 +125,12 @@ x8 = torch.randn(2, 3, 8)
 s8 = sa8(x8)
 
 BAD_INPUT = [
-    ("x 2-D", lambda: sa8(torch.randn(3, 8)), ValueError, r"expected x of shape \(B, K, 8\), got 2-D shape \(3, 8\)"),
+    ("x 2-D", lambda: sa8(torch.randn(3, 8)), ValueError, r"expected x of shape \(B, K, D\), got 2-D shape \(3, 8\)"),
     (
         "x wrong D",
         lambda: sa8(torch.randn(8, 6, 256)),
         ValueError,
-        r"SelfAttentionPool\(dim=8\) expected x of shape \(B, K, 8\), got \(8, 6, 256\)",
+        r"self_attention_pool expected x of shape \(B, K, 8\) to match weight \(1, 8\), got \(8, 6, 256\)",
     ),
     ("x not tensor", lambda: sa8([[1.0]]), TypeError, r"expected x to be a torch.Tensor, got list"),
     (
@@ -163,7 +163,7 @@ BAD_INPUT = [
         "relation x wrong D",
         lambda: ra8(torch.randn(2, 3, 4), s8.pooled, s8.gates),
         ValueError,
-        r"RelationAttentionPool\(dim=8\) expected x of shape \(B, K, 8\), got \(2, 3, 4\)",
+        r"relation_attention_pool expected pooled of shape \(B, D\) = \(2, 4\) to match x \(2, 3, 4\), got \(2, 8\)",
     ),
     (
         "unknown variant",
@@ -204,7 +204,7 @@ BAD_INPUT = [
         "functional weight shape",
         lambda: RF.self_attention_pool(x8, torch.randn(1, 7)),
         ValueError,
-        r"expected weight of shape \(1, 8\) or \(8,\), got \(1, 7\)",
+        r"expected x of shape \(B, K, 7\) to match weight \(1, 7\), got \(2, 3, 8\)",
     ),
     (
         "functional bias shape",
@@ -216,7 +216,7 @@ BAD_INPUT = [
         "functional relation weight",
         lambda: RF.relation_attention_pool(x8, s8.pooled, s8.gates, torch.randn(1, 8)),
         ValueError,
-        r"expected weight of shape \(1, 16\) or \(16,\), got \(1, 8\)",
+        r"expected x of shape \(B, K, 4\) to match weight \(1, 8\), got \(2, 3, 8\)",
     ),
     (
         "functional variant",
@@ -235,5 +235,5 @@ def test_bad_input(case, fn, exc, pattern):
 
 def test_x_on_another_device_than_parameters():
     pool = SelfAttentionPool(8, device="meta")
-    with pytest.raises(ValueError, match=re.escape("expected x on meta like the parameters, got cpu")):
+    with pytest.raises(ValueError, match=re.escape("expected weight on cpu like x, got meta")):
         pool(x8)

@@ -13,7 +13,7 @@ from region_attention import (
     RegionCropper,
     RegionCrops,
 )
-from region_attention.functional import region_align
+from region_attention.functional import region_align, region_biased_loss
 
 LANDMARKS = torch.tensor(
     [
@@ -78,14 +78,17 @@ def test_boxes_and_mask_are_the_croppers(name, training):
     images = torch.rand(2, 3, 64, 48)
     landmarks = LANDMARKS if cropper.strategy == "landmarks" else None
     # random: the same generator state for both; in eval mode without one, both use the cropper's eval_seed
-    gen = torch.Generator().manual_seed(3) if training else None
-    boxes, mask = model.region_boxes(images, landmarks, gen)
-    gen = torch.Generator().manual_seed(3) if training else None
+    random = cropper.strategy == "random"
+    gen = torch.Generator().manual_seed(3) if training and random else None
+    boxes, mask, whole_index = model.boxes(images, landmarks, gen)
+    gen = torch.Generator().manual_seed(3) if training and random else None
     regions = cropper(images, landmarks=landmarks, generator=gen)
     torch.testing.assert_close(boxes, regions.boxes, rtol=1e-6, atol=1e-5)
     assert boxes.dtype == regions.boxes.dtype
     assert torch.equal(mask, regions.mask)
-    out = model(images, landmarks, generator=torch.Generator().manual_seed(3))
+    assert whole_index == regions.whole_index == cropper.whole_index
+    out = model(images, landmarks, generator=torch.Generator().manual_seed(3) if random else None)
+    assert out.regions.whole_index == cropper.whole_index
     assert out.logits.shape == (2, 5) and out.self_attention.weights.shape == (2, cropper.K)
 
 
@@ -98,7 +101,8 @@ def test_landmark_masks_flow_to_pools_and_loss():
     assert (out.relation_attention.weights[~mask] == 0).all()
     criterion = RegionAttentionLoss(margin=1.0, whole_index=model.whole_index)
     loss = criterion(out, torch.tensor([0, 1]))
-    torch.testing.assert_close(loss.region_biased, criterion.region_biased(out.self_attention.gates, mask))
+    expected = region_biased_loss(out.self_attention.gates, mask, margin=1.0, whole_index=model.whole_index)
+    torch.testing.assert_close(loss.region_biased, expected)
     loss.total.backward()
 
 
@@ -141,8 +145,8 @@ def test_embed_is_region_align_then_head():
     images = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
         fmap = model.feature_map(images)
-        boxes, _ = model.region_boxes(images)
-        feats = model.embed(fmap, boxes, (32, 32))
+        boxes = model.boxes(images).boxes
+        feats = model.embed(model.boxes(images), images)
         pooled = region_align(fmap, boxes, (32, 32), output_size=3, sampling_ratio=2)
         expected = model.head(pooled.flatten(0, 1)).flatten(1).reshape(2, 6, 12)
     torch.testing.assert_close(feats, expected)
@@ -260,9 +264,9 @@ def test_no_host_sync(device):
     ("kwargs", "exc", "pattern"),
     [
         ({"variant": "x"}, ValueError, "expected variant to be one of"),
-        ({"dropout": 1.5}, ValueError, r"expected dropout in \[0, 1\), got 1.5"),
+        ({"dropout": 1.5}, ValueError, r"expected dropout in \[0, 1\], got 1.5"),
         ({"cropper": "paper"}, TypeError, "expected cropper to be a RegionCropper or None, got str"),
-        ({"roi_size": 0}, ValueError, r"RegionAlign expected output_size to be a positive int"),
+        ({"roi_size": 0}, ValueError, r"RegionAlign expected output_size > 0, got 0"),
         ({"sampling_ratio": 0}, ValueError, r"expected sampling_ratio >= 1, got 0: torchvision's adaptive"),
     ],
 )

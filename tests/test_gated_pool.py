@@ -75,13 +75,16 @@ def _random_mask(bsz, k, gen, device="cpu"):
     return mask.to(device)
 
 
-@pytest.fixture(params=["fused", "plain"])
+def _all_rows(x, mask, *params):
+    """The plain path: every row scored (the reference of the present-rows gathering)."""
+    return G._score_rows(x, *params)
+
+
+@pytest.fixture(params=["present-rows", "all-rows"])
 def path(request, monkeypatch):
-    """Run a test through the eager fused scoring (tiny blocks) and through the plain autograd expression."""
-    if request.param == "plain":
-        monkeypatch.setattr(G, "_use_fused", lambda x: False)
-    else:
-        monkeypatch.setattr(G, "_CHUNK_ELEMENTS", 24)  # a few rows per block: exercises the block loop
+    """Run a test through the CPU scoring of the present rows only and through the plain all-rows path."""
+    if request.param == "all-rows":
+        monkeypatch.setattr(G, "_scores", _all_rows)
     return request.param
 
 
@@ -107,9 +110,9 @@ def test_matches_float64_reference(device, dtype, tol, path, gated, heads, bsz, 
 @pytest.mark.parametrize("gated", [True, False])
 @pytest.mark.parametrize("heads", [1, 2])
 @pytest.mark.parametrize("layout", ["none", "prefix", "scattered", "all"])
-def test_fused_and_plain_paths_agree_with_gradients(monkeypatch, gated, heads, layout):
-    """The eager fused scoring (blocks, gathering present rows) equals the plain autograd expression,
-    values and every gradient, in float64."""
+def test_present_rows_and_plain_paths_agree_with_gradients(monkeypatch, gated, heads, layout):
+    """Scoring the gathered present rows equals scoring every row (the plain path), values and every
+    gradient, in float64."""
     gen = torch.Generator().manual_seed(7)
     x = torch.randn(4, 9, 6, dtype=torch.float64, generator=gen, requires_grad=True)
     mask = {
@@ -120,9 +123,9 @@ def test_fused_and_plain_paths_agree_with_gradients(monkeypatch, gated, heads, l
     }[layout]
     pool = _pool(6, 5, heads, gated, dtype=torch.float64)
     results = []
-    for fused in (True, False):
-        monkeypatch.setattr(G, "_use_fused", lambda x, fused=fused: fused)
-        monkeypatch.setattr(G, "_CHUNK_ELEMENTS", 18)  # three rows per block
+    original = G._scores
+    for scores in (original, _all_rows):
+        monkeypatch.setattr(G, "_scores", scores)
         x.grad = None
         pool.zero_grad()
         out = pool(x, mask)
@@ -528,9 +531,9 @@ BAD_INPUT = [
         "x wrong D",
         lambda: pool8(torch.randn(2, 3, 5)),
         ValueError,
-        r"GatedAttentionPool\(dim=8\) expected x of shape \(B, K, 8\), got \(2, 3, 5\)",
+        r"gated_attention_pool expected x of shape \(B, K, 8\) to match v_weight \(4, 8\), got \(2, 3, 5\)",
     ),
-    ("x 2-D", lambda: pool8(torch.randn(3, 8)), ValueError, r"expected x of shape \(B, K, 8\), got 2-D shape \(3, 8\)"),
+    ("x 2-D", lambda: pool8(torch.randn(3, 8)), ValueError, r"expected x of shape \(B, K, D\), got 2-D shape \(3, 8\)"),
     (
         "x integer",
         lambda: pool8(torch.ones(2, 3, 8, dtype=torch.long)),
@@ -554,7 +557,7 @@ BAD_INPUT = [
         "x device",
         lambda: GatedAttentionPool(8, device="meta")(x8),
         ValueError,
-        r"expected x on meta like the parameters",
+        r"expected v_weight on cpu like x, got meta",
     ),
     ("dim 0", lambda: GatedAttentionPool(0), ValueError, r"GatedAttentionPool expected dim > 0, got 0"),
     ("hidden float", lambda: GatedAttentionPool(8, 2.0), TypeError, r"expected hidden to be an int, got float"),
@@ -571,7 +574,7 @@ BAD_INPUT = [
         "functional v_weight",
         lambda: RF.gated_attention_pool(x8, torch.randn(4, 7), w8),
         ValueError,
-        r"gated_attention_pool expected v_weight of shape \(\?, 8\), got \(4, 7\)",
+        r"gated_attention_pool expected x of shape \(B, K, 7\) to match v_weight \(4, 7\), got \(2, 3, 8\)",
     ),
     (
         "functional w_weight",

@@ -120,8 +120,8 @@ class _Out(NamedTuple):
     regions: Any
 
 
-def _network_output(logits, gates, mask):
-    return _Out(logits, SimpleNamespace(gates=gates), SimpleNamespace(mask=mask))
+def _network_output(logits, gates, mask, whole_index=None):
+    return _Out(logits, SimpleNamespace(gates=gates), SimpleNamespace(mask=mask, whole_index=whole_index))
 
 
 @pytest.mark.parametrize("whole_index", [0, -1])
@@ -145,6 +145,11 @@ def test_region_attention_loss_matches_references(whole_index, weighted):
     crops = gates[:, 1:] if whole_index == 0 else gates[:, :-1]
     ranking = F.margin_ranking_loss(crops.max(1).values, whole, torch.ones_like(whole), margin=0.1)
     torch.testing.assert_close(criterion.from_parts(logits, target, gates).region_biased, ranking)
+    # the output's whole_index, read when the loss has none, gives the same loss
+    carried = RegionAttentionLoss(0.1, rb_weight=0.5, class_weight=weight)(
+        _network_output(logits, gates, mask, whole_index), target
+    )
+    torch.testing.assert_close(carried.total, out.total)
 
 
 def test_region_attention_loss_soft_targets_match_cross_entropy():
@@ -170,7 +175,7 @@ def test_custom_classification_callable_replaces_cross_entropy():
     target = (torch.rand(6, 8, generator=gen) > 0.5).float() * 0.999 + 0.001
     gates = torch.rand(6, 4, generator=gen)
     criterion = RegionAttentionLoss(0.05, classification=multi_target)
-    out = criterion.from_parts(logits, target, gates)
+    out = criterion.from_parts(logits, target, gates, whole_index=0)
     assert calls == [(torch.float32, (6, 8))]  # called once, on float32 logits, with the target as given
     loop = sum(-max(math.log(t) + lp for t, lp in zip(tr, lr, strict=True))
                for tr, lr in zip(target.tolist(), F.log_softmax(logits.float(), -1).tolist(), strict=True)) / 6
@@ -198,7 +203,7 @@ def test_without_gates_only_the_classification_part_trains():
         (torch.tensor([[0], [1], [2]]), ValueError, r"got \(3, 1\); pass target\.squeeze\(1\)"),
         (torch.tensor([0, 4, 1]), ValueError, r"class indices in \[0, 3\] for 4 classes, got 4"),
         (torch.tensor([0, -1, 1]), ValueError, r"class indices in \[0, 3\].*got -1"),
-        (torch.tensor([0, 1]), ValueError, r"one row per logits row \(B = 3\).*\(2,\)"),
+        (torch.tensor([0, 1]), ValueError, r"target with batch size 3 like logits \(3, 4\), got target of shape \(2,\)"),
         (torch.tensor([True, False, True]), ValueError, r"integer class indices.*torch\.bool"),
     ],
 )

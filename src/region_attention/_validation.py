@@ -112,10 +112,15 @@ def check_positive_int(value: object, name: str, owner: str) -> int:
 
 
 def check_batch_size(value: object, owner: str, name: str = "batch_size") -> int:
-    """A positive int, or the symbolic batch size of ``torch.export`` / ``torch.compile(dynamic=True)``."""
+    """An int ``>= 0`` (an empty batch gives empty outputs), or the symbolic batch size of ``torch.export`` /
+    ``torch.compile(dynamic=True)``."""
     if isinstance(value, torch.SymInt):  # traced: the tensors' shapes already guarantee it
         return cast(int, value)
-    return check_positive_int(value, name, owner)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{owner} expected {name} to be an int, got {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"{owner} expected {name} >= 0, got {value}")
+    return value
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -133,7 +138,8 @@ FRACTION_TOLERANCE = 1e-3
 
 
 def check_images(images: object, owner: str) -> Tensor:
-    """Check ``images`` is a non-empty ``(B, C, H, W)`` floating point or uint8 tensor, not channels-last data."""
+    """Check ``images`` is a ``(B, C, H, W)`` floating point or uint8 tensor with data (``B = 0`` allowed),
+    not channels-last data."""
     if not isinstance(images, Tensor):
         hint = conversion_hint(images)
         if hint and not isinstance(images, (list, tuple)) and _package(images) == "numpy":
@@ -150,40 +156,111 @@ def check_images(images: object, owner: str) -> Tensor:
         )
     if not (images.is_floating_point() or images.dtype == torch.uint8):
         raise TypeError(f"{owner} expected images with a floating point or uint8 dtype, got {images.dtype}")
-    if images.shape[0] == 0:
-        raise ValueError(f"{owner} expected a non-empty batch of images (B >= 1), got {shape_str(images.shape)}")
+    check_computable(images, "images", owner)
     if min(images.shape[1:]) == 0:
         raise ValueError(f"{owner} expected images with C, H, W >= 1, got {shape_str(images.shape)}")
     return images
 
 
+def check_size(value: object, name: str, owner: str, *, square: bool = True) -> tuple[int, int]:
+    """``(height, width)`` of positive ints (an ``int`` too when ``square``), returned as ``(height, width)``.
+
+    A wrong type is a :class:`TypeError`, a size ``<= 0`` a :class:`ValueError`. ``torch.SymInt`` sizes (traced
+    with dynamic shapes) pass as they are.
+    """
+    ints = (int, torch.SymInt)
+    pair = (value, value) if square and isinstance(value, ints) and not isinstance(value, bool) else value
+    what = "an int or a (height, width) pair of ints" if square else "a (height, width) pair of ints"
+    if (
+        not isinstance(pair, (tuple, list, torch.Size))
+        or len(pair) != 2
+        or any(isinstance(v, bool) or not isinstance(v, ints) for v in pair)
+    ):
+        raise TypeError(f"{owner} expected {name} to be {what}, got {value!r}")
+    if any(not isinstance(v, torch.SymInt) and v <= 0 for v in pair):
+        raise ValueError(f"{owner} expected {name} > 0, got {value!r}")
+    return cast(int, pair[0]), cast(int, pair[1])
+
+
 def check_output_size(output_size: object, owner: str) -> tuple[int, int]:
     """``int`` or ``(height, width)`` of positive ints, returned as ``(height, width)``."""
-    size = (output_size, output_size) if isinstance(output_size, int) else output_size
-    if (
-        not isinstance(size, (tuple, list))
-        or len(size) != 2
-        or any(isinstance(s, bool) or not isinstance(s, int) for s in size)
-    ):
-        raise TypeError(
-            f"{owner} expected output_size to be an int or a (height, width) pair of ints, got {output_size!r}"
+    return check_size(output_size, "output_size", owner)
+
+
+def check_image_size(image_size: object, owner: str, *, square: bool = False) -> tuple[int, int]:
+    """A ``(height, width)`` pair of positive ints (an ``int`` too with ``square``)."""
+    return check_size(image_size, "image_size", owner, square=square)
+
+
+def check_dropout(value: object, owner: str) -> float:
+    """``dropout`` is a probability in ``[0, 1]``, as for ``nn.Dropout`` (1 zeroes everything)."""
+    return check_number(value, "dropout", owner, high=1.0)
+
+
+def check_bool(value: object, name: str, owner: str) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{owner} expected {name} to be a bool, got {type(value).__name__}")
+    return value
+
+
+def check_number(value: object, name: str, owner: str, *, low: float = 0.0, high: float | None = None) -> float:
+    """A real Python number in ``[low, high]`` (NaN refused)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{owner} expected {name} to be a float, got {type(value).__name__}")
+    if not (value >= low and (high is None or value <= high)):
+        bounds = f"in [{low:g}, {high:g}]" if high is not None else f">= {low:g}"
+        raise ValueError(f"{owner} expected {name} {bounds}, got {value}")
+    return float(value)
+
+
+def check_whole_index(value: object, owner: str, *, optional: bool = False) -> int | None:
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        expected = "an int or None" if optional else "an int"
+        raise TypeError(f"{owner} expected whole_index to be {expected}, got {type(value).__name__}")
+    return value
+
+
+#: What the region biased loss reduces its rows to.
+REDUCTIONS = ("mean", "sum", "none")
+
+
+def check_loss_settings(margin: object, whole_index: object, reduction: object, owner: str) -> None:
+    check_number(margin, "margin", owner)
+    check_whole_index(whole_index, owner)
+    check_choice(reduction, "reduction", REDUCTIONS, owner)
+
+
+def check_sampling_ratio(value: object, owner: str) -> int:
+    """``sampling_ratio`` must be a fixed grid ``>= 1``; say why the adaptive grid is not offered."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{owner} expected sampling_ratio to be an int, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(
+            f"{owner} expected sampling_ratio >= 1, got {value}: torchvision's adaptive grid (sampling_ratio "
+            "<= 0, ceil(box size / output size) samples per bin) depends on the box values, which would need "
+            "data-dependent shapes and a device synchronisation; pick a fixed grid such as 2"
         )
-    if size[0] <= 0 or size[1] <= 0:
-        raise ValueError(f"{owner} expected output_size > 0, got {output_size!r}")
-    return int(size[0]), int(size[1])
+    return value
 
 
-def check_image_size(image_size: object, owner: str) -> tuple[int, int]:
-    """A ``(height, width)`` pair of positive ints."""
-    if (
-        not isinstance(image_size, (tuple, list, torch.Size))
-        or len(image_size) != 2
-        or any(isinstance(s, bool) or not isinstance(s, int) for s in image_size)
-    ):
-        raise TypeError(f"{owner} expected image_size to be a (height, width) pair of ints, got {image_size!r}")
-    if image_size[0] <= 0 or image_size[1] <= 0:
-        raise ValueError(f"{owner} expected image_size > 0, got {tuple(image_size)}")
-    return int(image_size[0]), int(image_size[1])
+def check_same_batch(value: Tensor, name: str, batch: int, reference: str, owner: str) -> None:
+    """``value``'s first dimension is ``batch``, the batch size of ``reference``."""
+    if value.dim() == 0 or value.shape[0] != batch:
+        raise ValueError(
+            f"{owner} expected {name} with batch size {batch} like {reference}, got {name} of shape "
+            f"{shape_str(value.shape)}"
+        )
+
+
+def check_computable(value: Tensor, name: str, owner: str) -> None:
+    """Refuse meta tensors (shapes without data) where values are computed."""
+    if value.device.type == "meta":
+        raise ValueError(
+            f"{owner} expected {name} with data, got a meta tensor (a shape without values); materialise it "
+            "first (e.g. module.to_empty(device=...) and real weights)"
+        )
 
 
 def check_output_dtype(dtype: object, images: Tensor | None, owner: str) -> torch.dtype:
@@ -267,20 +344,23 @@ def check_unit_boxes(boxes: Sequence[Box], owner: str, name: str = "boxes") -> t
     return tuple(boxes)
 
 
-def check_box_tensor(boxes: Tensor, images: Tensor, owner: str) -> Tensor:
-    """A ``(K, 4)`` or ``(B, K, 4)`` real tensor on the images' device (shapes only, no values)."""
-    bsz = images.shape[0]
-    if boxes.dim() not in (2, 3) or boxes.shape[-1] != 4 or (boxes.dim() == 3 and boxes.shape[0] != bsz):
-        raise ValueError(
-            f"{owner} expected boxes of shape (K, 4) or (B, K, 4) = (K, 4) or ({bsz}, K, 4), "
-            f"got {shape_str(boxes.shape)}"
-        )
+def check_box_tensor(
+    boxes: object, batch_size: int, device: torch.device, owner: str, *, shared: bool = True, like: str = "the images"
+) -> Tensor:
+    """A ``(B, K, 4)`` (or, with ``shared``, ``(K, 4)``) real tensor on ``device`` (shapes only, no values)."""
+    boxes = check_tensor(boxes, "boxes", owner)
+    three = boxes.dim() == 3 and boxes.shape[0] == batch_size
+    if boxes.shape[-1:] != (4,) or not (three or (shared and boxes.dim() == 2)):
+        expected = f"(B, K, 4) = ({batch_size}, K, 4)"
+        if shared:
+            expected = f"(K, 4) or {expected}"
+        raise ValueError(f"{owner} expected boxes of shape {expected} to match {like}, got {shape_str(boxes.shape)}")
     if boxes.shape[-2] == 0:
         raise ValueError(f"{owner} expected at least one box (K >= 1), got {shape_str(boxes.shape)}")
     if boxes.dtype == torch.bool or boxes.is_complex():
         raise TypeError(f"{owner} expected boxes with a real dtype, got {boxes.dtype}")
-    if boxes.device != images.device:
-        raise ValueError(f"{owner} expected boxes on {images.device} like the images, got {boxes.device}")
+    if boxes.device != device:
+        raise ValueError(f"{owner} expected boxes on {device} like {like}, got {boxes.device}")
     return boxes
 
 
@@ -367,3 +447,38 @@ def warn_ignored_landmarks(owner: str, stacklevel: int = 2) -> None:
         UserWarning,
         stacklevel=stacklevel + 1,
     )
+
+
+def check_boxes_flag(check_boxes: object, boxes: Tensor, owner: str, mask: Tensor | None = None,
+                     image_size: tuple[int, int] | None = None) -> None:
+    """The one place where the ops that take boxes decide whether to read their values.
+
+    With ``check_boxes`` true (outside ``torch.compile``) :func:`check_box_values` runs: it reads the values,
+    a host synchronisation on accelerators; ``False`` skips it for a hot path.
+    """
+    if check_bool(check_boxes, "check_boxes", owner) and not torch.compiler.is_compiling():
+        check_box_values(boxes, owner, None if mask is None else mask.to(boxes.device), image_size)
+
+
+#: The strategy each strategy-specific option of the region boxes belongs to.
+STRATEGY_OPTIONS = {
+    "boxes": "fixed",
+    "num_regions": "random",
+    "scale": "random",
+    "eval_seed": "random",
+    "generator": "random",
+    "radius": "landmarks",
+    "border": "landmarks",
+}
+
+
+def check_strategy_options(strategy: str, given: dict[str, object], owner: str) -> None:
+    """Refuse an option given (not ``None``) for a strategy it does not belong to, as ``nn.Upsample`` refuses
+    ``align_corners`` for a mode without corners: the option would be silently ignored otherwise."""
+    for name, value in given.items():
+        belongs = STRATEGY_OPTIONS[name]
+        if value is not None and belongs != strategy:
+            raise ValueError(
+                f"{owner} got {name}={value!r}, an option of strategy={belongs!r} only; strategy={strategy!r} "
+                f"does not use it, so leave it out (None)"
+            )

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from ._validation import (
     Box,
+    check_bool,
     check_box_list,
     check_choice,
     check_images,
@@ -19,11 +20,20 @@ from ._validation import (
     check_positive_int,
     check_radius,
     check_scale,
+    check_strategy_options,
     check_unit_boxes,
     shape_str,
     warn_ignored_landmarks,
 )
-from .functional.boxes import BOX_PRESETS, LANDMARK_BORDERS, STRATEGIES, WHOLE_POSITIONS, RegionBoxes, region_boxes
+from .functional.boxes import (
+    BOX_PRESETS,
+    LANDMARK_BORDERS,
+    LANDMARK_REGIONS,
+    STRATEGIES,
+    WHOLE_POSITIONS,
+    RegionBoxes,
+    region_boxes,
+)
 from .functional.crop import crop_regions
 
 __all__ = ["STRATEGIES", "RegionCropper", "RegionCrops"]
@@ -40,11 +50,14 @@ class RegionCrops(NamedTuple):
         boxes: each region's ``(x1, y1, x2, y2)`` in continuous pixel coordinates of the input image,
             ``(B, K, 4)``, at least float32; all zeros where ``mask`` is ``False``.
         mask: ``(B, K)`` bool, ``True`` = region present; pass it to the pools and the loss.
+        whole_index: index of the whole face among the ``K`` regions (0 or -1), ``None`` without one;
+            :class:`~region_attention.RegionAttentionLoss` reads it from the network's output.
     """
 
     crops: Tensor | None
     boxes: Tensor
     mask: Tensor
+    whole_index: int | None = None
 
 
 class RegionCropper(nn.Module):
@@ -59,7 +72,9 @@ class RegionCropper(nn.Module):
     number of regions ``K`` is fixed per cropper; regions that cannot exist (landmark strategy) are
     zero and ``False`` in ``mask``.
 
-    Strategies:
+    Strategies (an option of one strategy given to another raises :class:`ValueError` naming the strategy it
+    belongs to, as ``nn.Upsample`` refuses ``align_corners`` for a mode it does not apply to; ``None``, the
+    default, takes the strategy's own default):
 
     - ``"fixed"``: the same boxes for every image: ``boxes="paper"`` (the paper's five regions),
       ``"authors-affectnet"`` (the seven of the authors' AffectNet code), or a ``(k, 4)`` tensor or
@@ -68,8 +83,9 @@ class RegionCropper(nn.Module):
     - ``"random"``: ``num_regions`` boxes per image with side ratio drawn from ``scale`` of the face and a
       random position inside it (:func:`~region_attention.functional.random_boxes`), from ``generator``
       when given. In eval mode without a generator the boxes are drawn from a generator seeded with
-      ``eval_seed`` on every call, so evaluation is deterministic (the same batch position always gets
-      the same boxes); ``eval_seed=None`` keeps them random in eval mode too.
+      ``eval_seed`` (default 0) on every call, so evaluation is deterministic (the same batch position
+      always gets the same boxes); pass a ``generator`` for fresh boxes in eval mode (test-time
+      augmentation).
     - ``"landmarks"``: one square box per landmark, centred on it with half-side ``radius`` times the face
       side (the image's shorter side), with the border policy ``border``
       (:func:`~region_attention.functional.landmark_boxes`). Needs ``landmarks`` ``(B, 5, 2)`` or
@@ -78,17 +94,17 @@ class RegionCropper(nn.Module):
     Args:
         output_size: ``int`` or ``(height, width)`` of every region (the backbone's input size).
         strategy: ``"fixed"`` (default), ``"random"`` or ``"landmarks"``.
-        boxes: for ``"fixed"``: a preset name or normalised boxes in :math:`[0, 1]`.
-        num_regions: for ``"random"``: regions per image (besides the whole face).
-        scale: for ``"random"``: range of the side ratio, ``0 < min <= max <= 1``.
-        radius: for ``"landmarks"``: half-side of a region over the face side, ``> 0``.
+        boxes: for ``"fixed"``: a preset name (default ``"paper"``) or normalised boxes in :math:`[0, 1]`.
+        num_regions: for ``"random"``: regions per image (besides the whole face), default 5.
+        scale: for ``"random"``: range of the side ratio, ``0 < min <= max <= 1``, default ``(0.7, 0.95)``.
+        radius: for ``"landmarks"``: half-side of a region over the face side, ``> 0``, default 0.4.
         border: for ``"landmarks"``: ``"shift"`` (default), ``"clip"``, ``"pad"`` or ``"drop"``.
         include_whole: add the whole face as a region (the paper's :math:`I_0`).
         whole_position: ``"first"`` (the paper: ``whole_index`` 0) or ``"last"`` (the authors' code:
             ``whole_index`` -1).
         antialias: widen the interpolation filter when a region is shrunk; use it when the images are
             more than about twice the output size, where plain bilinear sampling skips pixels and aliases.
-        eval_seed: for ``"random"`` in eval mode without a generator; ``None`` draws fresh boxes.
+        eval_seed: for ``"random"``: the seed of the boxes in eval mode without a generator, default 0.
         dtype: dtype of the crops; default the images' floating dtype (float32 for uint8 images, which
             are divided by 255 like ``ToTensor``).
 
@@ -131,42 +147,46 @@ class RegionCropper(nn.Module):
         output_size: int | tuple[int, int] = 224,
         *,
         strategy: str = "fixed",
-        boxes: str | Tensor | Sequence[Sequence[float]] = "paper",
-        num_regions: int = 5,
-        scale: tuple[float, float] = (0.7, 0.95),
-        radius: float = 0.4,
-        border: str = "shift",
+        boxes: str | Tensor | Sequence[Sequence[float]] | None = None,
+        num_regions: int | None = None,
+        scale: tuple[float, float] | None = None,
+        radius: float | None = None,
+        border: str | None = None,
         include_whole: bool = True,
         whole_position: str = "first",
         antialias: bool = False,
-        eval_seed: int | None = 0,
+        eval_seed: int | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         owner = type(self).__name__
         self.output_size = check_output_size(output_size, owner)
         self.strategy = check_choice(strategy, "strategy", STRATEGIES, owner)
-        self.num_regions = check_positive_int(num_regions, "num_regions", owner)
-        self.scale = check_scale(scale, owner)
-        self.radius = check_radius(radius, owner)
-        self.border = check_choice(border, "border", LANDMARK_BORDERS, owner)
-        for name, flag in (("include_whole", include_whole), ("antialias", antialias)):
-            if not isinstance(flag, bool):
-                raise TypeError(f"{owner} expected {name} to be a bool, got {type(flag).__name__}")
-        self.include_whole = include_whole
-        self.whole_position = check_choice(whole_position, "whole_position", WHOLE_POSITIONS, owner)
-        self.antialias = antialias
+        options = {"boxes": boxes, "num_regions": num_regions, "scale": scale, "eval_seed": eval_seed}
+        check_strategy_options(strategy, {**options, "radius": radius, "border": border}, owner)
+        random, landmark = strategy == "random", strategy == "landmarks"
+        #: The options of the strategy (``None`` for the options of the other strategies).
+        self.num_regions = None
+        if random:
+            self.num_regions = check_positive_int(5 if num_regions is None else num_regions, "num_regions", owner)
+        self.scale = check_scale((0.7, 0.95) if scale is None else scale, owner) if random else None
+        self.radius = check_radius(0.4 if radius is None else radius, owner) if landmark else None
+        self.border = check_choice(border or "shift", "border", LANDMARK_BORDERS, owner) if landmark else None
         if eval_seed is not None and (isinstance(eval_seed, bool) or not isinstance(eval_seed, int)):
             raise TypeError(f"{owner} expected eval_seed to be an int or None, got {type(eval_seed).__name__}")
-        self.eval_seed = eval_seed
+        self.eval_seed = (0 if eval_seed is None else eval_seed) if random else None
+        self.include_whole = check_bool(include_whole, "include_whole", owner)
+        self.whole_position = check_choice(whole_position, "whole_position", WHOLE_POSITIONS, owner)
+        self.antialias = check_bool(antialias, "antialias", owner)
         self.dtype = None if dtype is None else check_output_dtype(dtype, None, owner)
-        #: Index of the whole face among the regions (0 or -1), or ``None`` without ``include_whole``;
-        #: pass it to :class:`~region_attention.RegionBiasedLoss`.
+        #: Index of the whole face among the regions (0 or -1), or ``None`` without ``include_whole``; it
+        #: travels with the regions (``RegionCrops.whole_index``) to the loss.
         self.whole_index: int | None = (0 if whole_position == "first" else -1) if include_whole else None
         self.boxes_name: str | None = None
         #: The fixed boxes, normalised ``(x1, y1, x2, y2)`` in [0, 1] (empty for the other strategies).
         self.fixed_boxes: tuple[Box, ...] = ()
         if strategy == "fixed":
+            boxes = "paper" if boxes is None else boxes
             if isinstance(boxes, str):
                 self.boxes_name = check_choice(boxes, "boxes", tuple(BOX_PRESETS), owner)
                 self.fixed_boxes = BOX_PRESETS[boxes]
@@ -187,7 +207,7 @@ class RegionCropper(nn.Module):
         """The number of regions per image besides the whole face."""
         if self.strategy == "fixed":
             return len(self.fixed_boxes)
-        return self.num_regions if self.strategy == "random" else 5
+        return self.num_regions if self.num_regions is not None else LANDMARK_REGIONS
 
     @property
     def K(self) -> int:
@@ -245,9 +265,11 @@ class RegionCropper(nn.Module):
         elif landmarks is not None:
             warn_ignored_landmarks(owner, stacklevel=2)
             landmarks = None
+        if self.strategy != "random" and generator is not None:
+            raise ValueError(f"{owner} got a generator, which only strategy='random' draws from; leave it out")
         if self.strategy == "random" and generator is None and not self.training and self.eval_seed is not None:
             generator = torch.Generator(device=images.device).manual_seed(self.eval_seed)
-        fixed = self._fixed_unit_boxes(images.device, box_dtype) if self.strategy == "fixed" else "paper"
+        fixed = self._fixed_unit_boxes(images.device, box_dtype) if self.strategy == "fixed" else None
         return region_boxes(
             self.strategy,
             bsz,
@@ -288,7 +310,7 @@ class RegionCropper(nn.Module):
             mask=regions.mask if self.strategy == "landmarks" else None,
             check_boxes=False,  # the cropper's own boxes: valid by construction, and no device sync
         )
-        return RegionCrops(crops, regions.boxes.contiguous(), regions.mask)
+        return RegionCrops(crops, regions.boxes.contiguous(), regions.mask, regions.whole_index)
 
     def extra_repr(self) -> str:
         parts = [f"output_size={self.output_size}", f"strategy={self.strategy!r}"]

@@ -11,8 +11,8 @@ import torch
 from torch import Tensor, nn
 
 from . import functional as RF
-from ._validation import check_positive_int, check_region_features, check_same_device, shape_str
-from .functional.gated import GatedAttentionOutput, check_dropout
+from ._validation import check_bool, check_dropout, check_positive_int, shape_str
+from .functional.gated import GatedAttentionOutput
 
 __all__ = ["GatedAttentionOutput", "GatedAttentionPool", "pad_bags"]
 
@@ -94,9 +94,7 @@ class GatedAttentionPool(nn.Module):
         self.dim = check_positive_int(dim, "dim", owner)
         self.hidden = check_positive_int(hidden, "hidden", owner)
         self.heads = check_positive_int(heads, "heads", owner)
-        if not isinstance(gated, bool):
-            raise TypeError(f"{owner} expected gated to be a bool, got {type(gated).__name__}")
-        self.gated = gated
+        self.gated = check_bool(gated, "gated", owner)
         self.dropout = check_dropout(dropout, owner)
         self.V = nn.Linear(dim, hidden, device=device, dtype=dtype)
         self.U = nn.Linear(dim, hidden, device=device, dtype=dtype) if gated else None
@@ -117,9 +115,6 @@ class GatedAttentionPool(nn.Module):
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> GatedAttentionOutput:
         """Pool instance features ``x`` ``(B, K, D)``; ``mask`` ``(B, K)`` bool, True = present."""
-        owner = f"{type(self).__name__}(dim={self.dim})"
-        x = check_region_features(x, owner, self.dim)
-        check_same_device(x, "x", self.V.weight.device, owner)
         return RF.gated_attention_pool(
             x,
             self.V.weight,

@@ -10,8 +10,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import functional as RF
-from ._validation import check_tensor, shape_str
-from .functional.loss import check_loss_settings
+from ._validation import (
+    check_floating,
+    check_loss_settings,
+    check_number,
+    check_same_batch,
+    check_tensor,
+    check_whole_index,
+    shape_str,
+)
 
 __all__ = ["RANLossOutput", "RegionAttentionLoss", "RegionBiasedLoss"]
 
@@ -83,28 +90,30 @@ class RegionAttentionLoss(nn.Module):
     with :math:`\lambda = 1` by default (the paper's 1:1 weighting). :meth:`forward` reads ``output.logits``,
     ``output.self_attention.gates`` and ``output.regions.mask`` of a
     :class:`~region_attention.RegionAttentionNetwork` output, so masked (missing) regions never count as the
-    best crop. The whole face is region ``whole_index`` of *this loss* (the output does not say where the
-    whole face is): pass the network's ``whole_index`` (``RegionAttentionNetwork.whole_index``, 0 for the
-    paper's cropper, -1 for the authors' order).
+    best crop, and the whole face is the region ``output.regions.whole_index`` says (the cropper's: 0 for the
+    paper's order, -1 for the authors'). A ``whole_index`` given to this loss must agree with the output's
+    (a :class:`ValueError` names both otherwise); it is needed only for outputs that do not say, such as
+    regions you built yourself.
 
-    :meth:`from_parts` takes the pieces instead; with ``gates=None`` (a network without self-attention, such
-    as the paper's whole-face baseline) the region biased part is 0 and only the classification loss trains.
+    :meth:`from_parts` takes the pieces instead, and the whole face's index explicitly (or this loss's
+    ``whole_index``); with ``gates=None`` (a network without self-attention, such as the paper's whole-face
+    baseline) the region biased part is 0 and only the classification loss trains.
 
     Args:
         margin: margin :math:`\alpha` of the region biased loss (paper: 0.02; authors' FERPlus code: 0.1).
         rb_weight: :math:`\lambda`; 0 trains without the region biased loss.
-        whole_index: index of the whole face among the regions (0: paper; -1: authors' order). Pass the
-            network's ``whole_index``; a cropper without a whole face has none, and the region biased loss is
-            then undefined (use ``rb_weight=0`` and any index).
-        class_weight: optional per-class weights for the cross-entropy (e.g. inverse class frequency).
-        label_smoothing: as in :func:`torch.nn.functional.cross_entropy`.
+        whole_index: index of the whole face among the regions (0: paper; -1: authors' order), or ``None``
+            (default) to read it from the network's output. Regions without a whole face have none, and the
+            region biased loss is then undefined: use ``rb_weight=0``.
+        class_weight: optional per-class weights ``(C,)`` for the cross-entropy (e.g. inverse class frequency).
+        label_smoothing: in :math:`[0, 1]`, as in :func:`torch.nn.functional.cross_entropy`.
         classification: optional ``(logits, target) -> scalar`` used instead of the cross-entropy (soft-label
             or multi-target losses, for example); it receives the logits in float32 (or wider) and the target
             as given, and only the batch sizes are checked. Cannot be combined with ``class_weight`` or
             ``label_smoothing`` (put them into the callable).
 
     Shapes:
-        - logits: :math:`(B, C)`
+        - logits: :math:`(B, C)`, real floating point
         - target: :math:`(B,)` integer class indices in :math:`[0, C)`, or :math:`(B, C)` class probabilities
           (label distributions, as in FERPlus' "crossentropy" mode); anything with a ``classification``
           callable, as long as it has :math:`B` rows
@@ -112,9 +121,9 @@ class RegionAttentionLoss(nn.Module):
         - output: :class:`RANLossOutput` of three scalars
 
     Targets are checked before the cross-entropy: floating-point class indices, a :math:`(B, 1)` target, a
-    batch-size mismatch and (for targets on the CPU, where it costs no device synchronisation) class indices
-    outside :math:`[0, C)` raise ValueError/TypeError saying what to pass instead; ``-100`` is skipped, as
-    ``F.cross_entropy``'s ``ignore_index``.
+    batch-size mismatch (also of the gates and the mask) and (for targets on the CPU, where it costs no device
+    synchronisation) class indices outside :math:`[0, C)` raise ValueError/TypeError saying what to pass
+    instead; ``-100`` is skipped, as ``F.cross_entropy``'s ``ignore_index``.
 
     Example:
         >>> import torch
@@ -122,7 +131,7 @@ class RegionAttentionLoss(nn.Module):
         >>> criterion = RegionAttentionLoss(margin=0.02)
         >>> logits = torch.randn(4, 8)
         >>> gates = torch.rand(4, 6)
-        >>> out = criterion.from_parts(logits, torch.tensor([0, 1, 2, 3]), gates)
+        >>> out = criterion.from_parts(logits, torch.tensor([0, 1, 2, 3]), gates, whole_index=0)
         >>> torch.allclose(out.total, out.classification + out.region_biased)
         True
         >>> baseline = criterion.from_parts(logits, torch.tensor([0, 1, 2, 3]))  # no gates: rb = 0
@@ -137,16 +146,18 @@ class RegionAttentionLoss(nn.Module):
         margin: float = 0.02,
         *,
         rb_weight: float = 1.0,
-        whole_index: int = 0,
+        whole_index: int | None = None,
         class_weight: Tensor | None = None,
         label_smoothing: float = 0.0,
         classification: Callable[[Tensor, Tensor], Tensor] | None = None,
     ) -> None:
         super().__init__()
         owner = type(self).__name__
-        check_loss_settings(margin, whole_index, "mean", owner)
-        if isinstance(rb_weight, bool) or not isinstance(rb_weight, (int, float)) or not rb_weight >= 0:
-            raise ValueError(f"{owner} expected rb_weight >= 0, got {rb_weight!r}")
+        check_loss_settings(margin, 0 if whole_index is None else whole_index, "mean", owner)
+        self.margin = float(margin)
+        self.whole_index = whole_index
+        self.rb_weight = check_number(rb_weight, "rb_weight", owner)
+        self.label_smoothing = check_number(label_smoothing, "label_smoothing", owner, high=1.0)
         if classification is not None and not callable(classification):
             raise TypeError(
                 f"{owner} expected classification to be a callable (logits, target) -> scalar, "
@@ -157,12 +168,11 @@ class RegionAttentionLoss(nn.Module):
                 f"{owner} got classification= together with class_weight or label_smoothing, expected one of "
                 "them: the callable replaces the cross-entropy, so apply weights or smoothing inside it"
             )
-        if class_weight is not None and (not isinstance(class_weight, Tensor) or class_weight.dim() != 1):
-            shape = shape_str(class_weight.shape) if isinstance(class_weight, Tensor) else type(class_weight).__name__
-            raise ValueError(f"{owner} expected class_weight of shape (C,), got {shape}")
-        self.region_biased = RegionBiasedLoss(margin, whole_index=whole_index)
-        self.rb_weight = float(rb_weight)
-        self.label_smoothing = float(label_smoothing)
+        if class_weight is not None:
+            class_weight = check_tensor(class_weight, "class_weight", owner)
+            check_floating(class_weight, "class_weight", owner)
+            if class_weight.dim() != 1:
+                raise ValueError(f"{owner} expected class_weight of shape (C,), got {shape_str(class_weight.shape)}")
         self.classification = classification
         self.class_weight: Tensor | None
         self.register_buffer("class_weight", None if class_weight is None else class_weight.detach().clone())
@@ -174,19 +184,23 @@ class RegionAttentionLoss(nn.Module):
         target = check_tensor(target, "target", owner)
         if logits.dim() != 2:
             raise ValueError(f"{owner} expected logits of shape (B, C), got {shape_str(logits.shape)}")
-        if target.dim() == 0 or target.shape[0] != logits.shape[0]:
-            raise ValueError(
-                f"{owner} expected a target with one row per logits row (B = {logits.shape[0]}), "
-                f"got target of shape {shape_str(target.shape)} for logits {shape_str(logits.shape)}"
-            )
+        if logits.is_complex() or not logits.is_floating_point():
+            raise TypeError(f"{owner} expected logits with a real floating point dtype, got {logits.dtype}")
+        check_same_batch(target, "target", logits.shape[0], f"logits {shape_str(logits.shape)}", owner)
         logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
         if self.classification is not None:
             return self.classification(logits, target)
         self._check_ce_target(logits, target)
+        weight = self.class_weight
+        if weight is not None and weight.shape[0] != logits.shape[1]:
+            raise ValueError(
+                f"{owner} expected class_weight with one weight per class, C = {logits.shape[1]} like logits "
+                f"{shape_str(logits.shape)}, got class_weight of shape {shape_str(weight.shape)}"
+            )
         return F.cross_entropy(
             logits,
             target if not target.is_floating_point() else target.to(logits.dtype),
-            weight=None if self.class_weight is None else self.class_weight.to(logits.dtype),
+            weight=None if weight is None else weight.to(logits.dtype),
             label_smoothing=self.label_smoothing,
         )
 
@@ -220,18 +234,39 @@ class RegionAttentionLoss(nn.Module):
                 )
 
     def from_parts(
-        self, logits: Tensor, target: Tensor, gates: Tensor | None = None, mask: Tensor | None = None
+        self,
+        logits: Tensor,
+        target: Tensor,
+        gates: Tensor | None = None,
+        mask: Tensor | None = None,
+        *,
+        whole_index: int | None = None,
     ) -> RANLossOutput:
-        """The loss from logits, targets, self-attention gates (None: no region biased part) and the mask."""
+        """The loss from logits, targets, self-attention gates (None: no region biased part) and the mask.
+
+        ``whole_index`` is the whole face's index among the gates' regions; default this loss's
+        ``whole_index``. One of the two is needed when the region biased part is computed.
+        """
+        owner = f"{type(self).__name__}.from_parts"
         ce = self.classification_loss(logits, target)
         if self.rb_weight == 0 or gates is None:
-            rb = torch.zeros((), dtype=ce.dtype, device=ce.device)
-        else:
-            rb = self.region_biased(gates, mask).to(ce.dtype)
+            return RANLossOutput(ce, ce, torch.zeros((), dtype=ce.dtype, device=ce.device))
+        index = check_whole_index(whole_index, owner, optional=True)
+        index = self.whole_index if index is None else index
+        if index is None:
+            raise ValueError(
+                f"{owner} expected whole_index (the whole face's index among the regions) for the region biased "
+                "loss, got None here and in the loss; pass whole_index=..., call the loss on the network's "
+                "output, which carries it, or use rb_weight=0"
+            )
+        gates = check_tensor(gates, "gates", owner)
+        check_same_batch(gates, "gates", logits.shape[0], f"logits {shape_str(logits.shape)}", owner)
+        rb = RF.region_biased_loss(gates, mask, margin=self.margin, whole_index=index).to(ce.dtype)
         return RANLossOutput(ce + self.rb_weight * rb, ce, rb)
 
     def forward(self, output: Any, target: Tensor) -> RANLossOutput:
-        """The loss of a :class:`~region_attention.RegionAttentionNetwork` output against ``target``."""
+        """The loss of a network's :class:`~region_attention.RANOutput` against ``target``; the whole face is
+        the one ``output.regions.whole_index`` names."""
         owner = type(self).__name__
         if isinstance(output, Tensor):
             raise TypeError(
@@ -245,10 +280,21 @@ class RegionAttentionLoss(nn.Module):
                 f"{owner} expected a RegionAttentionNetwork output, got {type(output).__name__} without "
                 f"{', '.join(missing)}; for a network without self-attention use from_parts(logits, target)"
             )
-        return self.from_parts(output.logits, target, output.self_attention.gates, output.regions.mask)
+        gates, regions = output.self_attention.gates, output.regions
+        index = getattr(regions, "whole_index", None)
+        if index is not None and self.whole_index is not None and isinstance(gates, Tensor) and gates.dim() == 2:
+            k = gates.shape[1]
+            if -k <= self.whole_index < k and self.whole_index % k != index % k:
+                raise ValueError(
+                    f"{owner} was given whole_index={self.whole_index}, but the output's regions have the whole "
+                    f"face at whole_index={index} (of K = {k}); leave whole_index out to use the output's"
+                )
+        index = self.whole_index if index is None else index
+        return self.from_parts(output.logits, target, gates, regions.mask, whole_index=index)
 
     def extra_repr(self) -> str:
-        text = f"rb_weight={self.rb_weight}, label_smoothing={self.label_smoothing}"
+        text = f"margin={self.margin}, rb_weight={self.rb_weight}, whole_index={self.whole_index}"
+        text += f", label_smoothing={self.label_smoothing}"
         if self.classification is not None:
             name = getattr(self.classification, "__name__", type(self.classification).__name__)
             text += f", classification={name}"

@@ -6,10 +6,22 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
+from einops import rearrange
 from torch import Tensor, nn
+from typing_extensions import override
 
-from ._validation import check_choice, check_positive_int, check_tensor, shape_str
+from ._validation import (
+    check_bool,
+    check_choice,
+    check_dropout,
+    check_images,
+    check_positive_int,
+    check_tensor,
+    shape_str,
+)
 from .cropping import RegionCropper, RegionCrops
+from .functional.boxes import RegionBoxes
+from .functional.crop import crop_regions
 from .functional.pooling import VARIANTS, RelationAttentionOutput, SelfAttentionOutput
 from .pooling import RelationAttentionPool, SelfAttentionPool
 from .region_align import RegionAlign
@@ -26,9 +38,9 @@ class RANOutput(NamedTuple):
         logits: ``(B, num_classes)``, the classifier on :math:`P_{RAN}`.
         self_attention: the :class:`~region_attention.SelfAttentionPool` output (pooled, weights, gates).
         relation_attention: the :class:`~region_attention.RelationAttentionPool` output.
-        regions: the :class:`~region_attention.RegionCrops` of the regions (crops, boxes, mask). From
-            :class:`FeatureRegionAttentionNetwork`, which crops no pixels, ``crops`` is ``None`` and only
-            ``boxes`` and ``mask`` are set.
+        regions: the :class:`~region_attention.RegionCrops` of the regions (crops, boxes, mask and
+            ``whole_index``, which :class:`~region_attention.RegionAttentionLoss` reads). From
+            :class:`FeatureRegionAttentionNetwork`, which crops no pixels, ``crops`` is ``None``.
     """
 
     logits: Tensor
@@ -49,19 +61,35 @@ def _check_head_arguments(
     check_positive_int(feature_dim, "feature_dim", owner)
     check_positive_int(num_classes, "num_classes", owner)
     check_choice(variant, "variant", VARIANTS, owner)
-    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
-        raise ValueError(f"{owner} expected dropout in [0, 1), got {dropout!r}")
-    return (variant == "authors") if attention_bias is None else bool(attention_bias)
+    check_dropout(dropout, owner)
+    if attention_bias is not None:
+        check_bool(attention_bias, "attention_bias", owner)
+    return (variant == "authors") if attention_bias is None else attention_bias
+
+
+def _as_crops(regions: object, owner: str) -> RegionCrops:
+    """``regions`` as :class:`RegionCrops`: a :class:`RegionBoxes` gets ``crops=None``."""
+    if isinstance(regions, RegionCrops):
+        return regions
+    if isinstance(regions, RegionBoxes):
+        return RegionCrops(None, regions.boxes, regions.mask, regions.whole_index)
+    raise TypeError(
+        f"{owner} expected regions to be RegionCrops or RegionBoxes (e.g. from model.regions(images) or "
+        f"model.boxes(images)), got {type(regions).__name__}"
+    )
 
 
 class _RegionAttentionHead(nn.Module):
-    """Everything after the region features, shared by both networks: the two pools, dropout, classifier.
+    """What both networks share: the cropper's regions, the two pools, dropout, the classifier, and the
+    methods that run them, so that code written against one network runs against the other.
 
-    The networks inherit it (rather than hold it) so the parameters keep their names at the top of the
-    state dict (``self_pool.*``, ``relation_pool.*``, ``classifier.*``) and old checkpoints load.
+    A subclass supplies :meth:`regions` (what :meth:`forward` computes from the images) and :meth:`embed`
+    (region features from regions).
     """
 
     __call__: Callable[..., RANOutput]  # so module(x) types as forward's output
+    feature_dim: int
+    channels_last: bool
     cropper: RegionCropper
     self_pool: SelfAttentionPool
     relation_pool: RelationAttentionPool
@@ -76,17 +104,79 @@ class _RegionAttentionHead(nn.Module):
 
     @property
     def whole_index(self) -> int | None:
-        """Index of the whole face among the regions (pass it to the region biased loss)."""
+        """Index of the whole face among the regions (0 or -1; ``None`` without one). The outputs carry it too
+        (``output.regions.whole_index``), and :class:`~region_attention.RegionAttentionLoss` reads it there."""
         return self.cropper.whole_index
 
-    def forward_features(self, feats: Tensor, regions: RegionCrops) -> RANOutput:
+    def boxes(
+        self, images: Tensor, landmarks: Tensor | None = None, generator: torch.Generator | None = None
+    ) -> RegionBoxes:
+        """The cropper's :class:`~region_attention.functional.RegionBoxes` (boxes, mask, whole_index) for
+        ``images``, without cropping a pixel: ``self.cropper.boxes(images, landmarks, generator)``."""
+        return self.cropper.boxes(images, landmarks, generator)
+
+    def regions(
+        self, images: Tensor, landmarks: Tensor | None = None, generator: torch.Generator | None = None
+    ) -> RegionCrops:
+        """The regions :meth:`forward` runs on, as :class:`~region_attention.RegionCrops`."""
+        raise NotImplementedError
+
+    def embed(
+        self, regions: RegionCrops | RegionBoxes, images: Tensor | None = None, *, check_boxes: bool = True
+    ) -> Tensor:
+        """The region features ``(B, K, D)`` of ``regions``."""
+        raise NotImplementedError
+
+    def forward_features(self, feats: Tensor, regions: RegionCrops | RegionBoxes) -> RANOutput:
         """Everything after the region features ``(B, K, D)``: both pools on ``regions.mask``, the
-        classifier, and the :class:`RANOutput` (``regions`` is passed through)."""
+        classifier, and the :class:`RANOutput` (``regions`` is passed through, as :class:`RegionCrops`)."""
+        regions = _as_crops(regions, f"{type(self).__name__}.forward_features")
         mask = regions.mask
         s = self.self_pool(feats, mask)
         r = self.relation_pool(feats, s.pooled, s.gates, mask)
         logits = self.classifier(self.dropout(r.pooled))
         return RANOutput(logits, s, r, regions)
+
+    def forward_regions(
+        self, regions: RegionCrops | RegionBoxes, images: Tensor | None = None, *, check_boxes: bool = True
+    ) -> RANOutput:
+        """Everything after the regions: :meth:`embed`, then :meth:`forward_features`. Use it with regions you
+        computed yourself (:class:`RegionCrops` or :class:`~region_attention.functional.RegionBoxes`, with
+        ``whole_index`` set for the loss); ``images`` and ``check_boxes`` as :meth:`embed` takes them."""
+        regions = _as_crops(regions, f"{type(self).__name__}.forward_regions")
+        return self.forward_features(self.embed(regions, images, check_boxes=check_boxes), regions)
+
+    @override
+    def forward(
+        self, images: Tensor, landmarks: Tensor | None = None, generator: torch.Generator | None = None
+    ) -> RANOutput:
+        """The regions of ``images`` ``(B, C, H, W)`` (:meth:`regions`, with ``landmarks`` ``(B, L, 2)`` for a
+        landmark cropper and an optional ``generator`` for random regions), then :meth:`forward_regions`."""
+        # the cropper's own boxes are valid by construction: no check, so no device synchronisation
+        return self.forward_regions(self.regions(images, landmarks, generator), images, check_boxes=False)
+
+    def _check_dtype(self, value: Tensor, name: str) -> None:
+        """Floating inputs in the parameters' dtype (autocast aside), as ``nn.Linear`` needs them."""
+        expected = self.classifier.weight.dtype
+        if value.is_floating_point() and value.dtype != expected and not torch.is_autocast_enabled(value.device.type):
+            raise TypeError(
+                f"{type(self).__name__} expected {name} of dtype {expected} like its parameters (or uint8 images), "
+                f"got {value.dtype}; convert the images (images.to({expected})) or the model (model.to({value.dtype}))"
+            )
+
+    def _features(self, net: nn.Module, inputs: Tensor, what: str) -> Tensor:
+        """``net`` on ``inputs`` ``(N, ...)``: ``(N, feature_dim)`` features (a trailing ``(1, 1)`` is dropped)."""
+        if self.channels_last:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        feats: Tensor = net(inputs)
+        if feats.dim() == 4 and feats.shape[-2:] == (1, 1):
+            feats = feats.flatten(1)
+        if feats.dim() != 2 or feats.shape[1] != self.feature_dim:
+            raise ValueError(
+                f"{type(self).__name__}(feature_dim={self.feature_dim}) expected the {what} to return "
+                f"(N, {self.feature_dim}) features for {shape_str(inputs.shape)} inputs, got {shape_str(feats.shape)}"
+            )
+        return feats
 
 
 class RegionAttentionNetwork(_RegionAttentionHead):
@@ -98,11 +188,16 @@ class RegionAttentionNetwork(_RegionAttentionHead):
         P_{RAN} = \frac{\sum_i \mu_i\nu_i [F_i : F_m]}{\sum_i \mu_i\nu_i},\quad
         \text{logits} = W P_{RAN} + b
 
-    The cropper turns each image into the whole face and its regions on the images' device; one shared
-    backbone embeds every region; :class:`~region_attention.SelfAttentionPool` and
-    :class:`~region_attention.RelationAttentionPool` aggregate the features; a linear classifier reads
-    :math:`P_{RAN}` (``2 * feature_dim`` features). Train it with
+    The cropper turns each image into the whole face and its regions on the images' device
+    (:meth:`regions`); one shared backbone embeds every region (:meth:`embed`);
+    :class:`~region_attention.SelfAttentionPool` and :class:`~region_attention.RelationAttentionPool`
+    aggregate the features; a linear classifier reads :math:`P_{RAN}` (``2 * feature_dim`` features). Train it with
     :class:`~region_attention.RegionAttentionLoss` (cross-entropy + region biased loss, 1:1).
+
+    It shares its methods with :class:`FeatureRegionAttentionNetwork`: :meth:`boxes` (the regions'
+    :class:`~region_attention.functional.RegionBoxes`), :meth:`regions`, :meth:`embed` (region features),
+    :meth:`forward_regions` (from regions you computed yourself: crops, or boxes cropped from ``images``),
+    :meth:`forward_features` and ``whole_index``.
 
     Args:
         backbone: any module mapping ``(N, C, h, w)`` images to ``(N, feature_dim)`` features (a trailing
@@ -113,7 +208,8 @@ class RegionAttentionNetwork(_RegionAttentionHead):
             face plus the five fixed regions, at 224 x 224.
         variant: ``"paper"`` (default) or ``"authors"``. ``"authors"`` reproduces the released model:
             softmax over the sigmoid gates in both pools and a bias on both queries. Combine it with a
-            cropper that puts the whole face last and ``RegionAttentionLoss(margin=0.1, whole_index=-1)``.
+            cropper that puts the whole face last and ``RegionAttentionLoss(margin=0.1)`` (the whole face's
+            index travels with the output's regions).
         dropout: dropout probability before the classifier (0 in the paper).
         region_batching: ``"joint"`` (default) makes one backbone call over all ``B * K`` region images, so
             in training BatchNorm normalises all region types together; ``"per_region"`` calls the backbone
@@ -178,58 +274,56 @@ class RegionAttentionNetwork(_RegionAttentionHead):
         self.backbone = backbone
         self._build_head(feature_dim, num_classes, variant, dropout, bias)
 
+    @override
     def extra_repr(self) -> str:
         return (
             f"feature_dim={self.feature_dim}, num_classes={self.num_classes}, variant={self.variant!r}, "
             f"region_batching={self.region_batching!r}"
         )
 
-    def embed(self, crops: Tensor) -> Tensor:
-        """Run the backbone over region images ``(B, K, C, h, w)`` and return features ``(B, K, D)``."""
-        owner = type(self).__name__
-        crops = check_tensor(crops, "crops", owner)
+    @override
+    def regions(
+        self, images: Tensor, landmarks: Tensor | None = None, generator: torch.Generator | None = None
+    ) -> RegionCrops:
+        """The cropper's :class:`~region_attention.RegionCrops` of ``images``: crops, boxes, mask, whole_index."""
+        return self.cropper(images, landmarks=landmarks, generator=generator)
+
+    @override
+    def embed(
+        self, regions: RegionCrops | RegionBoxes, images: Tensor | None = None, *, check_boxes: bool = True
+    ) -> Tensor:
+        """The backbone's features ``(B, K, D)`` of the region images: ``regions.crops`` ``(B, K, C, h, w)``,
+        or, for regions without crops (:class:`~region_attention.functional.RegionBoxes`), the boxes cropped
+        out of ``images`` with the cropper's ``output_size``, ``antialias`` and ``dtype`` (``check_boxes`` as
+        for :func:`~region_attention.functional.crop_regions`; regions where ``regions.mask`` is ``False``
+        are zeros and not checked)."""
+        owner = f"{type(self).__name__}.embed"
+        regions = _as_crops(regions, owner)
+        crops = regions.crops
+        if crops is None:
+            if images is None:
+                raise ValueError(f"{owner} expected images to crop the regions from (regions.crops is None)")
+            c = self.cropper
+            crops = crop_regions(
+                images,
+                regions.boxes,
+                c.output_size,
+                antialias=c.antialias,
+                dtype=c.dtype,
+                mask=regions.mask,
+                check_boxes=check_boxes,
+            )
+        crops = check_tensor(crops, "regions.crops", owner)
         if crops.dim() != 5:
-            raise ValueError(f"{owner} expected crops of shape (B, K, C, h, w), got {shape_str(crops.shape)}")
-        bsz, k = crops.shape[:2]
+            raise ValueError(f"{owner} expected regions.crops of shape (B, K, C, h, w), got {shape_str(crops.shape)}")
+        self._check_dtype(crops, "region crops (of the images)")
+        k = crops.shape[1]
         # In eval mode BatchNorm uses its running statistics, so both modes compute the same features: take the
         # single call, which measured faster for inference on CPU and GPU alike.
         if self.region_batching == "joint" or not self.training:
-            feats = self._backbone(crops.flatten(0, 1))
-            return feats.reshape(bsz, k, feats.shape[-1])
-        return torch.stack([self._backbone(crops[:, i]) for i in range(k)], dim=1)
-
-    def _backbone(self, images: Tensor) -> Tensor:
-        if self.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        feats: Tensor = self.backbone(images)
-        if feats.dim() == 4 and feats.shape[-2:] == (1, 1):
-            feats = feats.flatten(1)
-        if feats.dim() != 2 or feats.shape[1] != self.feature_dim:
-            raise ValueError(
-                f"{type(self).__name__}(feature_dim={self.feature_dim}) expected the backbone to return "
-                f"(N, {self.feature_dim}) features for {shape_str(images.shape)} images, got {shape_str(feats.shape)}"
-            )
-        return feats
-
-    def forward_regions(self, regions: RegionCrops) -> RANOutput:
-        """Everything after cropping: backbone, pools and classifier on given :class:`RegionCrops`.
-
-        Use it with region images cut elsewhere (``regions.boxes`` is only passed through).
-        """
-        if regions.crops is None:
-            raise ValueError(
-                f"{type(self).__name__}.forward_regions expected regions.crops of shape (B, K, C, h, w), got None "
-                "(regions without crops come from FeatureRegionAttentionNetwork, which pools feature maps)"
-            )
-        return self.forward_features(self.embed(regions.crops), regions)
-
-    def forward(
-        self, images: Tensor, landmarks: Tensor | None = None, generator: torch.Generator | None = None
-    ) -> RANOutput:
-        """Crop ``images`` ``(B, C, H, W)`` (with ``landmarks`` ``(B, L, 2)`` for a landmark cropper and an
-        optional ``generator`` for random regions), then run :meth:`forward_regions`."""
-        regions = self.cropper(images, landmarks=landmarks, generator=generator)
-        return self.forward_regions(regions)
+            feats = self._features(self.backbone, rearrange(crops, "b k c h w -> (b k) c h w"), "backbone")
+            return rearrange(feats, "(b k) d -> b k d", k=k)
+        return torch.stack([self._features(self.backbone, crops[:, i], "backbone") for i in range(k)], dim=1)
 
 
 class FeatureRegionAttentionNetwork(_RegionAttentionHead):
@@ -331,61 +425,52 @@ class FeatureRegionAttentionNetwork(_RegionAttentionHead):
         """Bilinear samples per cell along each axis."""
         return self.align.sampling_ratio
 
+    @override
     def extra_repr(self) -> str:
         return (
             f"feature_dim={self.feature_dim}, num_classes={self.num_classes}, variant={self.variant!r}, "
             f"roi_size={self.roi_size}, sampling_ratio={self.sampling_ratio}"
         )
 
-    def region_boxes(
+    @override
+    def regions(
         self, images: Tensor, landmarks: Tensor | None = None, generator: torch.Generator | None = None
-    ) -> tuple[Tensor, Tensor]:
-        """The cropper's boxes ``(B, K, 4)`` (pixels, at least float32) and mask ``(B, K)`` for ``images``,
-        without cropping (``self.cropper.boxes(images, landmarks, generator)``)."""
-        boxes, mask = self.cropper.boxes(images, landmarks, generator)
-        return boxes, mask
+    ) -> RegionCrops:
+        """The cropper's regions of ``images`` without crops: :class:`~region_attention.RegionCrops` with
+        ``crops=None``, the boxes, the mask and ``whole_index``."""
+        return _as_crops(self.boxes(images, landmarks, generator), f"{type(self).__name__}.regions")
 
     def feature_map(self, images: Tensor) -> Tensor:
         """The trunk's feature map ``(B, C', h, w)`` of ``images`` ``(B, C, H, W)`` (uint8 divided by 255)."""
+        owner = type(self).__name__
+        images = check_images(images, owner)
         if images.dtype == torch.uint8:
-            images = images.to(self.cropper.dtype or torch.float32) / 255
+            images = images.to(self.cropper.dtype or self.classifier.weight.dtype) / 255
+        self._check_dtype(images, "images")
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         fmap: Tensor = self.trunk(images)
         if fmap.dim() != 4 or fmap.shape[0] != images.shape[0]:
             raise ValueError(
-                f"{type(self).__name__} expected the trunk to return a (B, C, h, w) feature map for "
+                f"{owner} expected the trunk to return a (B, C, h, w) feature map for "
                 f"{shape_str(images.shape)} images, got {shape_str(fmap.shape)}"
             )
         return fmap
 
-    def embed(self, feature_map: Tensor, boxes: Tensor, image_size: tuple[int, int]) -> Tensor:
-        """Pool ``boxes`` ``(B, K, 4)`` (pixels of ``image_size`` images) from ``feature_map`` and run the head
-        on every region: features ``(B, K, D)``."""
-        pooled = self.align(feature_map, boxes, image_size)  # (B, K, C, r, r)
-        bsz, k = pooled.shape[:2]
-        regions = pooled.flatten(0, 1)
-        if self.channels_last:
-            regions = regions.contiguous(memory_format=torch.channels_last)
-        feats: Tensor = self.head(regions)
-        if feats.dim() == 4 and feats.shape[-2:] == (1, 1):
-            feats = feats.flatten(1)
-        if feats.dim() != 2 or feats.shape[1] != self.feature_dim:
-            raise ValueError(
-                f"{type(self).__name__}(feature_dim={self.feature_dim}) expected the head to return "
-                f"(N, {self.feature_dim}) features for {shape_str(regions.shape)} regions, got {shape_str(feats.shape)}"
-            )
-        return feats.reshape(bsz, k, self.feature_dim)
-
-    def forward(
-        self, images: Tensor, landmarks: Tensor | None = None, generator: torch.Generator | None = None
-    ) -> RANOutput:
-        """Take the cropper's boxes for ``images`` ``(B, C, H, W)`` (with ``landmarks`` ``(B, L, 2)`` for a
-        landmark cropper and an optional ``generator`` for random regions), run the trunk once, pool the
-        regions, run the head on each, then :meth:`forward_features`."""
-        boxes, mask = self.region_boxes(images, landmarks, generator)
-        height, width = images.shape[-2:]
-        feats = self.embed(self.feature_map(images), boxes, (height, width))
-        # nothing is cropped: the regions are the boxes and the mask alone
-        regions = RegionCrops(None, boxes, mask)
-        return self.forward_features(feats, regions)
+    @override
+    def embed(
+        self, regions: RegionCrops | RegionBoxes, images: Tensor | None = None, *, check_boxes: bool = True
+    ) -> Tensor:
+        """The head's features ``(B, K, D)`` of ``regions.boxes`` (pixels of ``images``), pooled from the trunk's
+        feature map of ``images`` by :class:`~region_attention.RegionAlign` (``check_boxes`` as there; regions
+        where ``regions.mask`` is ``False`` are not checked; crops in ``regions``, if any, are not used: the
+        regions come from the feature map)."""
+        owner = f"{type(self).__name__}.embed"
+        regions = _as_crops(regions, owner)
+        if images is None:
+            raise ValueError(f"{owner} expected the images whose feature map the regions are pooled from, got None")
+        fmap = self.feature_map(images)
+        size = (images.shape[-2], images.shape[-1])
+        pooled = self.align(fmap, regions.boxes, size, mask=regions.mask, check_boxes=check_boxes)  # (B, K, C, r, r)
+        feats = self._features(self.head, rearrange(pooled, "b k c h w -> (b k) c h w"), "head")
+        return rearrange(feats, "(b k) d -> b k d", k=pooled.shape[1])

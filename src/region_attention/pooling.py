@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from . import functional as RF
-from ._validation import check_choice, check_positive_int, check_region_features, check_same_device
+from ._validation import check_choice, check_positive_int
 from .functional.pooling import VARIANTS, RelationAttentionOutput, SelfAttentionOutput
 
 __all__ = ["RelationAttentionPool", "SelfAttentionPool"]
@@ -37,12 +37,6 @@ class _AttentionPool(nn.Module):
     def reset_parameters(self) -> None:
         """Re-initialise the query like ``nn.Linear`` does (uniform in :math:`\\pm 1/\\sqrt{fan_{in}}`)."""
         self.query.reset_parameters()
-
-    def _check_x(self, x: Tensor) -> Tensor:
-        owner = f"{type(self).__name__}(dim={self.dim})"
-        x = check_region_features(x, owner, self.dim)
-        check_same_device(x, "x", self.query.weight.device, owner)
-        return x
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, bias={self.query.bias is not None}, variant={self.variant!r}"
@@ -103,7 +97,6 @@ class SelfAttentionPool(_AttentionPool):
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> SelfAttentionOutput:
         """Pool region features ``x`` ``(B, K, D)``; ``mask`` ``(B, K)`` bool, True = present."""
-        x = self._check_x(x)
         return RF.self_attention_pool(x, self.query.weight, self.query.bias, mask, variant=self.variant)
 
 
@@ -150,7 +143,6 @@ class RelationAttentionPool(_AttentionPool):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        check_positive_int(dim, "dim", type(self).__name__)
         super().__init__(dim, 2 * dim, bias=bias, variant=variant, device=device, dtype=dtype)
 
     @property
@@ -161,7 +153,6 @@ class RelationAttentionPool(_AttentionPool):
     def forward(self, x: Tensor, pooled: Tensor, gates: Tensor, mask: Tensor | None = None) -> RelationAttentionOutput:
         """Refine with ``pooled`` (``F_m``, ``(B, D)``) and ``gates`` (``mu``, ``(B, K)``) of the self-attention
         pool; ``mask`` ``(B, K)`` bool, True = present."""
-        x = self._check_x(x)
         return RF.relation_attention_pool(
             x, pooled, gates, self.query.weight, self.query.bias, mask, variant=self.variant
         )

@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from torch import Tensor, nn
+from typing_extensions import override
 
-from .functional.region_align import check_output_size, check_sampling_ratio, region_align
+from ._validation import check_output_size, check_sampling_ratio
+from .functional.region_align import region_align
 
 __all__ = ["RegionAlign"]
 
@@ -49,9 +51,22 @@ class RegionAlign(nn.Module):
         self.output_size = check_output_size(output_size, owner)
         self.sampling_ratio = check_sampling_ratio(sampling_ratio, owner)
 
-    def forward(self, feature_map: Tensor, boxes: Tensor, image_size: int | tuple[int, int]) -> Tensor:
-        """Pool ``boxes`` ``(B, K, 4)`` (pixels of ``image_size`` images) from ``feature_map`` ``(B, C, h, w)``."""
-        return region_align(feature_map, boxes, image_size, self.output_size, self.sampling_ratio)
+    @override
+    def forward(
+        self,
+        feature_map: Tensor,
+        boxes: Tensor,
+        image_size: int | tuple[int, int],
+        *,
+        mask: Tensor | None = None,
+        check_boxes: bool = True,
+    ) -> Tensor:
+        """Pool ``boxes`` ``(B, K, 4)`` (pixels of ``image_size`` images) from ``feature_map`` ``(B, C, h, w)``;
+        ``mask`` and ``check_boxes`` as for :func:`~region_attention.functional.region_align`."""
+        return region_align(
+            feature_map, boxes, image_size, self.output_size, self.sampling_ratio, mask=mask, check_boxes=check_boxes
+        )
 
+    @override
     def extra_repr(self) -> str:
         return f"output_size={self.output_size}, sampling_ratio={self.sampling_ratio}"

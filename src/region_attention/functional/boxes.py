@@ -33,6 +33,7 @@ from .._validation import (
     check_positive_int,
     check_radius,
     check_scale,
+    check_strategy_options,
     check_tensor,
     check_unit_boxes,
     shape_str,
@@ -90,6 +91,9 @@ WHOLE_POSITIONS = ("first", "last")
 #: Indices of the iBUG 68-point landmarks (0-based) reduced to the 5 MTCNN points: the mean of each eye
 #: contour, the nose tip, the two mouth corners.
 _IBUG_EYES = ((36, 42), (42, 48))
+#: Regions per face of the ``"landmarks"`` strategy: one per point of the 5-point layout (68-point landmarks
+#: are reduced to it by :func:`~region_attention.functional.reduce_landmarks`).
+LANDMARK_REGIONS = 5
 _IBUG_NOSE, _IBUG_MOUTH = 30, (48, 54)
 
 
@@ -306,8 +310,9 @@ def _shift_axis(centre: Tensor, r: float, length: int) -> tuple[Tensor, Tensor]:
 
 
 class RegionBoxes(NamedTuple):
-    """What :func:`~region_attention.functional.region_boxes` and :meth:`RegionCropper.boxes
-    <region_attention.RegionCropper.boxes>` return: where the regions are, before any pixel is cropped.
+    """What :func:`~region_attention.functional.region_boxes` and the ``boxes`` method of
+    :class:`~region_attention.RegionCropper` and both networks return: where the regions are, before any
+    pixel is cropped.
 
     Attributes:
         boxes: ``(B, K, 4)`` xyxy in continuous pixel coordinates of the images, at least float32; all
@@ -315,10 +320,14 @@ class RegionBoxes(NamedTuple):
             the batch (batch stride 0, which :func:`~region_attention.functional.crop_regions` recognises
             as shared boxes): call ``.contiguous()`` before writing into it.
         mask: ``(B, K)`` bool, ``True`` = region present.
+        whole_index: index of the whole face among the ``K`` regions (0 or -1), or ``None`` when the regions
+            hold no whole face (or, for boxes you made yourself, when you do not say where it is).
+            :class:`~region_attention.RegionAttentionLoss` reads it from the network's output.
     """
 
     boxes: Tensor
     mask: Tensor
+    whole_index: int | None = None
 
 
 def _fixed_unit_boxes(
@@ -353,13 +362,13 @@ def region_boxes(
     batch_size: int,
     image_size: tuple[int, int],
     *,
-    boxes: str | Tensor | Sequence[Sequence[float]] = "paper",
-    num_regions: int = 5,
-    scale: tuple[float, float] = (0.7, 0.95),
+    boxes: str | Tensor | Sequence[Sequence[float]] | None = None,
+    num_regions: int | None = None,
+    scale: tuple[float, float] | None = None,
     generator: torch.Generator | None = None,
     landmarks: Tensor | None = None,
-    radius: float = 0.4,
-    border: str = "shift",
+    radius: float | None = None,
+    border: str | None = None,
     whole_position: str | None = "first",
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
@@ -378,6 +387,10 @@ def region_boxes(
     - ``"landmarks"``: :func:`~region_attention.functional.landmark_boxes` of ``landmarks`` with ``radius``
       and ``border``; regions of missing or out-of-image landmarks are masked, with all-zero boxes.
 
+    An option of one strategy given to another (for example ``scale`` with ``"fixed"``) raises
+    :class:`ValueError` naming the strategy it belongs to, as ``nn.Upsample`` refuses ``align_corners`` for a
+    mode it does not apply to; ``None`` (the default) takes the strategy's default.
+
     The whole face ``(0, 0, W, H)``, always present, goes ``"first"`` (the paper's :math:`I_0`) or
     ``"last"`` (the authors' code) with ``whole_position``; ``None`` leaves it out.
 
@@ -387,10 +400,10 @@ def region_boxes(
         image_size: ``(H, W)`` of the images, in pixels.
         boxes: for ``"fixed"``: ``"paper"`` (default), ``"authors-affectnet"``, or a ``(k, 4)`` tensor or
             sequence of normalised ``(x1, y1, x2, y2)``. A tensor on the target device avoids a copy per call.
-        num_regions, scale, generator: for ``"random"``.
+        num_regions, scale, generator: for ``"random"``: default 5 regions of side ratio in ``(0.7, 0.95)``.
         landmarks: for ``"landmarks"`` (required there): ``(B, 5, 2)`` or ``(B, 68, 2)`` pixel ``(x, y)``.
             The other strategies ignore landmarks and warn when given some.
-        radius, border: for ``"landmarks"``.
+        radius, border: for ``"landmarks"``: default 0.4 and ``"shift"``.
         whole_position: ``"first"``, ``"last"`` or ``None``.
         device: of the outputs; default the landmarks' device, else the generator's (random), else the CPU.
         dtype: floating dtype of the boxes, at least float32 is advised (pixel coordinates).
@@ -400,8 +413,9 @@ def region_boxes(
 
     Shapes:
         - landmarks: :math:`(B, 5, 2)` or :math:`(B, 68, 2)`
-        - output: :class:`~region_attention.functional.RegionBoxes` with boxes :math:`(B, K, 4)` and mask
-          :math:`(B, K)`, where :math:`K` is the number of regions plus one with the whole face
+        - output: :class:`~region_attention.functional.RegionBoxes` with boxes :math:`(B, K, 4)`, mask
+          :math:`(B, K)` and ``whole_index`` (0 for ``"first"``, -1 for ``"last"``, else ``None``), where
+          :math:`K` is the number of regions plus one with the whole face
 
     Example:
         >>> import torch
@@ -416,6 +430,8 @@ def region_boxes(
     """
     owner = f"region_boxes(strategy={strategy!r})"
     check_choice(strategy, "strategy", STRATEGIES, "region_boxes")
+    options = {"boxes": boxes, "num_regions": num_regions, "scale": scale, "generator": generator}
+    check_strategy_options(strategy, {**options, "radius": radius, "border": border}, owner)
     check_batch_size(batch_size, owner)
     height, width = check_image_size(image_size, owner)
     if whole_position is not None:
@@ -425,28 +441,38 @@ def region_boxes(
     target = torch.device(device) if device is not None else None
     if strategy != "landmarks" and landmarks is not None:
         warn_ignored_landmarks(owner, stacklevel=2)
+    whole_index = None if whole_position is None else 0 if whole_position == "first" else -1
     if strategy == "fixed":
-        unit = _fixed_unit_boxes(boxes, target, dtype, check_boxes, owner)
+        unit = _fixed_unit_boxes("paper" if boxes is None else boxes, target, dtype, check_boxes, owner)
         pixel = _to_pixels(unit, height, width).unsqueeze(0)
         if whole_position is not None:
             pixel = _add_whole(pixel, height, width, whole_position)
         shared = pixel.expand(batch_size, -1, -1)
-        return RegionBoxes(shared, torch.ones(shared.shape[:2], dtype=torch.bool, device=shared.device))
+        return RegionBoxes(shared, torch.ones(shared.shape[:2], dtype=torch.bool, device=shared.device), whole_index)
     if strategy == "random":
-        unit = random_boxes(batch_size, num_regions, scale=scale, generator=generator, device=target, dtype=dtype)
+        unit = random_boxes(
+            batch_size,
+            5 if num_regions is None else num_regions,
+            scale=(0.7, 0.95) if scale is None else scale,
+            generator=generator,
+            device=target,
+            dtype=dtype,
+        )
         pixel = _to_pixels(unit, height, width)
         mask = torch.ones(unit.shape[:2], dtype=torch.bool, device=unit.device)
     else:
         if target is None and isinstance(landmarks, Tensor):
             target = landmarks.device
         points = check_landmarks(landmarks, batch_size, target or torch.device("cpu"), owner)
-        pixel, mask = landmark_boxes(points, (height, width), radius=radius, border=border)
+        pixel, mask = landmark_boxes(
+            points, (height, width), radius=0.4 if radius is None else radius, border=border or "shift"
+        )
         pixel = pixel.to(dtype)
     if whole_position is None:
-        return RegionBoxes(pixel, mask)
+        return RegionBoxes(pixel, mask, None)
     present = torch.ones_like(mask[:, :1])
     mask = torch.cat([present, mask] if whole_position == "first" else [mask, present], dim=1)
-    return RegionBoxes(_add_whole(pixel, height, width, whole_position), mask)
+    return RegionBoxes(_add_whole(pixel, height, width, whole_position), mask, whole_index)
 
 
 def _add_whole(boxes: Tensor, height: int, width: int, position: str) -> Tensor:

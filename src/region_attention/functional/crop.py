@@ -19,11 +19,16 @@ by the shrink factor :math:`\max(1, (x_2 - x_1) / w)`, as ``F.interpolate(antial
 
 Three backends compute the same numbers; :func:`_crop` is the one place that picks between them:
 
+- ``_crop_dense``, the plain path and the reference of the tests: dense interpolation matrices and two
+  batched matrix products (any device, autograd, ``torch.compile``, ``antialias``);
 - ``_crop_host_boxes``: boxes shared by the batch and known on the host, on the CPU, without autograd
   or compile: banded blocks of the interpolation matrices, written into a preallocated output;
-- ``_crop_dense``: dense interpolation matrices and two batched matrix products (any device, autograd,
-  ``torch.compile``, ``antialias``);
-- ``_crop_taps``: the two non-zero taps per row gathered and blended (gradient-free, memory-bound).
+- ``_crop_taps``: per-image boxes on the CPU without gradients or ``antialias``: the two non-zero taps per
+  row gathered and blended (memory-bound).
+
+The two fast paths run only where ``benchmarks/fast_paths.py`` measured them at least 1.25 times as fast
+as the plain path (CPU, one thread, 32 faces of 224 x 224, K = 6: banded 4.5 to 6 times, two taps 1.8 to 2
+times); on other devices the plain path runs.
 """
 
 from __future__ import annotations
@@ -41,13 +46,12 @@ from .._validation import (
     check_box_list,
     check_box_mask,
     check_box_tensor,
-    check_box_values,
+    check_boxes_flag,
     check_choice,
     check_images,
     check_output_dtype,
     check_output_size,
 )
-from ._hugepages import empty_cpu
 
 __all__ = ["OUTSIDE_POLICIES", "crop_regions", "interpolation_matrix"]
 
@@ -154,7 +158,7 @@ def _crop_host_boxes(
     bsz, chans, height, width = images.shape
     h, w = size
     ct = torch.promote_types(dtype, torch.float32)
-    out = empty_cpu(bsz, len(boxes), chans, h, w, dtype=ct)
+    out = torch.empty(bsz, len(boxes), chans, h, w, dtype=ct)
     plans = [
         (_axis_plan(y1, y2, height, h, antialias, ct), _axis_plan(x1, x2, width, w, antialias, ct))
         for x1, y1, x2, y2 in boxes
@@ -174,7 +178,7 @@ def _crop_host_boxes(
             if images.dtype == ct and images.is_contiguous():
                 src = images
             else:
-                src = empty_cpu(bsz, chans, height, width, dtype=ct)
+                src = torch.empty(bsz, chans, height, width, dtype=ct)
                 if images.is_floating_point() or not scale_uint8:
                     src.copy_(images)
                 else:
@@ -183,7 +187,7 @@ def _crop_host_boxes(
             cols = src[..., px.slice_start : px.slice_start + w]
         else:
             if work is None:
-                work = empty_cpu(bsz * chans * height, w, dtype=ct)
+                work = torch.empty(bsz * chans * height, w, dtype=ct)
             flat = src.view(bsz * chans * height, width)
             for o0, o1, i0, i1, wx in px.blocks:
                 torch.mm(flat[:, i0:i1], wx.t(), out=work[:, o0:o1])
@@ -263,7 +267,6 @@ def _crop_taps(
     h, w = size
     k = boxes.shape[-2]
     ct = torch.promote_types(dtype, torch.float32)
-    in_place = images.device.type == "cpu" and not torch.compiler.is_compiling()
     b = boxes if boxes.is_floating_point() else boxes.to(ct)
     iy0, iy1, fy, in_y = _taps(b[..., 1], b[..., 3], height, h, ct)
     ix0, ix1, fx, in_x = _taps(b[..., 0], b[..., 2], width, w, ct)
@@ -274,24 +277,14 @@ def _crop_taps(
     src = F.pad(_as_float(images, ct, scale_uint8), (0, 1, 0, 1)).unsqueeze(1).expand(-1, k, -1, -1, -1)
     row_shape, out_shape = (bsz, k, chans, h, width + 1), (bsz, k, chans, h, w)
 
-    def rows_at(index: Tensor, out: Tensor | None) -> Tensor:
-        index = index.view(-1, k, 1, h, 1).expand(row_shape)
-        return torch.gather(src, 3, index) if out is None else torch.gather(src, 3, index, out=out)
+    def rows_at(index: Tensor) -> Tensor:
+        return torch.gather(src, 3, index.view(-1, k, 1, h, 1).expand(row_shape))
 
-    def cols_at(rows: Tensor, index: Tensor, out: Tensor | None) -> Tensor:
-        index = index.view(-1, k, 1, 1, w).expand(out_shape)
-        return torch.gather(rows, 4, index) if out is None else torch.gather(rows, 4, index, out=out)
+    def cols_at(rows: Tensor, index: Tensor) -> Tensor:
+        return torch.gather(rows, 4, index.view(-1, k, 1, 1, w).expand(out_shape))
 
-    if in_place:  # reuse two buffers, advised to huge pages: four passes of the output's size otherwise fault
-        rows, spare = empty_cpu(*row_shape, dtype=ct), empty_cpu(*row_shape, dtype=ct)
-        rows_at(iy0, rows).lerp_(rows_at(iy1, spare), fy.view(-1, k, 1, h, 1))
-        out = empty_cpu(*out_shape, dtype=ct)
-        numel = out.numel()
-        second = spare.view(-1)[:numel].view(out_shape) if spare.numel() >= numel else None
-        cols_at(rows, ix0, out).lerp_(cols_at(rows, ix1, second), fx.view(-1, k, 1, 1, w))
-    else:
-        rows = rows_at(iy0, None).lerp_(rows_at(iy1, None), fy.view(-1, k, 1, h, 1))
-        out = cols_at(rows, ix0, None).lerp_(cols_at(rows, ix1, None), fx.view(-1, k, 1, 1, w))
+    rows = rows_at(iy0).lerp_(rows_at(iy1), fy.view(-1, k, 1, h, 1))
+    out = cols_at(rows, ix0).lerp_(cols_at(rows, ix1), fx.view(-1, k, 1, 1, w))
     return out if ct == dtype else out.to(dtype)
 
 
@@ -312,8 +305,8 @@ def _crop(
 
     Boxes shared by the batch (host boxes, a ``(K, 4)`` tensor, or ``(B, K, 4)`` expanded from one, i.e.
     batch stride 0) take the banded CPU path when it serves: CPU images, no autograd, not compiling, no
-    mask (reading a CPU tensor's values costs no device sync). Otherwise the interpolation matrices when
-    antialiasing or differentiating, else the two-tap path.
+    mask (reading a CPU tensor's values costs no device sync). Other boxes on the CPU without autograd or
+    antialiasing take the two-tap path; everything else the plain interpolation matrices.
     """
     if isinstance(boxes, Tensor) and boxes.dim() == 3 and (boxes.shape[0] == 1 or boxes.stride(0) == 0):
         boxes = boxes[0]
@@ -332,7 +325,7 @@ def _crop(
         tensor = torch.tensor(boxes, dtype=torch.promote_types(dtype, torch.float32), device=images.device)
     if present is not None and tensor.dim() == 2:
         tensor = tensor.expand(present.shape[0], -1, -1)
-    if antialias or _needs_grad(images, tensor):
+    if antialias or _needs_grad(images, tensor) or images.device.type != "cpu":
         return _crop_dense(images, tensor, size, antialias, dtype, scale_uint8, present)
     return _crop_taps(images, tensor, size, dtype, scale_uint8, present)
 
@@ -353,9 +346,9 @@ def crop_regions(
 
     Each output pixel is the bilinear interpolation of the input at its centre (see the module's
     ``Convention``); regions of the box outside the image come out as zeros. Differentiable with respect
-    to the images (and, through the interpolation weights, to tensor boxes). Without gradients or
-    ``antialias`` the two non-zero taps per row are gathered directly instead of multiplying matrices
-    (same numbers, memory-bound); no path copies the input per region or loops over the images.
+    to the images (and, through the interpolation weights, to tensor boxes). On the CPU without gradients
+    or ``antialias`` a faster path computes the same numbers (banded matrices for shared boxes, two gathered
+    taps per row otherwise); no path copies the input per region or loops over the images.
 
     .. math::
         \mathrm{crop}_{b,k,c} = W_y^{(b,k)}\, I_{b,c}\, {W_x^{(b,k)}}^\top
@@ -421,14 +414,16 @@ def crop_regions(
     bsz, _, height, width = images.shape
     bounds = (height, width) if outside == "error" else None
     if isinstance(boxes, Tensor):
-        shaped: Tensor | tuple[Box, ...] = check_box_tensor(boxes, images, owner)
+        shaped: Tensor | tuple[Box, ...] = check_box_tensor(boxes, bsz, images.device, owner)
         num_boxes = boxes.shape[-2]
     else:
         shaped = check_box_list(boxes, owner)  # Python numbers: checked here, no sync
         num_boxes = len(shaped)
     if mask is not None:
         mask = check_box_mask(mask, bsz, num_boxes, images.device, owner)
-    if (isinstance(shaped, Tensor) or bounds is not None) and check_boxes and not torch.compiler.is_compiling():
+    if isinstance(shaped, Tensor) or bounds is not None:
         values = shaped if isinstance(shaped, Tensor) else torch.tensor(shaped, dtype=torch.float64)
-        check_box_values(values, owner, None if mask is None else mask.to(values.device), bounds)
+        check_boxes_flag(check_boxes, values, owner, mask, bounds)
+    if bsz == 0:  # an empty batch gives an empty batch of crops, as nn.Linear does
+        return images.new_empty((0, num_boxes, images.shape[1], *size), dtype=out_dtype)
     return _crop(images, shaped, size, bool(antialias), out_dtype, bool(scale_uint8), mask)

@@ -5,21 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .._validation import check_choice, check_floating, check_mask, check_tensor, shape_str
+from .._validation import REDUCTIONS, check_floating, check_loss_settings, check_mask, check_tensor, shape_str
 
 __all__ = ["REDUCTIONS", "region_biased_loss"]
-
-REDUCTIONS = ("mean", "sum", "none")
-
-
-def check_loss_settings(margin: object, whole_index: object, reduction: object, owner: str) -> None:
-    if isinstance(margin, bool) or not isinstance(margin, (int, float)):
-        raise TypeError(f"{owner} expected margin to be a float, got {type(margin).__name__}")
-    if not margin >= 0:  # also rejects NaN
-        raise ValueError(f"{owner} expected margin >= 0, got {margin}")
-    if isinstance(whole_index, bool) or not isinstance(whole_index, int):
-        raise TypeError(f"{owner} expected whole_index to be an int, got {type(whole_index).__name__}")
-    check_choice(reduction, "reduction", REDUCTIONS, owner)
 
 
 def region_biased_loss(
@@ -42,7 +30,8 @@ def region_biased_loss(
     Args:
         gates: self-attention gates :math:`\mu` (``SelfAttentionOutput.gates``).
         mask: optional bool mask, ``True`` = region present. A row whose whole face is masked, or that
-            has no present crop, contributes 0 (and still counts in the batch mean).
+            has no present crop, contributes 0 (and still counts in the batch mean). Masked gates count for
+            nothing, whatever they hold (NaN included).
         margin: :math:`\alpha \ge 0`; the paper uses 0.02, the authors' FERPlus code 0.1.
         whole_index: index of the whole face among the regions: 0 in the paper (and in
             ``RegionCropper``), -1 (last) in the authors' code.
@@ -74,6 +63,8 @@ def region_biased_loss(
         raise ValueError(f"{owner} expected whole_index in [{-k}, {k - 1}] for K = {k}, got {whole_index}")
     mask = check_mask(mask, gates, owner)
     whole = whole_index % k
+    if mask is not None:  # masked gates count for nothing, whatever they hold: not even a NaN gradient
+        gates = torch.where(mask, gates, torch.zeros_like(gates))
 
     is_crop = torch.arange(k, device=gates.device) != whole
     crops = is_crop.unsqueeze(0) if mask is None else mask & is_crop

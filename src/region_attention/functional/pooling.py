@@ -21,6 +21,7 @@ from .._validation import (
     check_floating,
     check_mask,
     check_region_features,
+    check_same_device,
     check_tensor,
     compute_dtype,
     shape_str,
@@ -72,23 +73,32 @@ class RelationAttentionOutput(NamedTuple):
 
 
 def _query_vector(
-    weight: object, bias: object, in_features: int, name: str, owner: str
+    weight: object, bias: object, x: Tensor, in_features: int, name: str, owner: str
 ) -> tuple[Tensor, Tensor | None]:
-    """Accept a ``nn.Linear(in_features, 1)`` weight ``(1, in)`` or a plain ``(in,)`` vector."""
+    """Accept a ``nn.Linear(in_features, 1)`` weight ``(1, in)`` or a plain ``(in,)`` vector, on ``x``'s device.
+
+    ``in_features`` is what ``x`` implies (``D``, or ``2 D`` for the relation query); a mismatch is reported
+    as an ``x`` of the wrong size, the usual mistake.
+    """
     weight = check_tensor(weight, name, owner)
     check_floating(weight, name, owner)
     given = weight.shape
     if weight.dim() == 2 and weight.shape[0] == 1:
         weight = weight[0]
-    if weight.dim() != 1 or weight.shape[0] != in_features:
+    if weight.dim() != 1:
+        raise ValueError(f"{owner} expected {name} of shape (1, F) or (F,), got {shape_str(given)}")
+    if weight.shape[0] != in_features:
+        dim = weight.shape[0] * x.shape[-1] // in_features
         raise ValueError(
-            f"{owner} expected {name} of shape (1, {in_features}) or ({in_features},), got {shape_str(given)}"
+            f"{owner} expected x of shape (B, K, {dim}) to match {name} {shape_str(given)}, got {shape_str(x.shape)}"
         )
+    check_same_device(weight, name, x.device, owner, "x")
     if bias is not None:
         bias = check_tensor(bias, "bias", owner)
         check_floating(bias, "bias", owner)
         if bias.numel() != 1 or bias.dim() > 1:
             raise ValueError(f"{owner} expected bias of shape (1,) or (), got {shape_str(bias.shape)}")
+        check_same_device(bias, "bias", x.device, owner, "x")
         bias = bias.reshape(())
     return weight, bias
 
@@ -114,7 +124,12 @@ def _masked_softmax(scores: Tensor, mask: Tensor | None) -> Tensor:
 
 
 def _zero_masked(values: Tensor, mask: Tensor | None) -> Tensor:
-    return values if mask is None else torch.where(mask, values, torch.zeros_like(values))
+    """``values`` with the masked entries (``mask`` ``(B, K)``) set to 0: a masked region counts for nothing,
+    whatever it holds, and gets a zero gradient (``torch.where`` does not multiply, so NaN stays out)."""
+    if mask is None:
+        return values
+    keep = mask if values.dim() == 2 else mask.unsqueeze(-1)
+    return torch.where(keep, values, torch.zeros((), dtype=values.dtype, device=values.device))
 
 
 def _pool(x: Tensor, weights: Tensor) -> Tensor:
@@ -153,7 +168,8 @@ def self_attention_pool(
         - output: ``pooled`` :math:`(B, D)` in ``x.dtype``; ``weights`` and ``gates`` :math:`(B, K)` in
           ``torch.promote_types(x.dtype, torch.float32)``
 
-    Rows with no present region give zeros everywhere (with finite gradients).
+    Rows with no present region give zeros everywhere (with finite gradients). Masked regions count for
+    nothing, whatever they hold: a NaN or inf there reaches no output and no gradient.
 
     Example:
         >>> import torch
@@ -169,7 +185,8 @@ def self_attention_pool(
     x = check_region_features(x, owner)
     mask = check_mask(mask, x, owner)
     check_choice(variant, "variant", VARIANTS, owner)
-    q, b = _query_vector(weight, bias, x.shape[-1], "weight", owner)
+    q, b = _query_vector(weight, bias, x, x.shape[-1], "weight", owner)
+    x = _zero_masked(x, mask)
 
     ct = compute_dtype(x.dtype)
     s = _logits(x, q, b, ct)
@@ -253,7 +270,8 @@ def relation_attention_pool(
         check_floating(t, name, owner)
         if t.device != x.device:
             raise ValueError(f"{owner} expected {name} on {x.device} like x, got {t.device}")
-    q, b = _query_vector(weight, bias, 2 * dim, "weight", owner)
+    q, b = _query_vector(weight, bias, x, 2 * dim, "weight", owner)
+    x, gates = _zero_masked(x, mask), _zero_masked(gates, mask)
 
     ct = compute_dtype(torch.promote_types(x.dtype, pooled.dtype))
     # [F_i : F_m] . q1 = F_i . q1[:D] + F_m . q1[D:], without materialising the (B, K, 2D) concatenation.

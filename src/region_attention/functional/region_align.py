@@ -30,41 +30,23 @@ import contextlib
 import torch
 from torch import Tensor
 
-from .._validation import check_tensor, compute_dtype, shape_str
+from .._validation import (
+    check_box_mask,
+    check_box_tensor,
+    check_boxes_flag,
+    check_computable,
+    check_floating,
+    check_image_size,
+    check_output_size,
+    check_sampling_ratio,
+    check_tensor,
+    compute_dtype,
+    shape_str,
+)
 
 __all__ = ["region_align"]
 
 _OWNER = "region_align"
-
-
-def _pair(value: object, name: str, owner: str) -> tuple[int, int]:
-    """An ``int`` or a pair of positive ints as ``(height, width)``."""
-    if isinstance(value, (int, torch.SymInt)) and not isinstance(value, bool):
-        value = (value, value)
-    if isinstance(value, (tuple, list, torch.Size)) and len(value) == 2:
-        for v in value:
-            # SymInt: an image size traced with dynamic shapes (compile, export)
-            if isinstance(v, bool) or not isinstance(v, (int, torch.SymInt)) or v <= 0:
-                raise ValueError(f"{owner} expected {name} to be a positive int or (height, width), got {value!r}")
-        return value[0], value[1]
-    raise ValueError(f"{owner} expected {name} to be a positive int or (height, width), got {value!r}")
-
-
-def check_sampling_ratio(value: object, owner: str) -> int:
-    """``sampling_ratio`` must be a fixed grid ``>= 1``; say why the adaptive grid is not offered."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{owner} expected sampling_ratio to be an int, got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(
-            f"{owner} expected sampling_ratio >= 1, got {value}: torchvision's adaptive grid (sampling_ratio "
-            "<= 0, ceil(box size / output size) samples per bin) depends on the box values, which would need "
-            "data-dependent shapes and a device synchronisation; pick a fixed grid such as 2"
-        )
-    return value
-
-
-def check_output_size(value: object, owner: str) -> tuple[int, int]:
-    return _pair(value, "output_size", owner)
 
 
 def _axis_weights(
@@ -110,6 +92,9 @@ def region_align(
     image_size: int | tuple[int, int],
     output_size: int | tuple[int, int] = 7,
     sampling_ratio: int = 2,
+    *,
+    mask: Tensor | None = None,
+    check_boxes: bool = True,
 ) -> Tensor:
     r"""Pool each image-space box from its image's feature map into ``oh x ow`` cells (RoIAlign, ``aligned=True``).
 
@@ -138,6 +123,12 @@ def region_align(
         sampling_ratio: samples per bin along each axis, ``>= 1``. torchvision's adaptive grid
             (``<= 0``: ``ceil(box size / output size)`` samples, different per box) is refused with a
             :class:`ValueError`: it needs data-dependent shapes and a device synchronisation.
+        mask: ``(B, K)`` bool, ``True`` = region present: the boxes of absent regions are not checked (any
+            values, e.g. the zero boxes of :func:`~region_attention.functional.landmark_boxes`).
+        check_boxes: raise on boxes with ``x2 <= x1``, ``y2 <= y1`` or non-finite values, exactly as
+            :func:`~region_attention.functional.crop_regions` does. Reading the values of a tensor on an
+            accelerator synchronises with the host; pass ``False`` on a hot path. Skipped under
+            ``torch.compile``.
 
     Returns:
         The pooled regions ``(B, K, C, oh, ow)`` in the feature map's dtype, computed in
@@ -162,38 +153,37 @@ def region_align(
                    [4., 5.]]]]])
     """
     feature_map = check_tensor(feature_map, "feature_map", _OWNER)
-    boxes = check_tensor(boxes, "boxes", _OWNER)
     if feature_map.dim() != 4:
         raise ValueError(
             f"{_OWNER} expected feature_map of shape (B, C, h, w), got {feature_map.dim()}-D shape "
             f"{shape_str(feature_map.shape)}"
         )
-    if not feature_map.is_floating_point():
-        raise TypeError(f"{_OWNER} expected feature_map to have a floating point dtype, got {feature_map.dtype}")
+    check_floating(feature_map, "feature_map", _OWNER)
+    check_computable(feature_map, "feature_map", _OWNER)
     bsz = feature_map.shape[0]
-    if boxes.dim() != 3 or boxes.shape[0] != bsz or boxes.shape[2] != 4:
-        raise ValueError(
-            f"{_OWNER} expected boxes of shape (B, K, 4) = ({bsz}, K, 4) to match feature_map "
-            f"{shape_str(feature_map.shape)}, got {shape_str(boxes.shape)}"
-        )
-    if boxes.is_complex() or boxes.dtype == torch.bool:
-        raise TypeError(f"{_OWNER} expected boxes to have a real dtype, got {boxes.dtype}")
-    if boxes.device != feature_map.device:
-        raise ValueError(f"{_OWNER} expected boxes on {feature_map.device} like the feature map, got {boxes.device}")
-    height, width = _pair(image_size, "image_size", _OWNER)
+    boxes = check_box_tensor(boxes, bsz, feature_map.device, _OWNER, shared=False, like="the feature map")
+    if mask is not None:
+        mask = check_box_mask(mask, bsz, boxes.shape[1], feature_map.device, _OWNER)
+    height, width = check_image_size(image_size, _OWNER, square=True)
     oh, ow = check_output_size(output_size, _OWNER)
     grid = check_sampling_ratio(sampling_ratio, _OWNER)
+    check_boxes_flag(check_boxes, boxes, _OWNER, mask)
 
     context: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
     if torch.is_autocast_enabled(feature_map.device.type):
         # autocast would run the contractions in half precision; RoIAlign is exact in float32 (as torchvision)
         context = torch.autocast(feature_map.device.type, enabled=False)
     with context:
-        return _region_align(feature_map, boxes, (height, width), (oh, ow), grid)
+        return _region_align(feature_map, boxes, (height, width), (oh, ow), grid, mask)
 
 
 def _region_align(
-    feature_map: Tensor, boxes: Tensor, image_size: tuple[int, int], output_size: tuple[int, int], grid: int
+    feature_map: Tensor,
+    boxes: Tensor,
+    image_size: tuple[int, int],
+    output_size: tuple[int, int],
+    grid: int,
+    mask: Tensor | None,
 ) -> Tensor:
     bsz, channels, h, w = feature_map.shape
     k = boxes.shape[1]
@@ -201,6 +191,8 @@ def _region_align(
     work = compute_dtype(feature_map.dtype)
     fmap = feature_map.to(work)
     b = boxes.detach().to(work)
+    if mask is not None:  # absent regions pool a valid dummy box (the first map cell): no NaN from their values
+        b = torch.where(mask.unsqueeze(-1), b, b.new_tensor([0.0, 0.0, 1.0, 1.0]))
     y_low, y_high, wy_low, wy_high = _axis_weights(b[..., 1], b[..., 3], h / image_size[0], h, oh, grid)
     x_low, x_high, wx_low, wx_high = _axis_weights(b[..., 0], b[..., 2], w / image_size[1], w, ow, grid)
 
