@@ -13,9 +13,8 @@ interleaved runs):
    path (per image and region a PIL crop, a resize to 224 and ``torchvision.transforms.ToTensor``, then
    the batch stacked as ``default_collate`` does), a naive ``grid_sample`` cropper (the input copied
    ``K`` times, one call), merely writing the float32 output (the memory floor), and ``RegionCropper``
-   on float32 and on uint8 images (and with per-image random boxes); the rows "without huge-page advice"
-   switch off the ``madvise(MADV_HUGEPAGE)`` of the crop op's CPU buffers
-   (``region_attention.functional._hugepages``), to show what that advice buys on this kernel;
+   on float32 and on uint8 images (and with per-image random boxes); ``benchmarks/fast_paths.py`` compares
+   the crop op's CPU fast paths with its plain path;
 2. the host side of a whole data pipeline from JPEG files through a ``DataLoader`` with 2 workers:
    decode, then either the PIL region path (``K`` crops, resizes and ``ToTensor`` per image) or one resize
    to 224 returning uint8 (the regions are cut later, on the device, by ``RegionCropper``);
@@ -38,7 +37,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import interleaved_medians, machine_description, print_table, sync
 from region_attention import RegionCropper
-from region_attention.functional import BOX_PRESETS, _hugepages
+from region_attention.functional import BOX_PRESETS
 
 PAPER = BOX_PRESETS["paper"]
 
@@ -79,15 +78,6 @@ def naive_grid_sample(images: torch.Tensor, boxes: torch.Tensor, size: int) -> t
 # ------------------------------------------------------------------------------------------------------
 
 
-def without_advice(cropper: RegionCropper, images: torch.Tensor) -> object:
-    """The cropper with the crop op's CPU buffers left to 4 KiB pages (no ``MADV_HUGEPAGE``)."""
-    _hugepages.ADVISE = False
-    try:
-        return cropper(images)
-    finally:
-        _hugepages.ADVISE = True
-
-
 def part1(args) -> list[dict]:
     from PIL import Image
 
@@ -114,8 +104,6 @@ def part1(args) -> list[dict]:
         "RegionCropper, float32 images": lambda: fixed(images),
         "RegionCropper, uint8 images (/255 inside)": lambda: fixed(u8),
         "RegionCropper(strategy='random'), float32 (per-image boxes)": lambda: random_(images),
-        "RegionCropper, float32 images, without huge-page advice": lambda: without_advice(fixed, images),
-        "RegionCropper(strategy='random'), float32, without huge-page advice": lambda: without_advice(random_, images),
     }
     with torch.no_grad():
         med = interleaved_medians(fns, args.repeats, 1, cpu)

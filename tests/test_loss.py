@@ -203,7 +203,7 @@ def test_without_gates_only_the_classification_part_trains():
         (torch.tensor([[0], [1], [2]]), ValueError, r"got \(3, 1\); pass target\.squeeze\(1\)"),
         (torch.tensor([0, 4, 1]), ValueError, r"class indices in \[0, 3\] for 4 classes, got 4"),
         (torch.tensor([0, -1, 1]), ValueError, r"class indices in \[0, 3\].*got -1"),
-        (torch.tensor([0, 1]), ValueError, r"target with batch size 3 like logits \(3, 4\), got target of shape \(2,\)"),
+        (torch.tensor([0, 1]), ValueError, r"target with batch size 3 like logits \(3, 4\), got target of shape"),
         (torch.tensor([True, False, True]), ValueError, r"integer class indices.*torch\.bool"),
     ],
 )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-
 import math
 
 import pytest
@@ -11,11 +10,11 @@ import torch
 
 from region_attention import RegionAlign
 from region_attention.functional import region_align as checked_region_align
+from tests.conftest import TOLERANCES
 
 # The comparisons with torchvision include a degenerate box (x2 = x1), which torchvision pools and our box check
 # refuses by default: they run without the check (the checks have their own tests below and in test_misuse.py).
 region_align = functools.partial(checked_region_align, check_boxes=False)
-from tests.conftest import TOLERANCES
 
 torchvision = pytest.importorskip("torchvision")
 
@@ -222,7 +221,8 @@ def test_module_twin_and_repr():
     assert repr(RegionAlign()) == "RegionAlign(output_size=(7, 7), sampling_ratio=2)"
     fmap = torch.randn(2, 4, 9, 9)
     boxes = random_boxes(2, 5, 72, 72, torch.Generator().manual_seed(0), dtype=torch.float32)
-    torch.testing.assert_close(align(fmap, boxes, image_size=72, check_boxes=False), region_align(fmap, boxes, 72, (3, 5), 3))
+    expected = region_align(fmap, boxes, 72, (3, 5), 3)
+    torch.testing.assert_close(align(fmap, boxes, image_size=72, check_boxes=False), expected)
     assert list(align.state_dict()) == []
 
 

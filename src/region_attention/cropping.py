@@ -250,7 +250,7 @@ class RegionCropper(nn.Module):
             >>> from region_attention import RegionCropper
             >>> cropper = RegionCropper(32, strategy="random").eval()
             >>> images = torch.rand(2, 3, 64, 48)
-            >>> boxes, mask = cropper.boxes(images)
+            >>> boxes, mask, whole_index = cropper.boxes(images)
             >>> boxes.shape, mask.shape
             (torch.Size([2, 6, 4]), torch.Size([2, 6]))
             >>> torch.equal(boxes, cropper(images).boxes)   # what forward crops
