@@ -27,7 +27,7 @@ Three backends compute the same numbers; :func:`_crop` is the one place that pic
   row gathered and blended (memory-bound).
 
 The two fast paths run only where ``benchmarks/fast_paths.py`` measured them at least 1.25 times as fast
-as the plain path (CPU, one thread, 32 faces of 224 x 224, K = 6: banded 4.5 to 6 times, two taps 1.8 to 2
+as the plain path (CPU, one thread, 32 faces of 224 x 224, K = 6: banded 4 to 6 times, two taps 1.5 to 2.2
 times); on other devices the plain path runs.
 """
 
