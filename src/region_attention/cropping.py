@@ -7,6 +7,7 @@ from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
+from typing_extensions import override
 
 from ._validation import (
     Box,
@@ -287,6 +288,7 @@ class RegionCropper(nn.Module):
             check_boxes=False,  # checked in __init__
         )
 
+    @override
     def forward(
         self, images: Tensor, landmarks: Tensor | None = None, generator: torch.Generator | None = None
     ) -> RegionCrops:
@@ -312,6 +314,7 @@ class RegionCropper(nn.Module):
         )
         return RegionCrops(crops, regions.boxes.contiguous(), regions.mask, regions.whole_index)
 
+    @override
     def extra_repr(self) -> str:
         parts = [f"output_size={self.output_size}", f"strategy={self.strategy!r}"]
         if self.strategy == "fixed":

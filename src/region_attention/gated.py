@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
+from typing_extensions import override
 
 from . import functional as RF
 from ._validation import check_bool, check_dropout, check_positive_int, shape_str
@@ -113,6 +114,7 @@ class GatedAttentionPool(nn.Module):
         """Size of the last axis of ``GatedAttentionOutput.pooled``: ``dim``."""
         return self.dim
 
+    @override
     def forward(self, x: Tensor, mask: Tensor | None = None) -> GatedAttentionOutput:
         """Pool instance features ``x`` ``(B, K, D)``; ``mask`` ``(B, K)`` bool, True = present."""
         return RF.gated_attention_pool(
@@ -128,6 +130,7 @@ class GatedAttentionPool(nn.Module):
             training=self.training,
         )
 
+    @override
     def extra_repr(self) -> str:
         return f"dim={self.dim}, hidden={self.hidden}, heads={self.heads}, gated={self.gated}, dropout={self.dropout}"
 

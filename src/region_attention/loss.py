@@ -8,6 +8,7 @@ from typing import Any, NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from typing_extensions import override
 
 from . import functional as RF
 from ._validation import (
@@ -59,12 +60,14 @@ class RegionBiasedLoss(nn.Module):
         self.whole_index = whole_index
         self.reduction = reduction
 
+    @override
     def forward(self, gates: Tensor, mask: Tensor | None = None) -> Tensor:
         """The loss of self-attention ``gates`` ``(B, K)``; ``mask`` ``(B, K)`` bool, True = present."""
         return RF.region_biased_loss(
             gates, mask, margin=self.margin, whole_index=self.whole_index, reduction=self.reduction
         )
 
+    @override
     def extra_repr(self) -> str:
         return f"margin={self.margin}, whole_index={self.whole_index}, reduction={self.reduction!r}"
 
@@ -264,6 +267,7 @@ class RegionAttentionLoss(nn.Module):
         rb = RF.region_biased_loss(gates, mask, margin=self.margin, whole_index=index).to(ce.dtype)
         return RANLossOutput(ce + self.rb_weight * rb, ce, rb)
 
+    @override
     def forward(self, output: Any, target: Tensor) -> RANLossOutput:
         """The loss of a network's :class:`~region_attention.RANOutput` against ``target``; the whole face is
         the one ``output.regions.whole_index`` names."""
@@ -292,6 +296,7 @@ class RegionAttentionLoss(nn.Module):
         index = self.whole_index if index is None else index
         return self.from_parts(output.logits, target, gates, regions.mask, whole_index=index)
 
+    @override
     def extra_repr(self) -> str:
         text = f"margin={self.margin}, rb_weight={self.rb_weight}, whole_index={self.whole_index}"
         text += f", label_smoothing={self.label_smoothing}"

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
+from typing_extensions import override
 
 from . import functional as RF
 from ._validation import check_choice, check_positive_int
@@ -38,6 +39,7 @@ class _AttentionPool(nn.Module):
         """Re-initialise the query like ``nn.Linear`` does (uniform in :math:`\\pm 1/\\sqrt{fan_{in}}`)."""
         self.query.reset_parameters()
 
+    @override
     def extra_repr(self) -> str:
         return f"dim={self.dim}, bias={self.query.bias is not None}, variant={self.variant!r}"
 
@@ -95,6 +97,7 @@ class SelfAttentionPool(_AttentionPool):
         """Size of ``SelfAttentionOutput.pooled``: ``dim``."""
         return self.dim
 
+    @override
     def forward(self, x: Tensor, mask: Tensor | None = None) -> SelfAttentionOutput:
         """Pool region features ``x`` ``(B, K, D)``; ``mask`` ``(B, K)`` bool, True = present."""
         return RF.self_attention_pool(x, self.query.weight, self.query.bias, mask, variant=self.variant)
@@ -150,6 +153,7 @@ class RelationAttentionPool(_AttentionPool):
         """Size of ``RelationAttentionOutput.pooled``: ``2 * dim``."""
         return 2 * self.dim
 
+    @override
     def forward(self, x: Tensor, pooled: Tensor, gates: Tensor, mask: Tensor | None = None) -> RelationAttentionOutput:
         """Refine with ``pooled`` (``F_m``, ``(B, D)``) and ``gates`` (``mu``, ``(B, K)``) of the self-attention
         pool; ``mask`` ``(B, K)`` bool, True = present."""
