@@ -75,16 +75,16 @@ def _random_mask(bsz, k, gen, device="cpu"):
     return mask.to(device)
 
 
-def _all_rows(x, mask, *params):
-    """The plain path: every row scored (the reference of the present-rows gathering)."""
-    return G._score_rows(x, *params)
+def _all_rows(x, mask):
+    """The plain path: every row scored and pooled (the reference of the present-rows gathering)."""
+    return None
 
 
 @pytest.fixture(params=["present-rows", "all-rows"])
 def path(request, monkeypatch):
     """Run a test through the CPU scoring of the present rows only and through the plain all-rows path."""
     if request.param == "all-rows":
-        monkeypatch.setattr(G, "_scores", _all_rows)
+        monkeypatch.setattr(G, "_present", _all_rows)
     return request.param
 
 
@@ -123,9 +123,9 @@ def test_present_rows_and_plain_paths_agree_with_gradients(monkeypatch, gated, h
     }[layout]
     pool = _pool(6, 5, heads, gated, dtype=torch.float64)
     results = []
-    original = G._scores
-    for scores in (original, _all_rows):
-        monkeypatch.setattr(G, "_scores", scores)
+    original = G._present
+    for present in (original, _all_rows):
+        monkeypatch.setattr(G, "_present", present)
         x.grad = None
         pool.zero_grad()
         out = pool(x, mask)

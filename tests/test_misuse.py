@@ -8,6 +8,7 @@ import importlib
 from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
+from unittest import mock
 
 import pytest
 import torch
@@ -26,6 +27,7 @@ from region_attention import (
 )
 from region_attention import functional as RF
 from region_attention.functional import RegionBoxes
+from region_attention.functional import gated as gated_functional
 
 
 def _backbone(dim: int = 6) -> nn.Module:
@@ -297,6 +299,11 @@ def test_no_check_names_in_any_public_all():
     for name in modules:
         public = getattr(importlib.import_module(name), "__all__", [])
         assert not [n for n in public if n.startswith("check_")], name
+
+
+def _all_rows(pool: GatedAttentionPool, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    with mock.patch.object(gated_functional, "_present", lambda x, mask: None):
+        return pool(x, mask).pooled
 
 
 def _pools() -> dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]:

@@ -8,8 +8,9 @@ autocast the two projections run in the autocast dtype (they are bounded by :mat
 :math:`\sigma`), the pooled sum does not.
 
 Speed: the scoring network is the plain expression under autograd. On the CPU with a mask (outside
-``torch.compile``, ``torch.export`` and ``torch.func``) it scores only the present instances, gathered with
-``index_select`` (reading a CPU mask costs no device synchronisation), so padding ragged bags costs little:
+``torch.compile``, ``torch.export`` and ``torch.func``) it scores and pools only the present instances,
+gathered with ``index_select`` (reading a CPU mask costs no device synchronisation), so padding ragged bags
+costs little and what masked instances hold is never read:
 ``benchmarks/fast_paths.py`` measured it 2.1 times as fast as scoring every row for bags 50 % present.
 """
 
@@ -169,7 +170,10 @@ def gated_attention_pool(
     # x.to(ct) is x itself; half-precision ones are copied once. V and U are stacked so that one matmul reads
     # x once and writes one (., 2H) block.
     ct = torch.promote_types(compute_dtype(x.dtype), v_weight.dtype)
-    xc = _zero_masked(x.to(ct), mask)  # a masked instance counts for nothing, whatever it holds
+    bsz, k, _ = x.shape
+    present = _present(x, mask)
+    # A masked instance counts for nothing, whatever it holds: zeroed, or (present rows alone) never read.
+    xc = _zero_masked(x.to(ct), mask) if present is None else x.to(ct).reshape(bsz * k, dim).index_select(0, present)
     weight = v_weight if u_weight is None else torch.cat([v_weight, u_weight])
     bias = v_bias
     if u_weight is not None and (v_bias is not None or u_bias is not None):
@@ -181,7 +185,10 @@ def gated_attention_pool(
         )
     params = (weight.to(ct), None if bias is None else bias.to(ct), w_weight.to(ct))
     wb = None if w_bias is None else w_bias.to(ct)
-    scores = _scores(xc, mask, *params, wb, hidden, u_weight is not None)
+    scores = _score_rows(xc, *params, wb, hidden, u_weight is not None)
+    if present is not None:
+        scores = scores.new_zeros(bsz * k, heads).index_copy(0, present, scores)
+    scores = scores.view(bsz, k, heads)
 
     mask3 = None if mask is None else mask.unsqueeze(-1)
     weights = _masked_softmax(scores, mask3)
@@ -195,27 +202,23 @@ def gated_attention_pool(
     if torch.is_autocast_enabled(x.device.type):
         context = torch.autocast(x.device.type, enabled=False)
     with context:
-        pooled = torch.bmm(kept.transpose(1, 2), xc).to(x.dtype)
+        if present is None:
+            pooled = torch.bmm(kept.transpose(1, 2), xc)
+        else:  # each present row's weighted features added to its bag's sum
+            rows = kept.reshape(bsz * k, heads).index_select(0, present).unsqueeze(-1) * xc.unsqueeze(1)
+            pooled = xc.new_zeros(bsz, heads, dim).index_add_(0, torch.div(present, k, rounding_mode="floor"), rows)
+        pooled = pooled.to(x.dtype)
     if heads == 1:
         return GatedAttentionOutput(pooled.squeeze(1), weights.squeeze(-1), scores.squeeze(-1))
     return GatedAttentionOutput(pooled, weights, scores)
 
 
-def _scores(
-    x: Tensor, mask: Tensor | None, weight: Tensor, bias: Tensor | None, w: Tensor, wb: Tensor | None, hidden: int,
-    gated: bool,
-) -> Tensor:
-    """``w(gate(x @ weight.T + bias)) + wb``, ``(B, K, heads)`` in ``x``'s dtype.
-
-    On the CPU with a mask, in plain eager mode, only the present rows are scored (gathered with
-    ``index_select``; masked rows get 0, which the softmax masks anyway).
-    """
+def _present(x: Tensor, mask: Tensor | None) -> Tensor | None:
+    """The flat indices of the present rows, where scoring and pooling only them pays: on the CPU with a mask, in
+    plain eager mode (reading a CPU mask costs no device synchronisation). ``None`` elsewhere: every row."""
     if mask is None or x.device.type != "cpu" or torch.compiler.is_compiling() or _functorch_active():
-        return _score_rows(x, weight, bias, w, wb, hidden, gated)
-    bsz, k, dim = x.shape
-    present = mask.reshape(-1).nonzero().squeeze(1)
-    rows = _score_rows(x.reshape(bsz * k, dim).index_select(0, present), weight, bias, w, wb, hidden, gated)
-    return x.new_zeros(bsz * k, w.shape[0]).index_copy(0, present, rows).view(bsz, k, w.shape[0])
+        return None
+    return mask.reshape(-1).nonzero().squeeze(1)
 
 
 def _score_rows(
