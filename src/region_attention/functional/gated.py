@@ -173,7 +173,8 @@ def gated_attention_pool(
     bsz, k, _ = x.shape
     present = _present(x, mask)
     # A masked instance counts for nothing, whatever it holds: zeroed, or (present rows alone) never read.
-    xc = _zero_masked(x.to(ct), mask) if present is None else x.to(ct).reshape(bsz * k, dim).index_select(0, present)
+    xc = x.to(ct)
+    xs = _zero_masked(xc, mask) if present is None else xc.reshape(bsz * k, dim).index_select(0, present)
     weight = v_weight if u_weight is None else torch.cat([v_weight, u_weight])
     bias = v_bias
     if u_weight is not None and (v_bias is not None or u_bias is not None):
@@ -185,7 +186,7 @@ def gated_attention_pool(
         )
     params = (weight.to(ct), None if bias is None else bias.to(ct), w_weight.to(ct))
     wb = None if w_bias is None else w_bias.to(ct)
-    scores = _score_rows(xc, *params, wb, hidden, u_weight is not None)
+    scores = _score_rows(xs, *params, wb, hidden, u_weight is not None)
     if present is not None:
         scores = scores.new_zeros(bsz * k, heads).index_copy(0, present, scores)
     scores = scores.view(bsz, k, heads)
@@ -202,11 +203,11 @@ def gated_attention_pool(
     if torch.is_autocast_enabled(x.device.type):
         context = torch.autocast(x.device.type, enabled=False)
     with context:
-        if present is None:
-            pooled = torch.bmm(kept.transpose(1, 2), xc)
-        else:  # each present row's weighted features added to its bag's sum
-            rows = kept.reshape(bsz * k, heads).index_select(0, present).unsqueeze(-1) * xc.unsqueeze(1)
-            pooled = xc.new_zeros(bsz, heads, dim).index_add_(0, torch.div(present, k, rounding_mode="floor"), rows)
+        pooled = torch.bmm(kept.transpose(1, 2), xs if present is None else xc)
+        if present is not None and not bool(torch.isfinite(pooled).all()):
+            # A NaN or inf somewhere (0 * NaN is NaN): pool again with the masked rows zeroed, so that only a
+            # present row's NaN shows. The first product leaves the graph. Checked on the CPU only: no sync.
+            pooled = torch.bmm(kept.transpose(1, 2), _zero_masked(xc, mask))
         pooled = pooled.to(x.dtype)
     if heads == 1:
         return GatedAttentionOutput(pooled.squeeze(1), weights.squeeze(-1), scores.squeeze(-1))
