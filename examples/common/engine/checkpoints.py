@@ -38,8 +38,8 @@ TMP_MARK = ".tmp-"
 
 #: Configuration entries that must agree between a checkpoint and the run that resumes or reads it.
 IDENTITY_KEYS = ("task", "model", "backbone", "image_size", "image_channels", "variant", "whole_position", "regions",
-                 "num_regions", "radius", "dropout", "label_mode", "class_names", "train_on_valid", "seed", "data_identity",
-                 "regions_on", "roi_size", "split_at", "data_fingerprint")
+                 "num_regions", "radius", "dropout", "label_mode", "class_names", "train_on_valid", "seed",
+                 "data_identity", "regions_on", "roi_size", "split_at", "data_fingerprint")
 
 
 class RunError(ValueError):

@@ -239,12 +239,13 @@ def one_line(err: BaseException) -> str:
     return " ".join(lines) if lines else type(err).__name__
 
 
-def run_script(parser: argparse.ArgumentParser, step: Callable[[], T]) -> T:
+def run_script(parser: argparse.ArgumentParser, step: Callable[[], T],
+               also: tuple[type[BaseException], ...] = ()) -> T:
     """``step()``, with the user's mistakes found while it reads the data, the checkpoints or the output folder
-    (:data:`USER_ERRORS`) turned into one line on stderr and exit status 2, as for a bad option."""
+    (:data:`USER_ERRORS`, and ``also``) turned into one line on stderr and exit status 2, as for a bad option."""
     try:
         return step()
-    except USER_ERRORS as err:
+    except (*USER_ERRORS, *also) as err:
         parser.exit(2, f"{parser.prog}: error: {one_line(err)}\n")
 
 
