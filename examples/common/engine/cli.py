@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -180,46 +181,66 @@ def writable_problem(path: str | Path | None, flag: str) -> str | None:
 
 
 def _runs_on(module: nn.Module, *shape: int) -> torch.Size | None:
-    """The output shape of ``module`` on a ``shape`` input, computed on the meta device (no memory, no
-    arithmetic), or None when that input is too small for it."""
+    """The output shape of ``module`` (in eval mode) on a zero input of ``shape``, or None when that input is
+    too small for it."""
     try:
         with torch.no_grad():
-            return module(torch.empty(*shape, device="meta")).shape  # type: ignore[no-any-return]
+            return module(torch.zeros(*shape)).shape  # type: ignore[no-any-return]
     except (RuntimeError, ValueError):
         return None
 
 
+def _unfilled(module: nn.Module) -> nn.Module:
+    """``module`` (built on the meta device, so no initialisation ran) on the CPU with zero weights, in eval
+    mode: enough to learn the shapes it produces."""
+    module = module.to_empty(device="cpu").eval()
+    with torch.no_grad():
+        for tensor in (*module.parameters(), *module.buffers()):
+            tensor.zero_()
+    return module
+
+
 def size_problem(cfg: RunConfig) -> str | None:
+    """:func:`backbone_size_problem` of the run's model, backbone, image size and one-pass options."""
+    features = cfg.model == "ran" and cfg.regions_on == "features"
+    return backbone_size_problem(cfg.backbone, cfg.image_size, cfg.split_at if features else None,
+                                 cfg.roi_size if features else None)
+
+
+@functools.lru_cache(maxsize=64)
+def backbone_size_problem(name: str, size: int, split_at: str | None, roi_size: int | None) -> str | None:
     """Why the backbone cannot take the run's ``--image-size`` (every region is resized to it) or, for the
-    one-pass model, its ``--roi-size`` (None: it can). The backbone is built and run on the meta device: no
-    weights are read, nothing is computed."""
+    one-pass model, its ``--roi-size`` (None: it can). The backbone is built without initialising its weights
+    and run once on one zero image; no file is read."""
     from ..models import BACKBONES, SPLIT_BACKBONES
 
-    size, name = cfg.image_size, cfg.backbone
-    with torch.device("meta"):
-        if cfg.model == "ran" and cfg.regions_on == "features":
-            if name not in SPLIT_BACKBONES:
-                return (f"--regions-on features needs a backbone that can be split "
-                        f"({', '.join(sorted(SPLIT_BACKBONES))}), got --backbone {name}")
-            make, channels = SPLIT_BACKBONES[name]
-            trunk, head = make(cfg.split_at, None)
-            whole: nn.Module = nn.Sequential(trunk, head)
-            fmap = _runs_on(trunk, 1, 3, size, size)
-        else:
+    if split_at is not None:
+        if name not in SPLIT_BACKBONES:
+            return (f"--regions-on features needs a backbone that can be split "
+                    f"({', '.join(sorted(SPLIT_BACKBONES))}), got --backbone {name}")
+        make, channels = SPLIT_BACKBONES[name]
+        with torch.device("meta"):
+            trunk, head = make(split_at, None)
+        trunk, head = _unfilled(trunk), _unfilled(head)
+        whole: nn.Module = nn.Sequential(trunk, head)
+        fmap = _runs_on(trunk, 1, 3, size, size)
+    else:
+        with torch.device("meta"):
             whole = BACKBONES[name][0](None)
-            fmap = None
-        if _runs_on(whole, 1, 3, size, size) is None:
-            smallest = next((s for s in range(size + 1, 1025) if _runs_on(whole, 1, 3, s, s) is not None), None)
-            return (f"--image-size {size} is too small for --backbone {name}"
-                    + (f"; give at least {smallest}" if smallest else ""))
-        if fmap is not None and cfg.roi_size is not None and cfg.split_at is not None:
-            side = min(fmap[-2:])
-            if cfg.roi_size > side:
-                return (f"--roi-size {cfg.roi_size} exceeds the {fmap[-2]} x {fmap[-1]} feature map of a {size}-pixel "
-                        f"face at --split-at {cfg.split_at} (a region covers part of it); give --roi-size <= {side}")
-            if _runs_on(head, 1, channels[cfg.split_at], cfg.roi_size, cfg.roi_size) is None:
-                return (f"--roi-size {cfg.roi_size} is too small for the part of --backbone {name} after "
-                        f"--split-at {cfg.split_at}; give a larger --roi-size")
+        whole = _unfilled(whole)
+        fmap = None
+    if _runs_on(whole, 1, 3, size, size) is None:
+        smallest = next((s for s in range(size + 1, 1025) if _runs_on(whole, 1, 3, s, s) is not None), None)
+        return (f"--image-size {size} is too small for --backbone {name}"
+                + (f"; give at least {smallest}" if smallest else ""))
+    if fmap is not None and roi_size is not None and split_at is not None:
+        side = min(fmap[-2:])
+        if roi_size > side:
+            return (f"--roi-size {roi_size} exceeds the {fmap[-2]} x {fmap[-1]} feature map of a {size}-pixel "
+                    f"face at --split-at {split_at} (a region covers part of it); give --roi-size <= {side}")
+        if _runs_on(head, 1, channels[split_at], roi_size, roi_size) is None:
+            return (f"--roi-size {roi_size} is too small for the part of --backbone {name} after "
+                    f"--split-at {split_at}; give a larger --roi-size")
     return None
 
 
@@ -288,6 +309,7 @@ __all__ = [
     "HelpFormatter",
     "ScriptParser",
     "add_options",
+    "backbone_size_problem",
     "config_from_args",
     "device_problem",
     "explicit_options",
