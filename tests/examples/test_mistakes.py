@@ -120,8 +120,8 @@ def _first_image(script: str, data: Path) -> Path:
         rows = [line.split(",") for line in lists.read_text().splitlines()[1:]]
         return data / "Manually_Annotated_Images" / next(r[0] for r in rows if int(r[6]) < 8)
     suffixes = {".png", ".jpg", ".jpeg"}
-    pattern = {"affectnet": "Manually_Annotated_Images", "rafdb": "basic/Image/aligned", "sfew": "Val_Aligned_Faces_new"}
-    return sorted(p for p in (data / pattern[script]).rglob("*") if p.suffix.lower() in suffixes)[0]
+    folder = data / {"rafdb": "basic/Image/aligned", "sfew": "Val_Aligned_Faces_new"}[script]
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in suffixes)[0]
 
 
 @pytest.mark.parametrize("script", ("affectnet", "rafdb", "sfew"))
@@ -161,7 +161,7 @@ def _ferplus_folder(root: Path) -> Path:
 FERPLUS_DATA = [
     ("empty fer2013.csv", lambda d: (d / "fer2013.csv").write_text(""), r"fer2013\.csv: empty file"),
     ("non-UTF-8 CSV", lambda d: (d / "fer2013new.csv").write_bytes(
-        b"\n".join((d / "fer2013new.csv").read_bytes().split(b"\n")[:7] + [b"Training,\xff"])),
+        b"\n".join([*(d / "fer2013new.csv").read_bytes().split(b"\n")[:7], b"Training,\xff"])),
      r"fer2013new\.csv, line 8: not UTF-8 text"),
     ("bad vote", lambda d: (d / "fer2013new.csv").write_text(
         (d / "fer2013new.csv").read_text().replace(",0,", ",x,", 1)), r"vote count for .* must be a non-negative"),
@@ -198,13 +198,11 @@ def test_ferplus_folder_image_mistakes_are_one_line(damage, tmp_path, capsys, mo
 # predict.py
 
 
-@pytest.fixture(scope="module")
-def trained(datasets, tmp_path_factory) -> Path:
-    from examples.ferplus.train import main
+@pytest.fixture
+def trained(tmp_path) -> Path:
+    from .test_predict import checkpoint
 
-    out = tmp_path_factory.mktemp("trained") / "run"
-    main(["--data-dir", str(datasets["ferplus"]), "--output-dir", str(out), *FAST])
-    return out / "checkpoints" / "last.pt"
+    return checkpoint(tmp_path, "fixed")[0]
 
 
 def _resave(src: Path, dst: Path, change: Callable[[dict], None], *, checksum: bool = True) -> Path:
