@@ -204,7 +204,7 @@ def square_box(box: Sequence[float], margin: float = 0.0) -> tuple[float, float,
     return cx - side / 2.0, cy - side / 2.0, cx + side / 2.0, cy + side / 2.0
 
 
-class ImageListDataset(Dataset):
+class ImageListDataset(Dataset[tuple[Any, ...]]):
     """Images of a list of :class:`ImageRecord`, read lazily with PIL, as RGB uint8 ``(3, S, S)``.
 
     With ``crop_to_box`` each image is cut to the square around its record's ``box`` (enlarged by ``margin``

@@ -24,13 +24,14 @@ import hashlib
 import math
 import os
 import random
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple
 
 import torch
 from torch import Tensor, nn
+
+from .runtime import log
 
 CHECKPOINT_FORMAT = "region-attention-example/1"
 #: Prefix of the temporary files of :func:`atomic_save` (``.NAME.tmp-PID``).
@@ -380,9 +381,9 @@ def _owner(path: Path, ckpt: dict[str, Any], run: dict[str, Any], what: str) -> 
 def _fits(newer: dict[str, Any], older: dict[str, Any]) -> bool:
     """Can ``older`` and ``newer`` be two checkpoints of one training history (the older's history a prefix of
     the newer's, and the newer at most one epoch ahead when ``best.pt`` is the newer)?"""
-    n = older["epoch"] + 1
-    return len(older["history"]) == n and len(newer["history"]) == newer["epoch"] + 1 and (
-        newer["history"][:n] == older["history"])
+    n = int(older["epoch"]) + 1
+    return bool(len(older["history"]) == n and len(newer["history"]) == newer["epoch"] + 1
+                and newer["history"][:n] == older["history"])
 
 
 def plan_resume(folder: Path, run: dict[str, Any] | None) -> Restored:
@@ -445,7 +446,7 @@ def plan_resume(folder: Path, run: dict[str, Any] | None) -> Restored:
                             "a later epoch that improves on its validation accuracy replaces it, otherwise the "
                             "run ends without a test result")
     for line in warnings:
-        print(line, file=sys.stderr, flush=True)
+        log(line, error=True)
     return Restored(ckpt["epoch"] + 1, best, list(ckpt["history"]), dict(ckpt["config"]), path, ckpt, rewrite)
 
 

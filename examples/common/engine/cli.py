@@ -101,8 +101,8 @@ def add_options(
             help_text += " (default: none)"
         else:
             help_text += " (default: %(default)s)"
-        parser.add_argument(flag_of(name), dest=name, default=default, help=help_text,
-                            **({"required": True} if name in required else {}), **meta)
+        extra: dict[str, Any] = {"required": True} if name in required else {}
+        parser.add_argument(flag_of(name), dest=name, default=default, help=help_text, **extra, **meta)
 
 
 def explicit_options(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> set[str]:

@@ -187,7 +187,8 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form (config.json, checkpoints)."""
-        return json.loads(json.dumps(dataclasses.asdict(self)))
+        values: dict[str, Any] = json.loads(json.dumps(dataclasses.asdict(self)))
+        return values
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> RunConfig:
