@@ -91,6 +91,7 @@ def _rewrite_csv(src: Path, dst: Path, column: str, change) -> None:
     dst.write_text("\n".join(out) + "\n")
 
 
+@pytest.mark.slow  # trains (a few seconds)
 def test_changed_pixels_are_refused_naming_them(data, tmp_path, capsys):
     out = tmp_path / "run"
     main(argv(data, out))
@@ -104,6 +105,7 @@ def test_changed_pixels_are_refused_naming_them(data, tmp_path, capsys):
     assert snapshot(out) == before
 
 
+@pytest.mark.slow  # trains (a few seconds)
 def test_changed_vote_distributions_are_refused_with_crossentropy(data, tmp_path, capsys):
     out = tmp_path / "run"
     main(argv(data, out, "--label-mode", "crossentropy"))
@@ -132,6 +134,7 @@ def test_changed_vote_distributions_are_refused_with_crossentropy(data, tmp_path
 # 2. Checkpoints belong to their run
 
 
+@pytest.mark.slow  # trains (a few seconds)
 def test_another_runs_best_pt_is_refused_and_the_advice_works(data, straight, tmp_path, capsys):
     a, b = tmp_path / "a", tmp_path / "b"
     main(argv(data, a))
@@ -149,6 +152,7 @@ def test_another_runs_best_pt_is_refused_and_the_advice_works(data, straight, tm
     assert summary["selected_epoch"] == straight["summary"]["selected_epoch"]
 
 
+@pytest.mark.slow  # trains (a few seconds)
 def test_another_runs_last_pt_is_refused(data, tmp_path, capsys):
     a, b = tmp_path / "a", tmp_path / "b"
     main(argv(data, a))
@@ -159,6 +163,7 @@ def test_another_runs_last_pt_is_refused(data, tmp_path, capsys):
     assert snapshot(a) == before
 
 
+@pytest.mark.slow  # trains (a few seconds)
 def test_a_best_pt_of_another_attempt_does_not_fit_last_pt(data, tmp_path, capsys):
     a = tmp_path / "a"
     main(argv(data, a))
@@ -171,6 +176,7 @@ def test_a_best_pt_of_another_attempt_does_not_fit_last_pt(data, tmp_path, capsy
     refused(capsys, argv(data, a, "--resume", epochs=3), r"best\.pt \(epoch 3\) does not fit .*last\.pt \(epoch 2\)")
 
 
+@pytest.mark.slow  # trains (a few seconds)
 def test_a_damaged_best_pt_does_not_block_a_resume(data, straight, tmp_path, capsys):
     out = tmp_path / "run"
     main(argv(data, out))
@@ -180,6 +186,7 @@ def test_a_damaged_best_pt_does_not_block_a_resume(data, straight, tmp_path, cap
     assert weights_hash(out) == straight["hash"] and summary["test"] == straight["summary"]["test"]
 
 
+@pytest.mark.slow  # trains (a few seconds)
 def test_epochs_below_a_finished_run_are_refused(straight, data, tmp_path, capsys):
     out = tmp_path / "run"
     shutil.copytree(straight["out"], out)
@@ -193,6 +200,7 @@ def test_epochs_below_a_finished_run_are_refused(straight, data, tmp_path, capsy
 # 6. A run that died before its first checkpoint
 
 
+@pytest.mark.slow  # trains (a few seconds)
 def test_a_folder_with_only_config_json_restarts_on_resume(data, straight, tmp_path, capsys):
     out = tmp_path / "run"
     main(argv(data, out, epochs=2))
@@ -234,6 +242,7 @@ def test_checkpoint_checks(tmp_path):
     check_state_dict({"module.w": torch.ones(1)}, "x.pt")  # a prefix alone is not ambiguous
 
 
+@pytest.mark.slow  # trains (a few seconds)
 def test_a_full_disk_names_the_file(data, tmp_path, capsys, monkeypatch):
     from examples.common.engine import checkpoints
 
