@@ -4,8 +4,10 @@
         [--landmarks POINTS.txt] [--attention-figure attention.png] [--device cpu|cuda] [--top 3]
 
 Positional inputs are pre-cropped faces (no detector runs): image files, or folders of them.
-Each face is read like the training data (RGB, or grey replicated to three channels), resized to the
-checkpoint's ``image_size`` and fed in [0, 1]. The script prints the top predictions with their
+Each face is read by the training reader itself (``examples.common.folder_data.ImageListDataset``): the same
+pixels for every format training accepts (8- and 16-bit, palette, alpha, float TIFF), the same channels (a
+checkpoint trained on grey faces, FERPlus, gets grey faces whatever the file holds), the same ``--fit`` and size,
+fed in [0, 1]. The script prints the top predictions with their
 probabilities; with ``--attention-figure`` a RAN checkpoint also gets the figure of every face, its regions
 (boxes drawn on the face) and their final attention weights, the highest in red and the lowest in blue.
 
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -40,13 +43,17 @@ if __package__ in (None, ""):
 import torch
 
 from examples.common.detect import DetectedFace, detect_faces, load_detector
-from examples.common.engine import load_checkpoint_file
-from examples.common.engine.cli import ScriptParser
+from examples.common.engine import CheckpointError, load_checkpoint_file
+from examples.common.engine.checkpoints import load_weights
+from examples.common.engine.cli import ScriptParser, device_problem, run_script, writable_problem
+from examples.common.folder_data import ImageListDataset, ImageRecord
 from examples.common.models import build_model, is_ran_output, uses_landmarks
 from examples.common.subsets import read_text_lines
 from region_attention.functional import reduce_landmarks
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+#: How ``load_image`` reads faces when the caller gives no checkpoint record: RGB, stretched to square.
+PLAIN_READING = {"image_channels": "RGB", "fit": None}
 
 
 def collect_images(paths: list[Path]) -> list[Path]:
@@ -63,18 +70,30 @@ def collect_images(paths: list[Path]) -> list[Path]:
     return files
 
 
-def load_image(path: Path, size: int) -> tuple[torch.Tensor, tuple[int, int]]:
-    """The face as float ``(3, size, size)`` in [0, 1], and the file's ``(width, height)``."""
-    from PIL import Image, UnidentifiedImageError
+def load_image(path: Path, size: int, record: dict | None = None) -> tuple[torch.Tensor, tuple[int, int]]:
+    """The face as float ``(3, size, size)`` in [0, 1], read as the run of the checkpoint ``record`` read its
+    training faces (its ``image_channels`` and ``fit``), and the file's ``(width, height)``. Errors name the
+    file (``OSError``)."""
+    from PIL import Image
 
+    record = record or PLAIN_READING
+    dataset = ImageListDataset([ImageRecord(str(path), path, 0)], size, fit=record.get("fit") or "stretch",
+                               channels=record["image_channels"])
+    image = dataset[0][0]
     try:
-        with Image.open(path) as image:
-            original = image.size
-            image = image.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
-            data = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
-    except (OSError, UnidentifiedImageError) as err:
-        raise ValueError(f"cannot read image {path}: {err}") from err
-    return data.reshape(size, size, 3).permute(2, 0, 1).float() / 255, original
+        with Image.open(path) as opened:
+            original = opened.size
+    except OSError as err:  # read_image above has read it: only a race can get here
+        raise OSError(f"cannot read image {path}: {err}") from err
+    return image.float() / 255, original
+
+
+def grey_like_training(faces: torch.Tensor) -> torch.Tensor:
+    """Float RGB faces ``(N, 3, S, S)`` in [0, 1] as a grey-trained run reads them: PIL's ``L`` conversion
+    (ITU-R 601 luma), quantised to 8 bits, replicated to three channels."""
+    weights = torch.tensor([0.299, 0.587, 0.114], dtype=faces.dtype, device=faces.device).view(1, 3, 1, 1)
+    grey = torch.round((faces * weights).sum(1, keepdim=True) * 255) / 255
+    return grey.expand_as(faces).contiguous()
 
 
 def read_landmarks(path: Path) -> dict[str, torch.Tensor]:
@@ -150,12 +169,27 @@ def main(argv: list[str] | None = None) -> list[dict]:
         parser.error("give face images, or photos with --detect PHOTO... (one of the two)")
     if args.detect and args.landmarks is not None:
         parser.error("--detect finds the landmarks itself; drop --landmarks")
-    if args.face_margin < 0 or not 0 <= args.min_face_score <= 1:
+    if not (args.face_margin >= 0 and math.isfinite(args.face_margin)) or not 0 <= args.min_face_score <= 1:
         parser.error(f"expected --face-margin >= 0 and --min-face-score in [0, 1], got {args.face_margin} and "
                      f"{args.min_face_score}")
     for option, value in (("--top", args.top), ("--max-figure-faces", args.max_figure_faces)):
         if value < 1:
             parser.error(f"{option} must be >= 1, got {value}")
+    for option, path in (("--json", args.json), ("--attention-figure", args.attention_figure)):
+        if path is not None:
+            problem = (f"{option} {path} is a folder; give a file name" if path.is_dir()
+                       else writable_problem(path.parent, f"{option} {path}:"))
+            if problem:
+                parser.error(problem)
+    problem = device_problem(args.device)
+    if problem:
+        parser.error(problem)
+    # every ValueError here is about the inputs (a landmarks file, an image list, a checkpoint): one line, exit 2
+    return run_script(parser, lambda: predict(parser, args), also=(ValueError,))
+
+
+def predict(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[dict]:
+    """What :func:`main` does once the command line is checked (errors naming a file: one line, exit 2)."""
     ckpt = load_checkpoint_file(args.checkpoint)
     cfg, classes = ckpt["config"], ckpt["class_names"]
     if uses_landmarks(cfg) and args.landmarks is None and not args.detect:
@@ -163,8 +197,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
                      "FILE with 5 (or 68) points per image")
     if args.landmarks is not None and not uses_landmarks(cfg):
         parser.error("this checkpoint's regions do not use landmarks (they would be ignored); drop --landmarks")
-    model = build_model({**cfg, "pretrained": None}, len(classes))  # every weight is in the checkpoint
-    model.load_state_dict(ckpt["model"])
+    try:
+        model = build_model({**cfg, "pretrained": None}, len(classes))  # every weight is in the checkpoint
+    except (ValueError, TypeError, KeyError) as err:
+        raise CheckpointError(f"{args.checkpoint}: its recorded configuration does not build a model ({err})") from err
+    if args.attention_figure is not None and cfg["model"] != "ran":
+        parser.error("--attention-figure needs a RAN checkpoint (this one is a baseline)")
+    load_weights(model, ckpt["model"], args.checkpoint)
     model.to(args.device).eval()
     size = cfg["image_size"]
     landmarks = None
@@ -177,12 +216,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
         names = [f"{f.image} [{', '.join(f'{v:.0f}' for v in f.box)}]" for f in faces]
         records = [{"image": f.image, "box": list(f.box), "landmarks": f.landmarks.tolist(), "score": f.score}
                    for f in faces]
-        images = torch.stack([f.face for f in faces]).to(args.device)
+        images = torch.stack([f.face for f in faces])
+        if cfg["image_channels"] == "L":
+            images = grey_like_training(images)
+        images = images.to(args.device)
         if uses_landmarks(cfg):
             landmarks = torch.stack([f.face_landmarks for f in faces]).to(args.device)
     else:
         files = collect_images(args.images)
-        loaded = [load_image(f, size) for f in files]
+        loaded = [load_image(f, size, cfg) for f in files]
         names = [str(f) for f in files]
         images = torch.stack([image for image, _ in loaded]).to(args.device)
         records = [{"image": str(f), "box": [0.0, 0.0, float(w), float(h)], "landmarks": None} for f, (_, (w, h))
@@ -195,6 +237,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     with torch.no_grad():
         out = model(images, landmarks)
     probs = torch.softmax(out.logits.float(), -1).cpu()
+    if not bool(torch.isfinite(probs).all()):
+        raise CheckpointError(f"{args.checkpoint}: the model gives non-finite predictions on these faces")
     results = []
     for label, record, p in zip(names, records, probs, strict=True):
         top = torch.topk(p, min(args.top, len(classes)))
@@ -203,9 +247,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                         "prediction": ranked[0][0], "top": ranked})
         print(f"{label}: " + ", ".join(f"{name} {value:.3f}" for name, value in ranked))
     write_json(args.json, results)
-    if args.attention_figure is not None:
-        if not is_ran_output(out):
-            parser.error("--attention-figure needs a RAN checkpoint (this one is a baseline)")
+    if args.attention_figure is not None and is_ran_output(out):
         from examples.common.plots import plot_attention
 
         n = min(len(files), args.max_figure_faces)
@@ -237,15 +279,13 @@ def write_json(path: Path | None, results: list[dict]) -> None:
     if path is None:
         return
     keys = ("image", "box", "landmarks", "score", "probabilities")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps([{k: r[k] for k in keys if k in r} for r in results], indent=2) + "\n")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps([{k: r[k] for k in keys if k in r} for r in results], indent=2) + "\n")
+    except OSError as err:
+        raise OSError(f"--json: cannot write {path}: {err.strerror or err}") from None
     print(f"predictions: {path}")
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (ValueError, FileNotFoundError) as err:  # bad input: one line, exit status 2
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        print(f"examples/predict.py: error: {first_line}", file=sys.stderr)
-        raise SystemExit(2) from None
+    main()

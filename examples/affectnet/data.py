@@ -48,7 +48,9 @@ parallel DataLoader workers) so that bad ones can be excluded and reported inste
 from __future__ import annotations
 
 import ast
+import contextlib
 import csv
+import hashlib
 import math
 import os
 import struct
@@ -65,7 +67,7 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from examples.common.folder_data import DataFolderError, convert_image
+from examples.common.folder_data import DataFolderError, convert_image, digest_files, text_lines
 from examples.common.folder_data import stratified_holdout as _stratified_holdout
 from examples.common.subsets import image_key
 from region_attention import RegionAttentionLoss
@@ -200,6 +202,15 @@ class AffectNetSplit:
 
     def dataset(self, image_size: int = 224, margin: float = 0.0, **kwargs: Any) -> AffectNetDataset:
         return AffectNetDataset(self, image_size=image_size, margin=margin, **kwargs)
+
+    def fingerprint(self) -> dict[str, str]:
+        """``images``: SHA-256 over the bytes of every image file in order (one read of each); ``labels``: over
+        the class indices, face boxes and landmarks (everything else a run reads)."""
+        images = hashlib.sha256("\n".join(digest_files(self.path(i) for i in range(len(self)))).encode())
+        labels = hashlib.sha256()
+        for tensor in (self.labels_, self.boxes, self.landmarks):
+            labels.update(tensor.contiguous().numpy().tobytes())
+        return {"images": images.hexdigest(), "labels": labels.hexdigest()}
 
 
 def class_counts(labels: Tensor, num_classes: int) -> dict[str, int]:
@@ -424,10 +435,9 @@ def _check_classes(classes: int) -> int:
 def _parse_code(text: str, path: Path | str, line: int | None) -> int:
     text = text.strip()
     where = f"{path}, line {line}" if line is not None else str(path)
-    try:
-        code = int(float(text)) if text and float(text).is_integer() else int(text)
-    except ValueError:
-        raise ValueError(f"{where}: expression {text!r} is not an integer code 0-10") from None
+    if not (text.isascii() and text.isdigit()):  # as the other readers: "٣", "３", "1e0", "1.0" are refused
+        raise ValueError(f"{where}: expression {text!r} is not an integer code 0-10")
+    code = int(text)
     if not 0 <= code < len(EXPRESSION_CODES):
         raise ValueError(f"{where}: expression {code} is outside 0-10 "
                          f"({', '.join(f'{i} {n}' for i, n in enumerate(EXPRESSION_CODES))})")
@@ -443,54 +453,47 @@ def read_affectnet_csv(csv_path: str | Path, image_root: str | Path, classes: in
     num_classes = _check_classes(classes)
     csv_path, image_root = Path(csv_path), Path(image_root)
     builder = _Builder(name, "csv", str(csv_path), image_root, num_classes)
-    try:
-        handle = open(csv_path, newline="", encoding="utf-8-sig")  # noqa: SIM115
-    except FileNotFoundError:
-        raise FileNotFoundError(f"AffectNet list not found: {csv_path}") from None
-    try:
-        return _read_affectnet_rows(handle, csv_path, builder, num_classes)
-    except UnicodeDecodeError as err:
-        raise ValueError(f"{csv_path}: not UTF-8 text ({err.reason} near byte {err.start} of a read block, after "
-                         f"line {builder.rows + 1}); save the file as UTF-8") from None
+    lines = text_lines(csv_path, "AffectNet list")  # a byte that is not UTF-8: an error naming its line
+    with contextlib.closing(lines):
+        return _read_affectnet_rows(lines, csv_path, builder, num_classes)
 
 
 def _read_affectnet_rows(handle: Any, csv_path: Path, builder: _Builder, num_classes: int) -> AffectNetSplit:
-    with handle:
-        first = handle.readline()
-        if not first.strip():
-            raise ValueError(f"{csv_path}: empty file (expected a header line)")
-        header = [h.strip() for h in next(csv.reader([first]))]
-        missing = [c for c in CSV_COLUMNS if c not in header]
-        if missing:
-            raise ValueError(f"{csv_path}: missing column(s) {', '.join(missing)}; header is {','.join(header)!r}, "
-                             f"expected {','.join(CSV_COLUMNS)},valence,arousal")
-        at = [header.index(c) for c in CSV_COLUMNS]
-        width = len(header)
-        # Rows have no quoted fields (no commas inside a field), so a plain split is exact and several times faster
-        # than the csv module on the 1 kB rows; a row with a quote goes through the csv module.
-        for line, text in enumerate(handle, start=2):
-            text = text.rstrip("\r\n")
-            fields = next(csv.reader([text])) if '"' in text else text.split(",")
-            if not text.strip() or all(not f.strip() for f in fields):
-                continue
-            if len(fields) != width:
-                raise ValueError(f"{csv_path}, line {line}: {len(fields)} fields, expected {width} as in the header")
-            rel, fx, fy, fw, fh, lm, expr = (fields[i] for i in at)
-            code = _parse_code(expr, csv_path, line)
-            if code >= num_classes:  # dropped rows are counted, not checked further
-                builder.drop(code)
-                continue
-            rel = rel.strip().replace("\\", "/")
-            if not rel:
-                raise ValueError(f"{csv_path}, line {line}: empty subDirectory_filePath")
-            try:
-                box = [float(fx), float(fy), float(fw), float(fh)]
-            except ValueError:
-                raise ValueError(f"{csv_path}, line {line}: face box {fx},{fy},{fw},{fh} is not four numbers") from None
-            if not (box[2] > 0 and box[3] > 0 and all(map(math.isfinite, box))):
-                raise ValueError(f"{csv_path}, line {line}: face box (x {fx}, y {fy}, width {fw}, height {fh}) "
-                                 "must be finite with a positive width and height")
-            builder.add_row(code, rel, box, parse_landmarks(lm, csv_path, line, only_used=True), line)
+    first = next(handle, "")
+    if not first.strip():
+        raise ValueError(f"{csv_path}: empty file (expected a header line)")
+    header = [h.strip() for h in next(csv.reader([first]))]
+    missing = [c for c in CSV_COLUMNS if c not in header]
+    if missing:
+        raise ValueError(f"{csv_path}: missing column(s) {', '.join(missing)}; header is {','.join(header)!r}, "
+                         f"expected {','.join(CSV_COLUMNS)},valence,arousal")
+    at = [header.index(c) for c in CSV_COLUMNS]
+    width = len(header)
+    # Rows have no quoted fields (no commas inside a field), so a plain split is exact and several times faster
+    # than the csv module on the 1 kB rows; a row with a quote goes through the csv module.
+    for line, text in enumerate(handle, start=2):
+        text = text.rstrip("\r\n")
+        fields = next(csv.reader([text])) if '"' in text else text.split(",")
+        if not text.strip() or all(not f.strip() for f in fields):
+            continue
+        if len(fields) != width:
+            raise ValueError(f"{csv_path}, line {line}: {len(fields)} fields, expected {width} as in the header")
+        rel, fx, fy, fw, fh, lm, expr = (fields[i] for i in at)
+        code = _parse_code(expr, csv_path, line)
+        if code >= num_classes:  # dropped rows are counted, not checked further
+            builder.drop(code)
+            continue
+        rel = rel.strip().replace("\\", "/")
+        if not rel:
+            raise ValueError(f"{csv_path}, line {line}: empty subDirectory_filePath")
+        try:
+            box = [float(fx), float(fy), float(fw), float(fh)]
+        except ValueError:
+            raise ValueError(f"{csv_path}, line {line}: face box {fx},{fy},{fw},{fh} is not four numbers") from None
+        if not (box[2] > 0 and box[3] > 0 and all(map(math.isfinite, box))):
+            raise ValueError(f"{csv_path}, line {line}: face box (x {fx}, y {fy}, width {fw}, height {fh}) "
+                             "must be finite with a positive width and height")
+        builder.add_row(code, rel, box, parse_landmarks(lm, csv_path, line, only_used=True), line)
     return builder.build()
 
 
@@ -500,6 +503,8 @@ def _read_npy_item(args: tuple[Path, str]) -> tuple[str, int | str, list[float] 
     value, _ = read_npy(exp_path)
     if isinstance(value, list) and len(value) == 1:  # a 1-element array instead of a 0-d one
         value = value[0]
+    if isinstance(value, float) and value.is_integer():  # a float array: a number, not text to parse
+        value = int(value)
     try:
         code = _parse_code(str(value), exp_path, None)
     except ValueError as err:
@@ -673,6 +678,10 @@ def load_face(path: str | Path, box: Sequence[float] | None, margin: float, size
 class AffectNetDataset(Dataset):
     """Face crops of one :class:`AffectNetSplit`; items ``(image, target, label, index, landmarks)`` (see the
     module docstring)."""
+
+    def fingerprint(self) -> dict[str, str]:
+        """The split's :meth:`AffectNetSplit.fingerprint`."""
+        return self.split.fingerprint()
 
     def __init__(self, split: AffectNetSplit, image_size: int = 224, margin: float = 0.0,
                  transform: Callable[[Tensor], Tensor] | None = None) -> None:

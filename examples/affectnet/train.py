@@ -147,7 +147,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     parser = build_parser()
     args = parser.parse_args(argv)
     cfg = engine.config_from_args(parser, args, affectnet_recipes(args.balance))
-    return engine.run(engine.read_data(parser, make_task, cfg), cfg)
+    task = engine.read_data(parser, make_task, cfg)
+    return engine.run_script(parser, lambda: engine.run(task, cfg))
 
 
 if __name__ == "__main__":

@@ -12,10 +12,14 @@ coordinates ``(x, y)`` in the ``S x S`` image (NaN where an annotation is missin
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import random
 import struct
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,19 +33,27 @@ from torch.utils.data import Dataset
 __all__ = [
     "FITS",
     "IMAGE_SUFFIXES",
+    "DataError",
     "DataFolderError",
     "ImageListDataset",
     "ImageRecord",
     "class_counts",
     "convert_image",
+    "digest_files",
     "hold_out",
-    "place_on_canvas",  # noqa: F822 (module __getattr__ below)
+    "image_tensor",
     "read_image",
-    "render_with_synthetic",  # noqa: F822 (module __getattr__ below)
     "split_records",
     "square_box",
     "stratified_holdout",
+    "text_lines",
 ]
+
+
+class DataError(ValueError):
+    """A dataset file whose content is wrong (a face box outside its image, ...), found while the data is read
+    during a run; the message names the file. The scripts print it as one line, exit status 2."""
+
 
 class DataFolderError(FileNotFoundError):
     """A data folder that holds no dataset in a layout its reader knows (the message says what was looked for).
@@ -126,6 +138,64 @@ def read_image(path: str | Path, mode: str = "RGB", *, what: str = "image") -> I
         raise OSError(f"cannot read {what} {path}: {err}") from err
 
 
+def image_tensor(img: Image.Image, channels: str = "RGB") -> Tensor:
+    """An 8-bit ``"RGB"`` or ``"L"`` PIL image as uint8 ``(3, H, W)``: RGB as is, grey replicated to three
+    channels (``channels="L"``: the image is first made grey, as grey-trained runs see every face)."""
+    if channels == "L" and img.mode != "L":
+        img = img.convert("L")
+    width, height = img.size
+    if img.mode == "L":
+        grey = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).reshape(1, height, width)
+        return grey.expand(3, height, width).contiguous()
+    data = torch.frombuffer(bytearray(img.convert("RGB").tobytes()), dtype=torch.uint8).reshape(height, width, 3)
+    return data.permute(2, 0, 1).contiguous()
+
+
+def text_lines(path: str | Path, what: str = "file") -> Iterator[str]:
+    """The lines of a UTF-8 text file (a BOM accepted), line ends kept, for ``csv.reader``: read and decoded one
+    line at a time, so a byte that is not UTF-8 is a :class:`DataError` naming the file and its true 1-based
+    line (a decoder reading blocks reports the line where its block began). A missing file is a
+    ``FileNotFoundError`` naming it (``what``: how the message calls the file)."""
+    path = Path(path)
+    try:
+        handle = open(path, "rb")  # noqa: SIM115 (closed by the generator)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{what} not found: {path}") from None
+    with handle:
+        for number, raw in enumerate(handle, start=1):
+            if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            try:
+                yield raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise DataError(f"{path}, line {number}: not UTF-8 text (byte 0x{raw[err.start]:02x} at column "
+                                f"{err.start + 1}); save the file as UTF-8") from None
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"image not found: {path}") from None
+    except OSError as err:
+        raise OSError(f"cannot read image {path}: {err.strerror or err}") from None
+    return h.hexdigest()
+
+
+def digest_files(paths: Iterable[str | Path], workers: int | None = None) -> list[str]:
+    """The SHA-256 of every file's bytes, in order (``workers`` threads; default: up to 8). What a run's data
+    fingerprint records of image files: a file changed on disk changes it."""
+    items = [Path(p) for p in paths]
+    workers = workers or min(8, os.cpu_count() or 1)
+    if workers <= 1 or len(items) < 64:
+        return [_file_digest(p) for p in items]
+    with ThreadPoolExecutor(workers) as pool:  # hashlib releases the GIL on large buffers
+        return list(pool.map(_file_digest, items, chunksize=64))
+
+
 def square_box(box: Sequence[float], margin: float = 0.0) -> tuple[float, float, float, float]:
     """The square around ``box``'s centre whose side is the box's longer side times ``1 + 2 * margin``."""
     x1, y1, x2, y2 = (float(v) for v in box)
@@ -134,18 +204,21 @@ def square_box(box: Sequence[float], margin: float = 0.0) -> tuple[float, float,
     return cx - side / 2.0, cy - side / 2.0, cx + side / 2.0, cy + side / 2.0
 
 
-class ImageListDataset(Dataset):
+class ImageListDataset(Dataset[tuple[Any, ...]]):
     """Images of a list of :class:`ImageRecord`, read lazily with PIL, as RGB uint8 ``(3, S, S)``.
 
     With ``crop_to_box`` each image is cut to the square around its record's ``box`` (enlarged by ``margin``
     on each side, as a fraction of the box's longer side; parts outside the image are black) before resizing;
     otherwise ``fit`` (one of :data:`FITS`) makes it square. With ``landmarks`` the items carry the record's
-    landmarks mapped into the ``S x S`` image (NaN if the record has none).
+    landmarks mapped into the ``S x S`` image (NaN if the record has none). ``channels="L"``: the faces are read
+    grey and replicated to three channels (how ``examples/predict.py`` feeds a grey-trained checkpoint).
     """
 
     def __init__(self, records: Sequence[ImageRecord], image_size: int = 224, *, crop_to_box: bool = False,
                  margin: float = 0.0, fit: str = "stretch", landmarks: bool = False,
-                 transform: Callable[[Tensor], Tensor] | None = None) -> None:
+                 transform: Callable[[Tensor], Tensor] | None = None, channels: str = "RGB") -> None:
+        if channels not in ("RGB", "L"):
+            raise ValueError(f"channels must be 'RGB' or 'L', got {channels!r}")
         if image_size < 1:
             raise ValueError(f"image_size must be positive, got {image_size}")
         if fit not in FITS:
@@ -163,6 +236,7 @@ class ImageListDataset(Dataset):
         self.fit = fit
         self.with_landmarks = landmarks
         self.transform = transform
+        self.channels = channels
         self._labels = torch.tensor([r.label for r in self.records], dtype=torch.int64)
 
     def __len__(self) -> int:
@@ -174,6 +248,14 @@ class ImageListDataset(Dataset):
 
     def keys(self) -> list[str]:
         return [r.key for r in self.records]
+
+    def fingerprint(self, workers: int | None = None) -> dict[str, str]:
+        """What a resume must find again (the run's data fingerprint): ``images``, the SHA-256 over the bytes of
+        every image file in order (one read of each file), and ``labels``, over every record's label, face box
+        and landmarks (all a run reads besides the pixels)."""
+        images = hashlib.sha256("\n".join(digest_files((r.path for r in self.records), workers)).encode())
+        labels = hashlib.sha256(json.dumps([[r.label, r.box, r.landmarks] for r in self.records]).encode())
+        return {"images": images.hexdigest(), "labels": labels.hexdigest()}
 
     def _region(self, record: ImageRecord, width: int, height: int) -> tuple[float, float, float, float]:
         """The part of the image (pixel box, possibly beyond its border) that becomes the S x S image."""
@@ -192,7 +274,7 @@ class ImageListDataset(Dataset):
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} images")
         record = self.records[index]
-        img = read_image(record.path, "RGB")
+        img = read_image(record.path, self.channels)
         width, height = img.size
         if self.crop_to_box:
             check_box_inside(record, width, height)
@@ -204,8 +286,7 @@ class ImageListDataset(Dataset):
             x1, y1, x2, y2 = (float(v) for v in box)
         if img.size != (size, size):
             img = img.resize((size, size), Image.Resampling.BILINEAR)
-        image = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).reshape(size, size, 3)
-        image = image.permute(2, 0, 1).contiguous()
+        image = image_tensor(img)
         if self.transform is not None:
             image = self.transform(image)
         label = record.label
@@ -228,7 +309,7 @@ def check_box_inside(record: ImageRecord, width: int, height: int) -> None:
     if x2 <= 0 or y2 <= 0 or x1 >= width or y1 >= height:
         where = "; ".join(w for w in (record.box_source and f"box from {record.box_source}",
                                       record.source and f"label from {record.source}") if w)
-        raise ValueError(f"{record.path}: face box (x1 {x1:g}, y1 {y1:g}, x2 {x2:g}, y2 {y2:g}) lies entirely "
+        raise DataError(f"{record.path}: face box (x1 {x1:g}, y1 {y1:g}, x2 {x2:g}, y2 {y2:g}) lies entirely "
                          f"outside the {width} x {height} image" + (f" ({where})" if where else ""))
 
 
@@ -284,16 +365,3 @@ def hold_out(records: Sequence[ImageRecord], fraction: float, seed: int, class_n
 def class_counts(labels: Sequence[int], class_names: Sequence[str]) -> dict[str, int]:
     counts = Counter(int(v) for v in labels)
     return {name: counts.get(i, 0) for i, name in enumerate(class_names)}
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Generated data: the face drawer lives in examples.common.synthetic (render_with_synthetic, place_on_canvas are
-# re-exported here for old imports, lazily because examples.common.synthetic imports the dataset modules)
-
-
-def __getattr__(name: str) -> Any:
-    if name in ("place_on_canvas", "render_with_synthetic"):
-        from examples.common.synthetic import pictures
-
-        return getattr(pictures, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

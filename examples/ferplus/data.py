@@ -37,8 +37,10 @@ What the loss does with ``target`` per mode (:func:`ferplus_loss`), as in the pr
 
 from __future__ import annotations
 
+import contextlib
 import csv
-import io
+import hashlib
+import json
 import re
 import sys
 from collections import Counter
@@ -52,7 +54,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset
 
-from examples.common.folder_data import DataFolderError, read_image
+from examples.common.folder_data import DataFolderError, digest_files, read_image, text_lines
 
 __all__ = [
     "FERPLUS_CLASSES",
@@ -251,9 +253,20 @@ class FERPlusSplit:
     records: list[FERPlusRecord]
     report: dict[str, Any]
     pixels: torch.Tensor | None = None
+    #: SHA-256 of the pixels (CSV layout: hashed as the rows are read; folder layout: the image files' bytes,
+    #: read by :meth:`fingerprint`) and of every kept record's key, raw votes and target
+    content_sha256: str | None = None
+    labels_sha256: str = ""
 
     def __len__(self) -> int:
         return len(self.records)
+
+    def fingerprint(self) -> dict[str, str]:
+        """``{"images", "labels"}`` SHA-256 hashes of the split's content (see the run's data fingerprint)."""
+        if self.content_sha256 is None:
+            paths = [r.image_path for r in self.records if r.image_path is not None]
+            self.content_sha256 = hashlib.sha256("\n".join(digest_files(paths)).encode()).hexdigest()
+        return {"images": self.content_sha256, "labels": self.labels_sha256}
 
     def keys(self) -> list[str]:
         """Image keys in dataset order (for subset matching)."""
@@ -287,6 +300,8 @@ class _SplitBuilder:
         self.source = source
         self.keys_from = keys_from
         self.seen: dict[str, tuple[str, int]] = {}
+        self.pixel_hash = hashlib.sha256()
+        self.label_hash = hashlib.sha256()
 
     def add(
         self,
@@ -308,8 +323,10 @@ class _SplitBuilder:
             self.dropped[decision.reason] += 1
             return
         self.records.append(FERPlusRecord(key, votes, decision.target, majority_label(votes), where[1], image_path))
+        self.label_hash.update(json.dumps([key, votes, decision.target]).encode())
         if pixels is not None:
             self.pixels += pixels
+            self.pixel_hash.update(pixels)
 
     def build(self, with_pixels: bool) -> FERPlusSplit:
         counts = [0] * _NUM_CLASSES
@@ -334,7 +351,8 @@ class _SplitBuilder:
                 pixels = torch.frombuffer(self.pixels, dtype=torch.uint8).reshape(-1, 48, 48)
             else:
                 pixels = torch.empty((0, 48, 48), dtype=torch.uint8)
-        return FERPlusSplit(self.name, self.label_mode, self.layout, self.records, report, pixels)
+        return FERPlusSplit(self.name, self.label_mode, self.layout, self.records, report, pixels,
+                            self.pixel_hash.hexdigest() if with_pixels else None, self.label_hash.hexdigest())
 
 
 def _mode_for(split: str, label_mode: str) -> str:
@@ -394,33 +412,11 @@ def _parse_pixels(text: str, path: Path, line: int) -> bytes:
         raise ValueError(f"{path}, line {line}: 'pixels' must be integers in 0..255, found {bad!r}") from None
 
 
-def _open_csv(path: Path) -> tuple[io.TextIOWrapper, Any]:
-    try:
-        handle = open(path, newline="", encoding="utf-8-sig")  # noqa: SIM115 (closed by the caller)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"FERPlus file not found: {path}") from None
-    return handle, _NamedReader(csv.reader(handle), path)
-
-
-class _NamedReader:
-    """A ``csv.reader`` whose decoding errors name the file and the line (a non-UTF-8 CSV)."""
-
-    def __init__(self, reader: Any, path: Path) -> None:
-        self.reader, self.path = reader, path
-
-    @property
-    def line_num(self) -> int:
-        return int(self.reader.line_num)
-
-    def __iter__(self) -> _NamedReader:
-        return self
-
-    def __next__(self) -> list[str]:
-        try:
-            return next(self.reader)  # type: ignore[no-any-return]
-        except UnicodeDecodeError as err:
-            raise ValueError(f"{self.path}, line {self.reader.line_num + 1}: not UTF-8 text ({err.reason} at byte "
-                             f"{err.start} of a read block); save the file as UTF-8") from None
+def _open_csv(path: Path) -> tuple[contextlib.closing[Any], Any]:
+    """A ``csv.reader`` over the file's lines (:func:`~examples.common.folder_data.text_lines`: a byte that is
+    not UTF-8 is an error naming the file and its line), and the handle that closes the file."""
+    lines = text_lines(path, "FERPlus file")  # opened at the first line read: a missing file raises there
+    return contextlib.closing(lines), csv.reader(lines)
 
 
 def _header(reader: Any, path: Path) -> list[str]:
@@ -699,6 +695,10 @@ class FERPlusDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.split.records)
+
+    def fingerprint(self) -> dict[str, str]:
+        """The split's :meth:`FERPlusSplit.fingerprint`."""
+        return self.split.fingerprint()
 
     def _grey(self, index: int) -> Image.Image:
         record = self.split.records[index]

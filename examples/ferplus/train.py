@@ -63,6 +63,7 @@ def make_task(cfg: engine.RunConfig) -> engine.Task:
         loss=partial(ferplus_loss, mode=cfg.label_mode),
         report={name: split.report for name, split in splits.items()},
         subset_dataset="ferplus",
+        image_channels="L",
     )
 
 
@@ -83,7 +84,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     if args.data_dir is None or args.output_dir is None:
         parser.error("--data-dir and --output-dir are required (or use --demo)")
     cfg = engine.config_from_args(parser, args)
-    return engine.run(engine.read_data(parser, make_task, cfg), cfg)
+    task = engine.read_data(parser, make_task, cfg)
+    return engine.run_script(parser, lambda: engine.run(task, cfg))
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ Generator (quick try, tests)::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import re
 import sys
@@ -52,6 +53,7 @@ from examples.common.folder_data import (
     ImageListDataset,
     ImageRecord,
     class_counts,
+    text_lines,
 )
 from examples.common.subsets import SubsetList, image_key, parse_subset_list, read_text_lines
 
@@ -275,39 +277,32 @@ def _read_provider(basic: Path, images: str, landmarks: bool, check_images: bool
 def read_kaggle_csv(path: str | Path) -> list[tuple[int, str, int]]:
     """Rows of ``train_labels.csv`` / ``test_labels.csv`` (``image,label``, 1-7) as ``(line, image, class)``."""
     path = Path(path)
-    try:
-        handle = open(path, newline="", encoding="utf-8-sig")  # noqa: SIM115 (closed below)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"RAF-DB file not found: {path}") from None
-    try:
-        return _read_kaggle_rows(handle, path)
-    except UnicodeDecodeError as err:
-        raise ValueError(f"{path}: not UTF-8 text ({err.reason} near byte {err.start} of a read block); save the "
-                         "file as UTF-8") from None
+    lines = text_lines(path, "RAF-DB file")  # a byte that is not UTF-8: an error naming its line
+    with contextlib.closing(lines):
+        return _read_kaggle_rows(lines, path)
 
 
 def _read_kaggle_rows(handle: Any, path: Path) -> list[tuple[int, str, int]]:
     rows: list[tuple[int, str, int]] = []
     seen: dict[str, int] = {}
-    with handle:
-        reader = csv.reader(handle)
-        header = [h.strip().lower() for h in next(reader, [])]
-        if "image" not in header or "label" not in header:
-            raise ValueError(f"{path}: expected a header 'image,label', got {','.join(header)!r}")
-        at_image, at_label = header.index("image"), header.index("label")
-        for fields in reader:
-            number = reader.line_num
-            if not fields or all(not f.strip() for f in fields):
-                continue
-            where = f"{path}, line {number}"
-            if len(fields) != len(header):
-                raise ValueError(f"{where}: {len(fields)} fields, expected {len(header)} as in the header")
-            name = fields[at_image].strip()
-            _split_of(name, where)
-            if name in seen:
-                raise ValueError(f"{where}: {name} is listed twice (first on line {seen[name]})")
-            seen[name] = number
-            rows.append((number, name, _label(fields[at_label].strip(), where)))
+    reader = csv.reader(handle)
+    header = [h.strip().lower() for h in next(reader, [])]
+    if "image" not in header or "label" not in header:
+        raise ValueError(f"{path}: expected a header 'image,label', got {','.join(header)!r}")
+    at_image, at_label = header.index("image"), header.index("label")
+    for fields in reader:
+        number = reader.line_num
+        if not fields or all(not f.strip() for f in fields):
+            continue
+        where = f"{path}, line {number}"
+        if len(fields) != len(header):
+            raise ValueError(f"{where}: {len(fields)} fields, expected {len(header)} as in the header")
+        name = fields[at_image].strip()
+        _split_of(name, where)
+        if name in seen:
+            raise ValueError(f"{where}: {name} is listed twice (first on line {seen[name]})")
+        seen[name] = number
+        rows.append((number, name, _label(fields[at_label].strip(), where)))
     return rows
 
 

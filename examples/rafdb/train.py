@@ -113,7 +113,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     cfg = engine.config_from_args(parser, parser.parse_args(argv))
     found = engine.read_data(parser, lambda c: detect_layout(c.data_dir, c.layout)[0], cfg)
     cfg = dataclasses.replace(cfg, layout=found)  # auto -> what was found
-    return engine.run(engine.read_data(parser, make_task, cfg), cfg)
+    task = engine.read_data(parser, make_task, cfg)
+    return engine.run_script(parser, lambda: engine.run(task, cfg))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@
 
 DIR holds ``Train/`` and ``Val/`` (movie frames) and/or ``Train_Aligned_Faces/`` and ``Val_Aligned_Faces_new/``,
 each with the folders ``Angry, Disgust, Fear, Happy, Neutral, Sad, Surprise`` (mapped explicitly; an unknown
-folder name is an error). ``--layout auto`` (old spelling: ``--variant-layout``) takes the aligned faces when
+folder name is an error). ``--layout auto`` takes the aligned faces when
 both exist. Classes: angry, disgust, fear, happy, neutral, sad, surprise (recorded in every checkpoint and in
 summary.json).
 
@@ -46,7 +46,7 @@ from examples.sfew.data import SFEW_CLASSES, VARIANTS, detect_variant, format_re
 
 #: Options that change the data (name in the checkpoint's data identity -> option); a resumed run must use the
 #: checkpoint's values.
-DATA_KEYS = {"variant_layout": "layout", "fit": "fit", "holdout_fraction": "holdout_fraction"}
+DATA_KEYS = {"layout": "layout", "fit": "fit", "holdout_fraction": "holdout_fraction"}
 #: SFEW distributes no landmarks: no landmark regions, so no ``--radius`` (refused: it would be ignored).
 DATA_OPTIONS = ("layout", "fit", "holdout_fraction", "regions", "num_regions")
 DATA_CHOICES = {"layout": ("auto", *VARIANTS), "fit": FITS, "regions": ("fixed", "authors", "random")}
@@ -56,7 +56,6 @@ DATA_DEFAULTS = {"layout": "auto", "fit": "stretch", "holdout_fraction": 0.1}
 def build_parser() -> argparse.ArgumentParser:
     return engine.script_parser(
         "examples/sfew/train.py", __doc__, "SFEW", DATA_OPTIONS, choices=DATA_CHOICES, defaults=DATA_DEFAULTS,
-        aliases={"layout": ("--variant-layout",)},  # the old spelling, accepted but not shown
         notes={"layout": "frames (Train/, Val/) or aligned faces (Train_Aligned_Faces/, Val_Aligned_Faces_new/); "
                           "default: auto, the aligned faces when both exist"})
 
@@ -88,7 +87,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     cfg = engine.config_from_args(parser, parser.parse_args(argv))
     found = engine.read_data(parser, lambda c: detect_variant(c.data_dir, c.layout)[0], cfg)
     cfg = dataclasses.replace(cfg, layout=found)  # auto -> what was found
-    return engine.run(engine.read_data(parser, make_task, cfg), cfg)
+    task = engine.read_data(parser, make_task, cfg)
+    return engine.run_script(parser, lambda: engine.run(task, cfg))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """The command lines of the example scripts, as a new user meets them: ``--help`` shows every option with its
 help and default, required options are marked and grouped, one spelling per option across scripts (old
-spellings still accepted, hidden), options a script cannot use are refused, and user errors are one line on
+spellings are not kept), options a script cannot use are refused, and user errors are one line on
 stderr with exit status 2, no traceback."""
 
 from __future__ import annotations
@@ -84,14 +84,16 @@ def test_one_spelling_per_option_across_scripts():
     assert all(len(s.pop()) == 1 for s in spellings.values())  # no alias shown beside the spelling
 
 
-def test_old_spellings_still_accepted_and_hidden():
+def test_no_hidden_old_spellings(capsys):
+    """Nothing was released, so no option keeps an old spelling (SFEW's --variant-layout is gone)."""
     parser = sfew_parser()
-    args = parser.parse_args(["--data-dir", "d", "--output-dir", "o", "--variant-layout", "frames"])
-    assert args.layout == "frames"
-    assert "--variant-layout" not in parser.format_help() or "old spelling" in parser.format_help()
-    assert not any("--variant-layout" in a.option_strings for a in shown_options(parser))
-    with pytest.raises(SystemExit):
-        parser.parse_args(["--data-dir", "d", "--output-dir", "o", "--variant-layout", "nonsense"])
+    with pytest.raises(SystemExit) as info:
+        parser.parse_args(["--data-dir", "d", "--output-dir", "o", "--variant-layout", "frames"])
+    assert info.value.code == 2 and "--variant-layout" in capsys.readouterr().err
+    for make in PARSERS.values():
+        hidden = [a for a in make()._actions if a.option_strings and a.help == argparse.SUPPRESS
+                  and a.dest != "max_steps_per_epoch"]
+        assert not hidden, [a.option_strings for a in hidden]
 
 
 @pytest.mark.parametrize(("name", "option"), [("sfew", "--radius"), ("ferplus", "--radius"),

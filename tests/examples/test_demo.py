@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -72,8 +73,9 @@ def test_predict_prints_probabilities_and_draws_attention(demo, tmp_path, capsys
     assert figure.stat().st_size > 0
     assert "face0.png" in capsys.readouterr().out
     (faces / "broken.png").write_bytes(b"not an image")
-    with pytest.raises(ValueError, match=r"cannot read image .*broken\.png"):
+    with pytest.raises(SystemExit) as info:  # one line, exit status 2
         predict(["--checkpoint", str(out / "ran" / "checkpoints" / "best.pt"), str(faces / "broken.png")])
+    assert info.value.code == 2 and re.search(r"cannot read image .*broken\.png", capsys.readouterr().err)
 
 
 def test_occlusion_attention_matches_a_direct_computation(demo):

@@ -170,12 +170,11 @@ def test_relative_weights_divide_by_the_clean_mean():
 
 @pytest.mark.parametrize("regions_on", ["image", "features"])
 def test_gate_saliency_matches_the_jacobian_of_each_face(regions_on):
-    from examples.common.engine import RECIPES, RunConfig
+    from examples.common.engine import RunConfig
     from examples.common.models import build_model
 
     torch.manual_seed(0)
-    cfg = RunConfig.from_dict({**RECIPES["paper"], "model": "ran", "backbone": "small", "image_size": 32,
-                               "regions_on": regions_on})
+    cfg = RunConfig(model="ran", backbone="small", image_size=32, regions_on=regions_on)
     model = build_model(cfg, 8)
     with torch.no_grad():  # non-trivial BatchNorm statistics for evaluation mode
         model.train()(torch.rand(16, 3, 32, 32))

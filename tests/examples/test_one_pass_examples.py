@@ -33,13 +33,17 @@ def test_every_script_takes_the_one_pass_options(script, tmp_path):
                                             "--split-at", "layer4"]))
     assert (cfg.regions_on, cfg.roi_size, cfg.split_at) == ("features", 5, "layer4")
     default = resolve_config(parser.parse_args(base))
-    assert (default.regions_on, default.roi_size, default.split_at) == ("image", 7, "layer3")  # the paper
+    assert (default.regions_on, default.roi_size, default.split_at) == ("image", None, None)  # the paper
+    features = resolve_config(parser.parse_args([*base, "--regions-on", "features"]))
+    assert (features.roi_size, features.split_at) == (7, "layer3")  # the one-pass defaults
     help_text = parser.format_help()
     assert "--regions-on" in help_text and "--roi-size" in help_text and "--split-at" in help_text
     with pytest.raises(SystemExit):
         parser.parse_args([*base, "--regions-on", "pixels"])
     with pytest.raises(ValueError, match=r"--roi-size must be >= 1, got 0"):
-        resolve_config(parser.parse_args([*base, "--roi-size", "0"]))
+        resolve_config(parser.parse_args([*base, "--regions-on", "features", "--roi-size", "0"]))
+    with pytest.raises(ValueError, match=r"--roi-size applies to the one-pass model only"):
+        resolve_config(parser.parse_args([*base, "--roi-size", "5"]))
 
 
 @pytest.mark.parametrize("at", ["layer3", "layer4"])
@@ -72,8 +76,9 @@ def test_build_model_follows_regions_on():
     assert isinstance(resnet, FeatureRegionAttentionNetwork)
     with pytest.raises(ValueError, match=r"--regions-on features needs a backbone that can be split .*vgg16"):
         build_model(resolve_config(argparse.Namespace(regions_on="features", backbone="vgg16")), 8)
-    # the baseline has no regions: --regions-on does not change it
-    assert type(build_model(cfg(model="baseline", regions_on="features"), 8)).__name__ == "WholeFaceBaseline"
+    # the baseline has no regions: --regions-on features is refused for it, not ignored
+    with pytest.raises(ValueError, match=r"the baseline has no regions"):
+        cfg(model="baseline", regions_on="features")
 
 
 def test_one_pass_run_trains_resumes_and_predicts(tmp_path):
@@ -89,9 +94,9 @@ def test_one_pass_run_trains_resumes_and_predicts(tmp_path):
     assert (ckpt["config"]["regions_on"], ckpt["config"]["roi_size"]) == ("features", 4)
     assert any(k.startswith("trunk.") for k in ckpt["model"])  # the one-pass model's weights
     # the model identity includes where the regions come from: no resume as an image-level RAN
-    with pytest.raises(ValueError, match=r"regions_on: checkpoint 'features' vs now 'image'"):
-        ferplus_main(["--data-dir", str(data), "--output-dir", str(out), *FAST, "--roi-size", "4", "--epochs", "3",
-                      "--resume"])
+    with pytest.raises(SystemExit) as info:
+        ferplus_main(["--data-dir", str(data), "--output-dir", str(out), *FAST, "--epochs", "3", "--resume"])
+    assert info.value.code == 2
     faces = tmp_path / "faces"
     faces.mkdir()
     Image.frombytes("L", (48, 48), bytes((torch.rand(48 * 48) * 255).byte().tolist())).save(faces / "a.png")

@@ -3,6 +3,7 @@ against the model called directly with hand-scaled points), and a checkpoint is 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -24,8 +25,9 @@ def checkpoint(tmp_path: Path, regions: str, size: int = 32) -> tuple[Path, torc
     torch.manual_seed(0)
     model = build_model(cfg, len(CLASSES))
     path = tmp_path / f"{regions}.pt"
-    atomic_save({"format": CHECKPOINT_FORMAT, "model": model.state_dict(), "config": cfg.to_dict(),
-                 "class_names": CLASSES, "epoch": 0}, path)
+    atomic_save({"format": CHECKPOINT_FORMAT, "model": model.state_dict(),
+                 "config": {**cfg.to_dict(), "image_channels": "RGB"}, "class_names": CLASSES, "epoch": 0,
+                 "best": {"epoch": None, "accuracy": -1.0}, "history": [{}]}, path)
     return path, model.eval()
 
 
@@ -85,12 +87,13 @@ def test_landmarks_for_a_fixed_region_checkpoint_are_refused(tmp_path, capsys):
     assert info.value.code == 2 and "drop --landmarks" in capsys.readouterr().err
 
 
-def test_bad_landmark_lines_name_the_line(tmp_path):
+def test_bad_landmark_lines_name_the_line(tmp_path, capsys):
     ckpt, _ = checkpoint(tmp_path, "landmarks")
     table = tmp_path / "points.txt"
-    table.write_text("face0.png 1 2 3\n")
-    with pytest.raises(ValueError, match=r"points\.txt, line 1: expected 10 numbers"):
-        predict(["--checkpoint", str(ckpt), "--landmarks", str(table), *map(str, faces(tmp_path))])
-    table.write_text("other.png 1 2 3 4 5 6 7 8 9 10\n")
-    with pytest.raises(ValueError, match=r"no line for .*face0\.png"):
-        predict(["--checkpoint", str(ckpt), "--landmarks", str(table), *map(str, faces(tmp_path))])
+    for text, message in (("face0.png 1 2 3\n", r"points\.txt, line 1: expected 10 numbers"),
+                          ("other.png 1 2 3 4 5 6 7 8 9 10\n", r"no line for .*face0\.png")):
+        table.write_text(text)
+        with pytest.raises(SystemExit) as info:
+            predict(["--checkpoint", str(ckpt), "--landmarks", str(table), *map(str, faces(tmp_path))])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert info.value.code == 2 and len(err) == 1 and re.search(message, err[0]), err

@@ -141,15 +141,16 @@ def test_train_end_to_end_with_subset(sfew: Path, tmp_path: Path) -> None:
     assert ckpt["class_names"] == list(SFEW_CLASSES)
 
 
-def test_frames_resume_and_baseline(sfew: Path, tmp_path: Path) -> None:
+def test_frames_resume_and_baseline(sfew: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "resume"
     common = ["--data-dir", str(sfew), "--output-dir", str(out), *FAST, "--model", "baseline", "--fit", "pad"]
-    args = [*common, "--variant-layout", "frames"]
+    args = [*common, "--layout", "frames"]
     main([*args, "--epochs", "1"])
     summary = main([*args, "--epochs", "2", "--resume"])
     assert summary is not None and summary["validation_set"]["folder"] == "Val"
     assert [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2]
-    with pytest.raises(ValueError, match="variant_layout: checkpoint 'frames' vs now 'aligned'"):
+    with pytest.raises(SystemExit) as info:
         main([*common, "--epochs", "3", "--resume"])  # auto picks the aligned faces: other data
+    assert info.value.code == 2 and "layout: checkpoint 'frames' vs now 'aligned'" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # no landmarks in SFEW
         main([*args, "--epochs", "1", "--regions", "landmarks"])

@@ -21,16 +21,24 @@ A dataset script builds a :class:`RunConfig` from its command line (:func:`add_o
 
 from __future__ import annotations
 
-from .checkpoints import CHECKPOINT_FORMAT, IDENTITY_KEYS, atomic_save, config_differences, load_checkpoint_file
+from .checkpoints import (
+    CHECKPOINT_FORMAT,
+    IDENTITY_KEYS,
+    CheckpointError,
+    RunError,
+    atomic_save,
+    config_differences,
+    load_checkpoint_file,
+)
 from .cli import (
     ENGINE_OPTIONS,
     REGION_OPTIONS,
     HelpFormatter,
-    add_engine_arguments,
     add_options,
     config_from_args,
     explicit_options,
     read_data,
+    run_script,
     script_parser,
 )
 from .config import RECIPES, REGION_LAYOUTS, RunConfig, resolve_config
@@ -47,13 +55,14 @@ __all__ = [
     "RECIPES",
     "REGION_LAYOUTS",
     "REGION_OPTIONS",
+    "CheckpointError",
     "EpochSampler",
     "HelpFormatter",
     "RunConfig",
+    "RunError",
     "Runtime",
     "ShardSampler",
     "Task",
-    "add_engine_arguments",
     "add_options",
     "atomic_save",
     "config_differences",
@@ -68,5 +77,6 @@ __all__ = [
     "read_data",
     "resolve_config",
     "run",
+    "run_script",
     "script_parser",
 ]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,18 @@ RECIPES: dict[str, dict[str, Any]] = {
 REGION_LAYOUTS = ("fixed", "authors", "landmarks", "random")
 
 
+class _FromRecipe:
+    """The default of a recipe field: the value of the configuration's ``recipe`` (filled in by
+    ``RunConfig.__post_init__``, so a made configuration never holds it)."""
+
+    def __repr__(self) -> str:
+        return "FROM_RECIPE"
+
+
+#: Default of every recipe field (``--lr``, ``--epochs``, ...): the chosen recipe's value.
+FROM_RECIPE: Any = _FromRecipe()
+
+
 def option(default: Any, help: str, **argparse_kwargs: Any) -> Any:
     """A :class:`RunConfig` field with its command-line help (``flags``, ``choices``, ``type``, ``nargs``,
     ``action``, ``metavar`` go to ``argparse``; ``recipe=True``: the default comes from ``--recipe``)."""
@@ -54,24 +67,24 @@ class RunConfig:
                                     metavar="OUT")
     # Recipe and its values
     recipe: str = option("paper", "training recipe: paper (Sec. IV-B) or authors (their released code)")
-    epochs: int = option(None, "number of epochs", type=int, recipe=True)
-    batch_size: int = option(None, "batch size per process", type=int, recipe=True)
-    lr: float = option(None, "learning rate", type=float, recipe=True)
-    momentum: float = option(None, "SGD momentum", type=float, recipe=True)
-    weight_decay: float = option(None, "SGD weight decay", type=float, recipe=True)
+    epochs: int = option(FROM_RECIPE, "number of epochs", type=int, recipe=True)
+    batch_size: int = option(FROM_RECIPE, "batch size per process", type=int, recipe=True)
+    lr: float = option(FROM_RECIPE, "learning rate", type=float, recipe=True)
+    momentum: float = option(FROM_RECIPE, "SGD momentum", type=float, recipe=True)
+    weight_decay: float = option(FROM_RECIPE, "SGD weight decay", type=float, recipe=True)
     milestones: list[int] = option(  # noqa: RUF009 (a field with metadata, not a shared default)
-        None, "epochs after which the lr is multiplied by --gamma", type=int, nargs="*", recipe=True)
-    gamma: float = option(None, "lr factor at each milestone", type=float, recipe=True)
-    margin: float = option(None, "region biased loss margin", type=float, recipe=True)
-    rb_weight: float = option(None, "weight of the region biased loss (1 = the paper's 1:1; 0 = without it)",
+        FROM_RECIPE, "epochs after which the lr is multiplied by --gamma", type=int, nargs="*", recipe=True)
+    gamma: float = option(FROM_RECIPE, "lr factor at each milestone", type=float, recipe=True)
+    margin: float = option(FROM_RECIPE, "region biased loss margin", type=float, recipe=True)
+    rb_weight: float = option(FROM_RECIPE, "weight of the region biased loss (1 = the paper's 1:1; 0 = without it)",
                               type=float, recipe=True)
-    variant: str = option(None, "attention formulation", choices=("paper", "authors"), recipe=True)
-    whole_position: str = option(None, "where the whole face goes among the regions", choices=("first", "last"),
+    variant: str = option(FROM_RECIPE, "attention formulation", choices=("paper", "authors"), recipe=True)
+    whole_position: str = option(FROM_RECIPE, "where the whole face goes among the regions", choices=("first", "last"),
                                  recipe=True)
-    region_batching: str = option(None, "one backbone call over all regions (joint), or one per region type "
+    region_batching: str = option(FROM_RECIPE, "one backbone call over all regions (joint), or one per region type "
                                   "(per_region: BatchNorm statistics per type, as the authors' code)",
                                   choices=("joint", "per_region"), recipe=True)
-    regions: str = option(None, "region layout: the paper's fixed crops, the authors' seven AffectNet crops, "
+    regions: str = option(FROM_RECIPE, "region layout: the paper's fixed crops, the authors' seven AffectNet crops, "
                           "boxes around the 5 landmarks, or random crops", choices=REGION_LAYOUTS, recipe=True)
     # Model
     model: str = option("ran", "RAN, or the backbone on the whole face alone (the paper's baseline)",
@@ -83,9 +96,11 @@ class RunConfig:
     regions_on: str = option("image", "where the regions come from: crops of the image, one backbone pass each "
                              "(image, the paper), or pooled from one feature map of the whole face (features, "
                              "the one-pass model)", choices=("image", "features"))
-    roi_size: int = option(7, "--regions-on features: cells per side of each pooled region", type=int)
-    split_at: str = option("layer3", "--regions-on features: the backbone's last stage before the regions are "
-                           "pooled (the rest runs per region)", choices=("layer3", "layer4"))
+    roi_size: int | None = option(None, "--regions-on features: cells per side of each pooled region (default "
+                                  "with --regions-on features: 7)", type=int)
+    split_at: str | None = option(None, "--regions-on features: the backbone's last stage before the regions are "
+                                  "pooled, the rest runs per region (default with --regions-on features: layer3)",
+                                  choices=("layer3", "layer4"))
     radius: float = option(0.4, "landmark regions: half-side as a fraction of the face", type=float)
     num_regions: int = option(5, "random regions: how many", type=int)
     image_size: int = option(224, "side of the face images and of every region, in pixels", type=int)
@@ -139,8 +154,17 @@ class RunConfig:
             pairs = _name_path_pairs(getattr(self, name), flag_of(name))
             set_(self, name, tuple(f"{n}={p}" for n, p in pairs))
             set_(self, f"_{name}_pairs", pairs)
+        if self.recipe not in RECIPES and any(getattr(self, n) is FROM_RECIPE for n in _RECIPE_FIELDS):
+            raise ValueError(f"--recipe must be one of {', '.join(RECIPES)}, got {self.recipe!r}")
+        for name in _RECIPE_FIELDS:  # the recipe's value where none was given
+            if getattr(self, name) is FROM_RECIPE:
+                value = RECIPES[self.recipe][name]
+                set_(self, name, list(value) if isinstance(value, list) else value)
         if self.milestones is not None:
             set_(self, "milestones", sorted(int(m) for m in self.milestones))
+        if self.regions_on == "features":  # the one-pass options' defaults; refused without it (see _problems)
+            set_(self, "roi_size", 7 if self.roi_size is None else self.roi_size)
+            set_(self, "split_at", "layer3" if self.split_at is None else self.split_at)
         problems = [p for p in _problems(self) if p]
         if problems:
             raise ValueError("; ".join(problems))
@@ -163,23 +187,22 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form (config.json, checkpoints)."""
-        return json.loads(json.dumps(dataclasses.asdict(self)))
+        values: dict[str, Any] = json.loads(json.dumps(dataclasses.asdict(self)))
+        return values
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> RunConfig:
-        """A configuration from its JSON form (a checkpoint's ``config``); unknown keys (the run's
-        ``task``, ``class_names``, ...) are ignored, missing ones take their defaults."""
-        # None where the field has a default: an option the run predates (old RAF-DB runs stored radius None)
-        known = {k: v for k, v in values.items() if k in _FIELD_NAMES and (v is not None or _DEFAULTS[k] is None)}
-        base = RECIPES.get(known.get("recipe", "paper"), RECIPES["paper"])
-        for name in _RECIPE_FIELDS:
-            if known.get(name) is None:
-                known[name] = base[name]
-        return cls(**known)
+        """A configuration from its JSON form (a checkpoint's ``config``, which holds every field); the run's
+        other entries (``task``, ``class_names``, ...) are ignored. A missing field is a :class:`ValueError`: the
+        record was not written by these scripts."""
+        missing = sorted(_FIELD_NAMES - set(values))
+        if missing:
+            raise ValueError(f"the run record lacks the option(s) {', '.join(missing)}: it was not written by "
+                             "these example scripts")
+        return cls(**{k: v for k, v in values.items() if k in _FIELD_NAMES})
 
 
 _FIELD_NAMES = frozenset(f.name for f in dataclasses.fields(RunConfig))
-_DEFAULTS = {f.name: f.default for f in dataclasses.fields(RunConfig)}
 _RECIPE_FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig) if f.metadata.get("recipe"))
 
 
@@ -205,19 +228,30 @@ def _name_path_pairs(values: Sequence[Any], flag: str) -> tuple[tuple[str, str],
     return tuple(pairs)
 
 
+#: Options holding a float that must be finite (``--lr inf`` diverges at once).
+_FLOAT_FIELDS = ("lr", "momentum", "weight_decay", "gamma", "margin", "rb_weight", "dropout", "radius", "face_margin",
+                 "holdout_fraction")
+
+
 def _problems(cfg: RunConfig) -> list[str | None]:
     def check(ok: bool, flag: str, expected: str, value: Any) -> str | None:
         return None if ok else f"{flag} must be {expected}, got {value!r}"
 
     missing = [flag_of(n) for n in _RECIPE_FIELDS if getattr(cfg, n) is None]
-    if missing:  # a recipe value is missing: the configuration was not made from a recipe
-        return [f"no value for {', '.join(missing)} (give them, or make the configuration with resolve_config)"]
+    if missing:  # a recipe value given as None
+        return [f"no value for {', '.join(missing)}"]
     for f in dataclasses.fields(cfg):
         choices = f.metadata.get("choices")
         value = getattr(cfg, f.name)
         if choices is not None and value is not None and value not in choices:
             return [f"{flag_of(f.name)} must be one of {', '.join(map(str, choices))}, got {value!r}"]
+    not_finite = [f"{flag_of(n)} {getattr(cfg, n)!r}" for n in _FLOAT_FIELDS
+                  if getattr(cfg, n) is not None and not math.isfinite(getattr(cfg, n))]
+    if not_finite:
+        return [f"{', '.join(not_finite)}: expected a finite number"]
     optional = cfg.eval_batch_size, cfg.max_steps_per_epoch, cfg.holdout_fraction, cfg.face_margin
+    one_pass = [flag_of(n) for n in ("roi_size", "split_at") if getattr(cfg, n) is not None]
+    bad_milestones = [m for m in cfg.milestones if m < 1]
     return [
         None if cfg.recipe in RECIPES else f"--recipe must be one of {', '.join(RECIPES)}, got {cfg.recipe!r}",
         check(cfg.epochs >= 1, "--epochs", ">= 1", cfg.epochs),
@@ -228,10 +262,13 @@ def _problems(cfg: RunConfig) -> list[str | None]:
         check(cfg.gamma > 0, "--gamma", "> 0", cfg.gamma),
         check(cfg.margin >= 0, "--margin", ">= 0", cfg.margin),
         check(cfg.rb_weight >= 0, "--rb-weight", ">= 0", cfg.rb_weight),
+        check(not bad_milestones, "--milestones", "epochs >= 1 (the epochs after which the lr changes)",
+              bad_milestones),
+        check(len(set(cfg.milestones)) == len(cfg.milestones), "--milestones", "distinct epochs", cfg.milestones),
         check(0 <= cfg.dropout < 1, "--dropout", "in [0, 1)", cfg.dropout),
         check(cfg.radius > 0, "--radius", "> 0", cfg.radius),
         check(cfg.num_regions >= 1, "--num-regions", ">= 1", cfg.num_regions),
-        check(cfg.roi_size >= 1, "--roi-size", ">= 1", cfg.roi_size),
+        check(cfg.roi_size is None or cfg.roi_size >= 1, "--roi-size", ">= 1", cfg.roi_size),
         check(cfg.image_size >= 1, "--image-size", ">= 1", cfg.image_size),
         check(cfg.workers >= 0, "--workers", ">= 0", cfg.workers),
         check(optional[0] is None or optional[0] >= 1, "--eval-batch-size", ">= 1", optional[0]),
@@ -239,6 +276,12 @@ def _problems(cfg: RunConfig) -> list[str | None]:
         check(optional[2] is None or 0 <= optional[2] < 1, "--holdout-fraction", "in [0, 1)", optional[2]),
         check(optional[3] is None or 0 <= optional[3] <= 2, "--face-margin",
               "in [0, 2] (a fraction of the box side)", optional[3]),
+        None if cfg.regions_on == "features" or not one_pass else (
+            f"{' and '.join(one_pass)} appl{'y' if len(one_pass) > 1 else 'ies'} to the one-pass model only: add "
+            "--regions-on features, or drop them"),
+        None if not (cfg.model == "baseline" and cfg.regions_on == "features") else (
+            "--regions-on features builds the one-pass RAN; the baseline has no regions: drop --regions-on (and "
+            "--roi-size, --split-at) or use --model ran"),
         None if not (cfg.resume and cfg.overwrite) else (
             "--resume continues the run in OUT and --overwrite deletes it: give one of them"),
         None if not (cfg.balance == "oversample" and cfg.train_on_valid) else (
@@ -251,12 +294,15 @@ def resolve_config(args: argparse.Namespace, recipes: Mapping[str, Mapping[str, 
     """Command-line values over the recipe's defaults (``recipes``: the script's, default :data:`RECIPES`)."""
     recipes = recipes or RECIPES
     given = {k: v for k, v in vars(args).items() if k in _FIELD_NAMES}
-    recipe = recipes[given.get("recipe") or "paper"]
-    values = {k: v for k, v in given.items() if v is not None}
+    chosen = given.get("recipe") or "paper"
+    if chosen not in recipes:
+        raise ValueError(f"--recipe must be one of {', '.join(recipes)}, got {chosen!r}")
+    recipe = recipes[chosen]
+    values = {k: v for k, v in given.items() if v is not None and v is not FROM_RECIPE}
     for name in _RECIPE_FIELDS:
         if values.get(name) is None:
             values[name] = recipe[name]
     return RunConfig(**values)
 
 
-__all__ = ["RECIPES", "REGION_LAYOUTS", "RunConfig", "flag_of", "option", "resolve_config"]
+__all__ = ["FROM_RECIPE", "RECIPES", "REGION_LAYOUTS", "RunConfig", "flag_of", "option", "resolve_config"]

@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import json
 import random
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,11 +23,17 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset
 from ..models import build_model
 from .checkpoints import (
     IDENTITY_KEYS,
+    Restored,
+    RunError,
     atomic_save,
     check_selected,
+    config_hash,
     load_checkpoint_file,
+    load_weights,
     make_checkpoint,
     model_identity,
+    plan_resume,
+    read_pretrained,
     restore,
 )
 from .config import RunConfig
@@ -58,17 +65,30 @@ def run(task: Task, cfg: RunConfig) -> dict[str, Any] | None:
 
 def _protocol(task: Task, cfg: RunConfig, rt: Runtime) -> dict[str, Any] | None:
     check_splits(task, cfg)
-    record, files = run_record(task, cfg, rt), RunFiles(cfg.output_dir)
+    if cfg.output_dir is None:
+        raise RunError("--output-dir is required")
+    files = RunFiles(cfg.output_dir)
     problem = output_folder_problem(cfg.output_dir, resume=cfg.resume, overwrite=cfg.overwrite)
     if problem:
-        raise ValueError(problem)
-    subsets = parse_subsets(task, cfg.subsets)  # fail early on a bad list, before training
-    parts = build(task, cfg, rt)
+        raise RunError(problem)
+    try:
+        subsets = parse_subsets(task, cfg.subsets)  # fail early on a bad list, before training
+    except ValueError as err:
+        raise RunError(f"--subset: {err}") from None
     # Everything is checked before the first write: a refused resume leaves the folder as it was.
-    state = resume(parts, files, record, rt) if cfg.resume else TrainingState(config=record)
+    plan = plan_resume(files.checkpoints, files.read_config()) if cfg.resume else None
+    if plan is not None and plan.start_epoch > cfg.epochs:
+        raise RunError(f"the run in {files.root} has trained {plan.start_epoch} epochs; --epochs {cfg.epochs} is "
+                       f"below that: give --epochs {plan.start_epoch} or more to continue it, or start afresh "
+                       "with --overwrite")
+    record = run_record(task, cfg, rt)
+    parts = build(task, cfg, rt)
+    state = resume(parts, plan, record) if plan is not None else TrainingState(config=record)
     rt.barrier()
     if rt.is_main:
         start_writing(files, cfg, state)
+        if plan is not None and plan.rewrite_best and plan.checkpoint is not None:
+            atomic_save({k: v for k, v in plan.checkpoint.items() if k != "checksum"}, files.checkpoints / "best.pt")
     rt.barrier()
     changed = changed_options(state.config, record)
     loader, sampler = training_loader(task, cfg, rt)
@@ -166,11 +186,15 @@ def selects_on_valid(task: Task, cfg: RunConfig) -> bool:
 
 
 def run_record(task: Task, cfg: RunConfig, rt: Runtime) -> dict[str, Any]:
-    """The configuration as written to config.json and every checkpoint: the options, the task, the device and
-    the data fingerprint."""
-    return {**cfg.to_dict(), "task": task.name, "class_names": list(task.class_names), "world_size": rt.world_size,
-            "device": str(rt.device), "data_identity": json.loads(json.dumps(task.identity, default=str)),
-            "data_fingerprint": data_fingerprint(task, cfg)}
+    """The configuration as written to config.json and every checkpoint: the options, the task, how its images
+    are read (``image_channels``), the device, the data fingerprint, a new ``run_id`` and the ``config_hash`` of
+    the identity (a resumed run keeps the record, and so the run id, it started with)."""
+    record = {**cfg.to_dict(), "task": task.name, "class_names": list(task.class_names),
+              "image_channels": task.image_channels, "world_size": rt.world_size, "device": str(rt.device),
+              "data_identity": json.loads(json.dumps(task.identity, default=str)),
+              "data_fingerprint": data_fingerprint(task, cfg), "run_id": uuid.uuid4().hex}
+    record["config_hash"] = config_hash(record)
+    return record
 
 
 #: Data options that change which images a split holds, their labels or how they are read and sampled: a
@@ -180,21 +204,28 @@ DATA_FINGERPRINT_OPTIONS = ("layout", "images", "face_margin", "holdout_fraction
 
 
 def data_fingerprint(task: Task, cfg: RunConfig) -> dict[str, Any]:
-    """What a resume must find again: the data options that are set, and per split its size and the SHA-256 of
-    its image keys and labels in order (the keys name images relative to the data folder, so a moved folder
-    has the same fingerprint)."""
+    """What a resume must find again: the data options that are set, and per split its size and three
+    SHA-256 hashes: ``keys`` (the image names, relative to the data folder, so a moved folder has the same
+    fingerprint), ``labels`` (the evaluation labels and the dataset's full label information: FERPlus votes,
+    face boxes, landmarks) and ``content`` (the pixels, or the bytes of every image file), from the dataset's
+    ``fingerprint()``, computed as it reads the data."""
     splits: dict[str, Any] = {}
     for name, dataset in (("train", task.train), ("valid", task.valid), ("test", task.test)):
         if dataset is None:
             continue
-        h = hashlib.sha256()
+        fingerprint = getattr(dataset, "fingerprint", None)
+        if not callable(fingerprint):
+            raise TypeError(f"task {task.name!r}: the {name} dataset ({type(dataset).__name__}) has no "
+                            "fingerprint() (the hashes of its image content and labels a resume checks)")
+        own = fingerprint()
         keys = task.test_keys if dataset is task.test else _keys_of(dataset)
         labels = task.test_labels if dataset is task.test else labels_of(dataset)
-        h.update(json.dumps(list(keys) if keys is not None else None).encode())
-        h.update(json.dumps([int(v) for v in labels.tolist()]).encode())
-        splits[name] = {"images": len(dataset), "sha256": h.hexdigest()}  # type: ignore[arg-type]
+        label_hash = hashlib.sha256(json.dumps([[int(v) for v in labels.tolist()], own["labels"]]).encode())
+        splits[name] = {"images": len(dataset),  # type: ignore[arg-type]
+                        "keys": hashlib.sha256(json.dumps(keys).encode()).hexdigest(),
+                        "labels": label_hash.hexdigest(), "content": own["images"]}
     options = {k: getattr(cfg, k) for k in DATA_FINGERPRINT_OPTIONS if getattr(cfg, k, None) is not None}
-    return json.loads(json.dumps({"options": options, "splits": splits}, default=str))
+    return json.loads(json.dumps({"options": options, "splits": splits}, default=str))  # type: ignore[no-any-return]
 
 
 def _keys_of(dataset: Dataset) -> list[str] | None:
@@ -215,13 +246,13 @@ def check_splits(task: Task, cfg: RunConfig) -> None:
         sizes["validation"] = len(task.valid)  # type: ignore[arg-type]
     empty = [name for name, n in sizes.items() if n == 0]
     if empty:
-        raise ValueError(f"task {task.name!r}: the {' and '.join(empty)} split(s) hold no images "
+        raise RunError(f"task {task.name!r}: the {' and '.join(empty)} split(s) hold no images "
                          f"(sizes: {', '.join(f'{k} {v}' for k, v in sizes.items())}); check --data-dir "
                          f"{cfg.data_dir} and the data options")
 
 
 #: Options that never change a run's result or its identity and are not reported as changed on a resume.
-_NOT_CHANGES = ("resume", "overwrite")
+_NOT_CHANGES = ("resume", "overwrite", "run_id", "config_hash")
 
 
 def changed_options(original: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
@@ -236,6 +267,8 @@ def build(task: Task, cfg: RunConfig, rt: Runtime) -> Parts:
     """The model (seeded), its optimiser, schedule, gradient scaler and objective; DDP and compile wrappers."""
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
+    if cfg.pretrained is not None and not cfg.resume:
+        read_pretrained(cfg.pretrained)  # NaN weights, ambiguous module. names: one line naming the file
     # A resumed run takes every weight from its checkpoint: the --pretrained file is not read (it may have moved).
     model = build_model(dataclasses.replace(cfg, pretrained=None) if cfg.resume else cfg,
                         len(task.class_names)).to(rt.device)
@@ -253,17 +286,20 @@ def build(task: Task, cfg: RunConfig, rt: Runtime) -> Parts:
     return Parts(model, train_model, optimizer, schedule, scaler, criterion)
 
 
-def resume(parts: Parts, files: RunFiles, record: dict[str, Any], rt: Runtime) -> TrainingState:
-    """Continue from ``last.pt`` (or from ``best.pt`` when a kill came between the two writes and it is newer):
-    configuration and data fingerprint checked, every saved piece restored. Writes nothing."""
-    restored = restore(files.checkpoints, record, model=parts.model, optimizer=parts.optimizer,
-                       schedule=parts.schedule, scaler=parts.scaler)
-    log(f"resumed from {restored.path} after epoch {restored.start_epoch}")
-    changes = changed_options(restored.config, record)
+def resume(parts: Parts, plan: Restored, record: dict[str, Any]) -> TrainingState:
+    """Continue where ``plan`` (:func:`~.checkpoints.plan_resume`) says: configuration and data fingerprint
+    checked, every saved piece restored. Writes nothing."""
+    restore(plan, record, model=parts.model, optimizer=parts.optimizer, schedule=parts.schedule,
+            scaler=parts.scaler)
+    if plan.path is None:
+        log("resumed a run that stopped before its first checkpoint: it starts from epoch 1")
+    else:
+        log(f"resumed from {plan.path} after epoch {plan.start_epoch}")
+    changes = changed_options(plan.config, record)
     if changes:
         log("options changed at this resume (recorded in the metrics of the epochs trained with them): "
-            + ", ".join(f"{k} {restored.config.get(k)!r} -> {v!r}" for k, v in changes.items()))
-    return TrainingState(restored.start_epoch, restored.best, restored.history, config=restored.config)
+            + ", ".join(f"{k} {plan.config.get(k)!r} -> {v!r}" for k, v in changes.items()))
+    return TrainingState(plan.start_epoch, plan.best, plan.history, config=plan.config)
 
 
 def training_loader(task: Task, cfg: RunConfig, rt: Runtime) -> tuple[DataLoader, EpochSampler]:
@@ -321,7 +357,7 @@ def test_selected(model: nn.Module, selected: Any, subsets: list[Any], task: Tas
     ckpt = load_checkpoint_file(selected)
     if state is not None:
         check_selected(selected, ckpt, state.best)
-    model.load_state_dict(ckpt["model"])
+    load_weights(model, ckpt["model"], selected)
     result = predict(model, task.test, cfg, rt, collect_attention=True,
                      what=f"the test split (checkpoint of epoch {ckpt['epoch'] + 1}, {selected})")
     cm = confusion(result["pred"], task.test_labels, len(task.class_names))

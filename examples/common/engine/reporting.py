@@ -69,6 +69,15 @@ class RunFiles:
         for name in ("summary.json", "test_predictions.pt", "confusion_matrix.png"):
             (self.root / name).unlink(missing_ok=True)
 
+    def read_config(self) -> dict[str, Any] | None:
+        """``config.json``, the record the run started with; None when it is absent or unreadable (a resume then
+        takes the record of ``checkpoints/last.pt``)."""
+        try:
+            record = json.loads((self.root / "config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return record if isinstance(record, dict) and "run_id" in record else None
+
     def write_config(self, record: dict[str, Any]) -> None:
         atomic_write_text(json.dumps(record, indent=2, default=str), self.root / "config.json")
 

@@ -2,9 +2,11 @@
 
 Dataset items are tuples ``(image, target, label, index)`` or ``(image, target, label, index, landmarks)``:
 ``image`` uint8 ``(3, S, S)`` (turned into float in [0, 1] on the device, as the authors' code feeds it),
+read as :data:`Task.image_channels` says,
 ``target`` what the task's classification loss expects, ``label`` the evaluation label (int, -1 when
 undefined), ``index`` the position in the split, and ``landmarks`` ``(L, 2)`` pixel coordinates in the
-``S x S`` image (NaN where missing) for landmark regions.
+``S x S`` image (NaN where missing) for landmark regions. Every dataset has ``fingerprint()``: the SHA-256 of its
+image content (``images``) and of its full label information (``labels``), which a resume must find again.
 """
 
 from __future__ import annotations
@@ -49,8 +51,13 @@ class Task:
     subset_parser: Callable[[str, Path], SubsetList] | None = None
     #: data options that must match when resuming (layout, image source, hold-out fraction, ...)
     identity: dict[str, Any] = field(default_factory=dict)
+    #: how the faces are read: "RGB", or "L" (grey, replicated to three channels, as FERPlus); recorded in every
+    #: checkpoint, so ``examples/predict.py`` reads new faces the same way
+    image_channels: str = "RGB"
 
     def __post_init__(self) -> None:
+        if self.image_channels not in ("RGB", "L"):
+            raise ValueError(f"task {self.name!r}: image_channels must be 'RGB' or 'L', got {self.image_channels!r}")
         if self.loss is not None and self.class_weight is not None:
             raise ValueError(f"task {self.name!r}: give loss or class_weight, not both (put the weights into the "
                              "loss)")
