@@ -30,6 +30,7 @@ by spaces or commas; ``<image>`` is the file name or the path as given. Without 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -40,7 +41,7 @@ if __package__ in (None, ""):
 import torch
 
 from examples.common.detect import DetectedFace, detect_faces, load_detector
-from examples.common.engine import load_checkpoint_file
+from examples.common.engine import RunConfig, load_checkpoint_file
 from examples.common.engine.cli import ScriptParser
 from examples.common.models import build_model, is_ran_output, uses_landmarks
 from examples.common.subsets import read_text_lines
@@ -157,16 +158,16 @@ def main(argv: list[str] | None = None) -> list[dict]:
         if value < 1:
             parser.error(f"{option} must be >= 1, got {value}")
     ckpt = load_checkpoint_file(args.checkpoint)
-    cfg, classes = ckpt["config"], ckpt["class_names"]
+    cfg, classes = RunConfig.from_dict(ckpt["config"]), ckpt["class_names"]
     if uses_landmarks(cfg) and args.landmarks is None and not args.detect:
         parser.error("this checkpoint was trained with landmark regions (--regions landmarks): give --landmarks "
                      "FILE with 5 (or 68) points per image")
     if args.landmarks is not None and not uses_landmarks(cfg):
         parser.error("this checkpoint's regions do not use landmarks (they would be ignored); drop --landmarks")
-    model = build_model({**cfg, "pretrained": None}, len(classes))  # every weight is in the checkpoint
+    model = build_model(dataclasses.replace(cfg, pretrained=None), len(classes))  # every weight is in the checkpoint
     model.load_state_dict(ckpt["model"])
     model.to(args.device).eval()
-    size = cfg["image_size"]
+    size = cfg.image_size
     landmarks = None
     if args.detect:
         faces = find_faces(parser, args, size)

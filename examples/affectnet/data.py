@@ -65,6 +65,15 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from examples.affectnet.formats import (
+    AFFECTNET_CLASSES,
+    CSV_COLUMNS,
+    CSV_FILES,
+    EXPRESSION_CODES,
+    IMAGE_ROOTS,
+    LAYOUTS,
+    NPY_FOLDERS,
+)
 from examples.common.folder_data import DataFolderError, convert_image
 from examples.common.folder_data import stratified_holdout as _stratified_holdout
 from examples.common.subsets import image_key
@@ -99,16 +108,6 @@ __all__ = [
     "verify_images",
 ]
 
-#: Class names in the AffectNet ``expression`` order (codes 0-7).
-AFFECTNET_CLASSES = ("neutral", "happy", "sad", "surprise", "fear", "disgust", "anger", "contempt")
-#: All ``expression`` codes and their meaning.
-EXPRESSION_CODES = (*AFFECTNET_CLASSES, "none", "uncertain", "no_face")
-LAYOUTS = ("auto", "csv", "npy")
-CSV_COLUMNS = ("subDirectory_filePath", "face_x", "face_y", "face_width", "face_height", "facial_landmarks",
-               "expression")
-CSV_FILES = {"train": "training.csv", "test": "validation.csv"}
-NPY_FOLDERS = {"train": "train_set", "test": "val_set"}
-IMAGE_ROOTS = ("Manually_Annotated_Images", "Manually_Annotated/Manually_Annotated_Images")
 SKIP_HINT = "rerun with --skip-bad-images to check every image first and leave unreadable ones out"
 
 # iBUG 68-point indices kept to build the 5 MTCNN points: both eye contours, the nose tip, the mouth corners.

@@ -44,8 +44,11 @@ import torch
 from torch import Tensor, nn
 
 from examples.common.engine import RECIPES, RunConfig, load_checkpoint_file, resolve_config, run
+from examples.common.models import build_model
 from examples.common.plots import plot_attention, plot_curves, read_metrics
+from examples.common.subsets import parse_subset_list
 from examples.common.synthetic import generate_ferplus, load_occluders
+from examples.ferplus.data import FERPLUS_CLASSES, load_ferplus
 from examples.ferplus.mechanism import (
     attention_on,
     field_figures,
@@ -54,7 +57,7 @@ from examples.ferplus.mechanism import (
     region_coverage,
     relative_weights,
 )
-from examples.ferplus.train import make_task
+from examples.ferplus.task import make_task
 
 #: Demo settings: small enough for a 2-core CPU in a few minutes, big enough for the table to mean something.
 #: They apply to every model alike.
@@ -78,28 +81,26 @@ ATTENTION_FIGURES = (*ATTENTION_KEYS, "faces", "whole_face", "relative_most", "r
                      "clean_faces", "field_in_box", "effective_most", "effective_least")
 
 
-def _load_model(run_dir: Path) -> tuple[nn.Module, dict[str, Any], list[str]]:
-    from examples.common.models import build_model
-
-    checkpoints = run_dir / "checkpoints"
-    path = checkpoints / "best.pt" if (checkpoints / "best.pt").is_file() else checkpoints / "last.pt"
-    ckpt = load_checkpoint_file(path)
-    model = build_model(ckpt["config"], len(ckpt["class_names"]))
+def _load_model(checkpoint: Path) -> tuple[nn.Module, RunConfig, list[str]]:
+    """The model of a checkpoint file (``last.pt`` beside it if it does not exist), in eval mode, with the run's
+    configuration and class names."""
+    if not checkpoint.is_file():
+        checkpoint = checkpoint.with_name("last.pt")
+    ckpt = load_checkpoint_file(checkpoint)
+    cfg = RunConfig.from_dict(ckpt["config"])
+    model = build_model(cfg, len(ckpt["class_names"]))
     model.load_state_dict(ckpt["model"])
-    return model.eval(), ckpt["config"], list(ckpt["class_names"])
+    return model.eval(), cfg, list(ckpt["class_names"])
 
 
-def _whole_index(cfg: dict[str, Any], k: int) -> int:
-    return 0 if cfg.get("whole_position", "first") == "first" else k - 1
+def _whole_index(cfg: RunConfig, k: int) -> int:
+    return 0 if cfg.whole_position == "first" else k - 1
 
 
 def split_test_faces(data: Path, image_size: int) -> tuple[tuple[Tensor, Tensor], Tensor]:
     """The test split of ``data`` read once: the faces of the occlusion list that carry an occluder, as images
     (uint8, ``image_size``) and occluder opacity ``(N, 48, 48)``; and the images of the faces without an
     occluder (all-zero opacity, turned or not)."""
-    from examples.common.subsets import parse_subset_list
-    from examples.ferplus.data import load_ferplus
-
     test = load_ferplus(data, "majority", splits=("test",))["test"]
     index = test.key_to_index()
     occluders = load_occluders(data, "test")
@@ -133,8 +134,8 @@ def occlusion_attention(run_dir: Path, data: Path) -> dict[str, Any]:
     - :func:`field_figures` of the gates' input gradients (``field_in_box``, ``effective_most``,
       ``effective_least``): whether each region's gate looks inside its own box and sees the occluder there.
     """
-    model, cfg, _ = _load_model(run_dir)
-    size = cfg["image_size"]
+    model, cfg, _ = _load_model(run_dir / "checkpoints" / "best.pt")
+    size = cfg.image_size
     (images, alpha), clean = split_test_faces(data, size)
     boxes, weights, mask = attention_on(model, images)
     whole = _whole_index(cfg, boxes.shape[1])
@@ -371,17 +372,7 @@ def _pictures(out: Path, data: Path) -> list[Path]:
 def attention_figure(checkpoint: Path, data: Path, path: Path, count: int = 6) -> Path:
     """Fig. 6 for a few occluded and posed test faces of the generated set, each region's occluder coverage
     beside its weight and the occluder tinted on the face."""
-    from examples.common.models import build_model
-    from examples.common.subsets import parse_subset_list
-    from examples.ferplus.data import FERPLUS_CLASSES, load_ferplus
-
-    if not checkpoint.is_file():
-        checkpoint = checkpoint.with_name("last.pt")
-    ckpt = load_checkpoint_file(checkpoint)
-    cfg = ckpt["config"]
-    model = build_model(cfg, len(ckpt["class_names"]))
-    model.load_state_dict(ckpt["model"])
-    model.eval()
+    model, cfg, _ = _load_model(checkpoint)
     test = load_ferplus(data, "majority", splits=("test",))["test"]
     index = test.key_to_index()
     picks: list[int] = []
@@ -390,7 +381,7 @@ def attention_figure(checkpoint: Path, data: Path, path: Path, count: int = 6) -
         keys = [e.key for e in parse_subset_list(data / name, dataset="ferplus").entries if e.key in index]
         fresh = [index[k] for k in dict.fromkeys(keys) if index[k] not in picks]
         picks += fresh[:how_many]
-    dataset = test.dataset(cfg["image_size"], draw_targets=False)
+    dataset = test.dataset(cfg.image_size, draw_targets=False)
     images = torch.stack([dataset[i][0] for i in picks]).float() / 255
     occluders = load_occluders(data, "test")
     alpha_of = {key: i for i, key in enumerate(occluders.keys)}
@@ -398,7 +389,7 @@ def attention_figure(checkpoint: Path, data: Path, path: Path, count: int = 6) -
     alpha = torch.stack([occluders.alpha[alpha_of[keys[i]]] for i in picks])
     with torch.no_grad():
         out = model(images)
-    coverage = region_coverage(alpha, out.regions.boxes, cfg["image_size"])
+    coverage = region_coverage(alpha, out.regions.boxes, cfg.image_size)
     probs = torch.softmax(out.logits, -1)
     titles = [f"{FERPLUS_CLASSES[int(test.records[i].label)]} -> {FERPLUS_CLASSES[int(p.argmax())]}"
               for i, p in zip(picks, probs, strict=True)]

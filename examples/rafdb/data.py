@@ -54,6 +54,7 @@ from examples.common.folder_data import (
     class_counts,
 )
 from examples.common.subsets import SubsetList, image_key, parse_subset_list, read_text_lines
+from examples.rafdb.formats import IMAGE_KINDS, KAGGLE_FILES, LABEL_FILE_NAMES, LAYOUTS, RAFDB_CLASSES, SPLITS
 
 __all__ = [
     "IMAGE_KINDS",
@@ -75,14 +76,6 @@ __all__ = [
     "read_manual_landmarks",
 ]
 
-#: Class ``i`` = official label ``i + 1``.
-RAFDB_CLASSES = ("surprise", "fear", "disgust", "happiness", "sadness", "anger", "neutral")
-#: The shipped spelling first, then the provider README's.
-LABEL_FILE_NAMES = ("list_patition_label.txt", "list_partition_label.txt")
-KAGGLE_FILES = {"train": "train_labels.csv", "test": "test_labels.csv"}
-LAYOUTS = ("auto", "provider", "kaggle")
-IMAGE_KINDS = ("aligned", "original")
-SPLITS = ("train", "test")
 
 _NAME = re.compile(r"(?P<split>train|test)_(?P<number>\d+)(?P<aligned>_aligned)?\.(?:jpg|jpeg|png)", re.IGNORECASE)
 

@@ -43,6 +43,7 @@ from examples.common.folder_data import (
     class_counts,
 )
 from examples.common.subsets import SubsetEntry, SubsetList, read_text_lines
+from examples.sfew.formats import FOLDER_NAMES, SFEW_CLASSES, SHIPPED_FOLDERS, VARIANTS
 
 __all__ = [
     "FOLDER_NAMES",
@@ -59,24 +60,6 @@ __all__ = [
     "read_split_folder",
 ]
 
-SFEW_CLASSES = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
-#: The folder names of the release, in class order.
-SHIPPED_FOLDERS = ("Angry", "Disgust", "Fear", "Happy", "Neutral", "Sad", "Surprise")
-#: Accepted folder names (compared lower-case) -> class index.
-FOLDER_NAMES: dict[str, int] = {
-    "angry": 0, "anger": 0,
-    "disgust": 1,
-    "fear": 2,
-    "happy": 3, "happiness": 3,
-    "neutral": 4,
-    "sad": 5, "sadness": 5,
-    "surprise": 6,
-}
-#: variant -> (train folder, validation folders in order of preference)
-VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "frames": ("Train", ("Val",)),
-    "aligned": ("Train_Aligned_Faces", ("Val_Aligned_Faces_new", "Val_Aligned_Faces")),
-}
 _DESCRIPTION = {"frames": "movie frames (720 x 576 in the release)", "aligned": "aligned faces"}
 
 

@@ -78,7 +78,7 @@ def test_predict_prints_probabilities_and_draws_attention(demo, tmp_path, capsys
 
 def test_occlusion_attention_matches_a_direct_computation(demo):
     """The demo's figures, recomputed here from the checkpoint, the occluder file and plain loops."""
-    from examples.common.engine import load_checkpoint_file
+    from examples.common.engine import RunConfig, load_checkpoint_file
     from examples.common.models import build_model
     from examples.common.subsets import parse_subset_list
     from examples.common.synthetic import load_occluders
@@ -94,7 +94,7 @@ def test_occlusion_attention_matches_a_direct_computation(demo):
     keys = [k for k in dict.fromkeys(keys) if k in test.key_to_index() and alpha[k].any()]
     for name in ("ran", "ran_one_pass"):
         ckpt = load_checkpoint_file(out / name / "checkpoints" / "best.pt")
-        model = build_model(ckpt["config"], len(ckpt["class_names"]))
+        model = build_model(RunConfig.from_dict(ckpt["config"]), len(ckpt["class_names"]))
         model.load_state_dict(ckpt["model"])
         model.eval()
         size = ckpt["config"]["image_size"]

@@ -36,7 +36,7 @@ Modules (one concern each; every name below is also importable from this package
 * :mod:`~examples.common.synthetic.render`: the one face drawer, :func:`render` (images, 68 landmarks and the
   occluder's opacity per pixel), :func:`render_batch`, :func:`render_faces`;
 * :mod:`~examples.common.synthetic.annotate`: kinds of rows, class / occlusion / pose quotas, annotator votes
-  (the majority rule is :func:`examples.ferplus.data.majority_label`);
+  (the majority rule is :func:`examples.ferplus.formats.majority_label`);
 * :mod:`~examples.common.synthetic.occluders`: the occlusion ground truth ``occluders.npz``,
   :func:`load_occluders`, :func:`load_occluder_masks`, :func:`box_coverage`;
 * one writer per dataset: :func:`generate_ferplus` (``ferplus``), :func:`generate_affectnet` (``affectnet``),
@@ -73,7 +73,7 @@ Command line (both forms work)::
 
 from __future__ import annotations
 
-from examples.ferplus.data import FERPLUS_CLASSES
+from examples.ferplus.formats import FERPLUS_CLASSES
 
 from .affectnet import AFFECTNET_CLASSES, AFFECTNET_HEADER, FERPLUS_TO_AFFECTNET, generate_affectnet
 from .annotate import OCCLUSION_LIST_TYPE, majority_label

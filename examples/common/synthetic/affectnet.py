@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from examples.affectnet.data import AFFECTNET_CLASSES
+from examples.affectnet.formats import AFFECTNET_CLASSES
 
 from .annotate import _CONFUSABLE, _class_list, _plan_split, _render_plan, _split_generator, _split_probs, _write_meta
 from .occluders import OCCLUDERS_FILE, write_occluders

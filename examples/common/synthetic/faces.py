@@ -1,7 +1,7 @@
 r"""Face sampling: the expression model and the identity, pose, camera and occluder parameters of each face.
 
 :func:`sample_faces` draws one parameter set per face; :func:`examples.common.synthetic.render.render` draws it.
-Class indices are FERPlus's (:data:`examples.ferplus.data.FERPLUS_CLASSES`).
+Class indices are FERPlus's (:data:`examples.ferplus.formats.FERPLUS_CLASSES`).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import torch
 
-from examples.ferplus.data import FERPLUS_CLASSES
+from examples.ferplus.formats import FERPLUS_CLASSES
 
 __all__ = ["OCCLUSIONS", "sample_faces"]
 

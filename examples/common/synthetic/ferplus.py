@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from examples.ferplus.data import SPLIT_FOLDERS, USAGE_TO_SPLIT, VOTE_COLUMNS
+from examples.ferplus.formats import SPLIT_FOLDERS, USAGE_TO_SPLIT, VOTE_COLUMNS
 
 from .annotate import (
     _KIND_MIX,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from examples.rafdb.data import KAGGLE_FILES, LABEL_FILE_NAMES, RAFDB_CLASSES, SPLITS
+from examples.rafdb.formats import KAGGLE_FILES, LABEL_FILE_NAMES, RAFDB_CLASSES, SPLITS
 
 from .pictures import place_on_canvas, render_with_synthetic
 

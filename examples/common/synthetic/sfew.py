@@ -6,8 +6,8 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from examples.ferplus.data import FERPLUS_CLASSES
-from examples.sfew.data import FOLDER_NAMES, SFEW_CLASSES, SHIPPED_FOLDERS, VARIANTS
+from examples.ferplus.formats import FERPLUS_CLASSES
+from examples.sfew.formats import FOLDER_NAMES, SFEW_CLASSES, SHIPPED_FOLDERS, VARIANTS
 
 from .pictures import place_on_canvas, render_with_synthetic
 
