@@ -47,7 +47,7 @@ from examples.common.engine import RECIPES, RunConfig, load_checkpoint_file, res
 from examples.common.models import build_model
 from examples.common.plots import plot_attention, plot_curves, read_metrics
 from examples.common.subsets import parse_subset_list
-from examples.common.synthetic import generate_ferplus, load_occluders
+from examples.common.synthetic import Splits, generate_ferplus, load_occluders
 from examples.ferplus.data import FERPLUS_CLASSES, load_ferplus
 from examples.ferplus.mechanism import (
     attention_on,
@@ -61,7 +61,7 @@ from examples.ferplus.task import make_task
 
 #: Demo settings: small enough for a 2-core CPU in a few minutes, big enough for the table to mean something.
 #: They apply to every model alike.
-DEMO_DATA = {"n_train": 2400, "n_valid": 400, "n_test": 800}
+DEMO_DATA = Splits(train=2400, valid=400, test=800)
 DEMO_TRAINING = {"backbone": "small", "image_size": 48, "epochs": 12, "batch_size": 64, "lr": 0.05,
                  "milestones": [8, 11], "workers": 0, "device": "cpu", "hflip": True,
                  "region_batching": "per_region", "channels_last": True}
@@ -159,13 +159,13 @@ def occlusion_attention(run_dir: Path, data: Path) -> dict[str, Any]:
 # The demo
 
 
-def _data(out: Path, seed: int, sizes: dict[str, int] | None = None) -> Path:
+def _data(out: Path, seed: int, sizes: Splits | None = None) -> Path:
     data = out / "data"
     if (data / "fer2013.csv").exists() and (data / "fer2013new.csv").exists():
         print(f"using the generated data in {data}")
         return data
     start = time.perf_counter()
-    info = generate_ferplus(data, seed=seed, **(sizes or DEMO_DATA))
+    info = generate_ferplus(data, sizes or DEMO_DATA, seed=seed)
     print(f"generated synthetic FERPlus in {data} ({time.perf_counter() - start:.1f} s): {info['counts']}")
     return data
 
@@ -220,7 +220,7 @@ def run_demo(args: argparse.Namespace, explicit: set[str] = frozenset(), **overr
               "occlusion_attention": {m: {k: mean[m][k] for k in ATTENTION_FIGURES if k in mean[m]}
                                       for m in RAN_MODELS},
               "seconds": time.perf_counter() - start,
-              "settings": {"data": overrides.get("data", DEMO_DATA), "training": DEMO_TRAINING}}
+              "settings": {"data": dataclasses.asdict(overrides.get("data", DEMO_DATA)), "training": DEMO_TRAINING}}
     out.mkdir(parents=True, exist_ok=True)
     (out / "demo_summary.json").write_text(json.dumps(result, indent=2))
     return result

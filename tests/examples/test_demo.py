@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from examples.common.synthetic import Splits
 from examples.ferplus.demo import run_demo
 from examples.ferplus.train import build_parser
 from examples.predict import main as predict
@@ -16,7 +17,7 @@ from PIL import Image
 def demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
     args = build_parser().parse_args(["--demo", "--output-dir", str(out)])
-    result = run_demo(args, set(), data={"n_train": 96, "n_valid": 32, "n_test": 64}, epochs=1, image_size=32,
+    result = run_demo(args, set(), data=Splits(train=96, valid=32, test=64), epochs=1, image_size=32,
                       milestones=[1])
     return out, result
 

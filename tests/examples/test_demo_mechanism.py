@@ -9,6 +9,7 @@ import statistics
 
 import pytest
 import torch
+from examples.common.synthetic import Splits
 from examples.ferplus.demo import ATTENTION_KEYS, DEMO_MODELS, aggregate, parse_seeds, run_demo
 from examples.ferplus.mechanism import (
     average_ranks,
@@ -22,7 +23,7 @@ from examples.ferplus.mechanism import (
 )
 from examples.ferplus.train import build_parser, main
 
-TINY = {"data": {"n_train": 96, "n_valid": 32, "n_test": 64}, "epochs": 1, "image_size": 32, "milestones": [1]}
+TINY = {"data": Splits(train=96, valid=32, test=64), "epochs": 1, "image_size": 32, "milestones": [1]}
 
 
 def rho_without_ties(a: list[float], b: list[float]) -> float:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from examples.common.engine import load_checkpoint_file
-from examples.common.synthetic import generate_ferplus
+from examples.common.synthetic import Splits, generate_ferplus
 from examples.ferplus.train import main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,7 +23,7 @@ FAST = ["--backbone", "small", "--image-size", "32", "--batch-size", "16", "--wo
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("ferplus") / "data"
-    generate_ferplus(out, n_train=96, n_valid=32, n_test=48, seed=3)
+    generate_ferplus(out, Splits(train=96, valid=32, test=48), seed=3)
     return out
 
 

@@ -17,7 +17,7 @@ import torch
 from examples.common import engine
 from examples.common.engine import checkpoints, protocol
 from examples.common.engine.checkpoints import CheckpointError, atomic_save, content_hash, load_checkpoint_file
-from examples.common.synthetic import generate_ferplus
+from examples.common.synthetic import Splits, generate_ferplus
 from examples.ferplus.train import build_parser, main, make_task
 
 FAST = ["--backbone", "small", "--image-size", "16", "--batch-size", "16", "--workers", "0", "--device", "cpu",
@@ -30,7 +30,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("ferplus") / "data"
-    generate_ferplus(out, n_train=48, n_valid=16, n_test=16, seed=3)
+    generate_ferplus(out, Splits(train=48, valid=16, test=16), seed=3)
     return out
 
 
@@ -183,7 +183,7 @@ def test_resume_accepts_a_moved_data_folder_and_refuses_other_data(data, tmp_pat
     moved = tmp_path / "moved"
     shutil.copytree(data, moved)
     other = tmp_path / "other"
-    generate_ferplus(other, n_train=48, n_valid=16, n_test=16, seed=4)
+    generate_ferplus(other, Splits(train=48, valid=16, test=16), seed=4)
     with pytest.raises(ValueError, match=r"train split: other images or labels .*valid split"):
         main(argv(other, out, "--resume", epochs=2))
     with pytest.raises(ValueError, match=r"data option layout: checkpoint 'auto' vs now 'csv'"):
@@ -346,10 +346,10 @@ def test_a_pretrained_run_resumes_and_predicts_after_the_file_moved(data, tmp_pa
 
 def test_affectnet_resume_refuses_another_holdout_margin_or_balance(tmp_path):
     from examples.affectnet.train import main as affectnet_main
-    from examples.common.synthetic import generate_affectnet
+    from examples.common.synthetic import Splits, generate_affectnet
 
     data = tmp_path / "affectnet"
-    generate_affectnet(data, n_train=48, n_val=16, layout=1, image_size=48, seed=1)
+    generate_affectnet(data, Splits(train=48, test=16), layout="csv", image_size=48, seed=1)
     fast = ["--data-dir", str(data), "--output-dir", str(tmp_path / "run"), "--backbone", "small", "--image-size",
             "16", "--batch-size", "16", "--workers", "0", "--device", "cpu", "--max-steps-per-epoch", "1"]
     affectnet_main([*fast, "--epochs", "1"])

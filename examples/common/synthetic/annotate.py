@@ -168,6 +168,13 @@ def _render_plan(
     return render(p, size, channels=channels, generator=g), p
 
 
+def _attach_pose(rows: list[dict[str, Any]], params: dict[str, torch.Tensor]) -> None:
+    """Record each row's drawn pitch and roll (degrees) from the face parameters."""
+    for i, r in enumerate(rows):
+        r["pitch"] = float(torch.rad2deg(params["pitch"][i]))
+        r["roll"] = float(torch.rad2deg(params["roll"][i]))
+
+
 def _split_generator(seed: int, split: str) -> tuple[torch.Generator, random.Random]:
     digest = hashlib.sha256(f"{seed}/{split}".encode()).digest()
     s = int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
