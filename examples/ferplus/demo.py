@@ -48,7 +48,7 @@ from examples.common.models import build_model
 from examples.common.plots import plot_attention, plot_curves, read_metrics
 from examples.common.subsets import parse_subset_list
 from examples.common.synthetic import Splits, generate_ferplus, load_occluders
-from examples.ferplus.data import FERPLUS_CLASSES, load_ferplus
+from examples.ferplus.data import FERPLUS_CLASSES, FERPlusSplit, load_ferplus
 from examples.ferplus.mechanism import (
     attention_on,
     field_figures,
@@ -97,11 +97,17 @@ def _whole_index(cfg: RunConfig, k: int) -> int:
     return 0 if cfg.whole_position == "first" else k - 1
 
 
-def split_test_faces(data: Path, image_size: int) -> tuple[tuple[Tensor, Tensor], Tensor]:
-    """The test split of ``data`` read once: the faces of the occlusion list that carry an occluder, as images
-    (uint8, ``image_size``) and occluder opacity ``(N, 48, 48)``; and the images of the faces without an
-    occluder (all-zero opacity, turned or not)."""
-    test = load_ferplus(data, "majority", splits=("test",))["test"]
+def _test_split(data: Path, test: FERPlusSplit | None) -> FERPlusSplit:
+    """The test split of ``data`` (majority labels, as every reader of a test split has it), unless given."""
+    return test if test is not None else load_ferplus(data, "majority", splits=("test",))["test"]
+
+
+def split_test_faces(data: Path, image_size: int, test: FERPlusSplit | None = None
+                     ) -> tuple[tuple[Tensor, Tensor], Tensor]:
+    """The test split of ``data`` (``test`` if it is read already): the faces of the occlusion list that carry
+    an occluder, as images (uint8, ``image_size``) and occluder opacity ``(N, 48, 48)``; and the images of the
+    faces without an occluder (all-zero opacity, turned or not)."""
+    test = _test_split(data, test)
     index = test.key_to_index()
     occluders = load_occluders(data, "test")
     alpha_of = {key: i for i, key in enumerate(occluders.keys)}
@@ -121,7 +127,7 @@ def split_test_faces(data: Path, image_size: int) -> tuple[tuple[Tensor, Tensor]
     return (images(occluded), alpha), images(clean)
 
 
-def occlusion_attention(run_dir: Path, data: Path) -> dict[str, Any]:
+def occlusion_attention(run_dir: Path, data: Path, test: FERPlusSplit | None = None) -> dict[str, Any]:
     """How the RAN model trained in ``run_dir`` weights the regions of the occluded test faces of ``data``
     against their occluder coverage (the whole-face region left out):
 
@@ -133,10 +139,12 @@ def occlusion_attention(run_dir: Path, data: Path) -> dict[str, Any]:
       "weighted up" because the occluder tends to cover it;
     - :func:`field_figures` of the gates' input gradients (``field_in_box``, ``effective_most``,
       ``effective_least``): whether each region's gate looks inside its own box and sees the occluder there.
+
+    ``test``: the test split of ``data`` when it is read already.
     """
     model, cfg, _ = _load_model(run_dir / "checkpoints" / "best.pt")
     size = cfg.image_size
-    (images, alpha), clean = split_test_faces(data, size)
+    (images, alpha), clean = split_test_faces(data, size, test)
     boxes, weights, mask = attention_on(model, images)
     whole = _whole_index(cfg, boxes.shape[1])
     keep = [j for j in range(boxes.shape[1]) if j != whole]
@@ -230,18 +238,20 @@ def _run_one(args: argparse.Namespace, explicit: set[str], out: Path, overrides:
     begin = time.perf_counter()
     data = _data(out, args.seed, overrides.pop("data", None))
     summaries, timings = {}, {}
+    splits: dict[str, FERPlusSplit] = {}  # read once: every model has the same data, label mode and layout
     for name, label, settings in DEMO_MODELS:
         cfg = _config(args, explicit, data, out, name, settings, overrides)
         if not cfg.resume:  # a demo rerun starts each model afresh in its folder
             cfg = dataclasses.replace(cfg, overwrite=True)
         print(f"\n== training {label} ({cfg.backbone} backbone, {cfg.epochs} epochs, {cfg.image_size} px) ==")
         start = time.perf_counter()
-        summaries[name] = run(make_task(cfg), cfg)
+        splits = splits or load_ferplus(cfg.data_dir, cfg.label_mode, layout=cfg.layout)
+        summaries[name] = run(make_task(cfg, splits), cfg)
         timings[name] = time.perf_counter() - start
-    attention = {name: occlusion_attention(out / name, data) for name in RAN_MODELS}
+    attention = {name: occlusion_attention(out / name, data, splits["test"]) for name in RAN_MODELS}
     table = _table(summaries) + "\n\n" + _attention_table(attention)
     print("\n" + table)
-    pictures = _pictures(out, data)
+    pictures = _pictures(out, data, splits["test"])
     figures = {name: {**_accuracies(summaries[name]), **(attention.get(name) or {})} for name, _, _ in DEMO_MODELS}
     timings["total"] = time.perf_counter() - begin
     result = {"table": table, "summaries": {k: _brief(v) for k, v in summaries.items()},
@@ -358,22 +368,23 @@ def seeds_table(seeds: Sequence[int], mean: dict[str, dict[str, Any]], std: dict
     return "\n".join(rows)
 
 
-def _pictures(out: Path, data: Path) -> list[Path]:
+def _pictures(out: Path, data: Path, test: FERPlusSplit) -> list[Path]:
     paths = [out / name / "confusion_matrix.png" for name, _, _ in DEMO_MODELS]
     runs = [read_metrics(out / name / "metrics.jsonl") for name, _, _ in DEMO_MODELS]
     paths.append(plot_curves(runs[0], out / "training_curves.png", labels=[label for _, label, _ in DEMO_MODELS],
                              extra=runs[1:]))
-    paths.append(attention_figure(out / "ran" / "checkpoints" / "best.pt", data, out / "attention.png"))
+    paths.append(attention_figure(out / "ran" / "checkpoints" / "best.pt", data, out / "attention.png", test=test))
     paths.append(attention_figure(out / "ran_one_pass" / "checkpoints" / "best.pt", data,
-                                  out / "attention_one_pass.png"))
+                                  out / "attention_one_pass.png", test=test))
     return paths
 
 
-def attention_figure(checkpoint: Path, data: Path, path: Path, count: int = 6) -> Path:
+def attention_figure(checkpoint: Path, data: Path, path: Path, count: int = 6,
+                     test: FERPlusSplit | None = None) -> Path:
     """Fig. 6 for a few occluded and posed test faces of the generated set, each region's occluder coverage
-    beside its weight and the occluder tinted on the face."""
+    beside its weight and the occluder tinted on the face (``test``: the test split, when it is read already)."""
     model, cfg, _ = _load_model(checkpoint)
-    test = load_ferplus(data, "majority", splits=("test",))["test"]
+    test = _test_split(data, test)
     index = test.key_to_index()
     picks: list[int] = []
     wanted = {SUBSETS["occlusion"]: count - count // 3, SUBSETS["pose45"]: count // 3}  # mostly occluded faces

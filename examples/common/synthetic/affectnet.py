@@ -174,6 +174,7 @@ def plan_affectnet(
         n_extra = round(extra_frac * n) if layout == "csv" else 0
         if layout == "csv" and extra_frac > 0 and n >= 30:
             n_extra = max(n_extra, 3)  # one row of each of 8 / 9 / 10
+        aff_probs: list[float]
         if split == "train" and imbalanced:
             aff_probs = [max(c, 3 * 3750) for c in _AFFECTNET_TRAIN_COUNTS]  # keep a few of every class
         else:
