@@ -94,3 +94,13 @@ def test_code_shape_counts_code_lines_only() -> None:
         return x
     '''
     assert code_shape.function_lengths(textwrap.dedent(text)) == [(4, 2, "f")]
+
+
+def test_sys_path_bootstrap_only_in_scripts() -> None:
+    """A module of ``examples/`` that edits ``sys.path`` is one that runs as a script, and does it once."""
+    for path in sorted((ROOT / "examples").rglob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        edits = text.count("sys.path.insert") + text.count("sys.path.append")
+        if edits:
+            is_script = path.name == "__main__.py" or 'if __name__ == "__main__":' in text
+            assert is_script and edits == 1, f"{path.relative_to(ROOT)}: {edits} sys.path edit(s), script: {is_script}"
