@@ -566,3 +566,34 @@ def test_box_coverage_and_loader_reject_bad_input(tmp_path: Path) -> None:
         syn.load_occluders(tmp_path, "val")
     with pytest.raises(ValueError, match="threshold"):
         syn.load_occluder_masks(tmp_path, "test", threshold=1.0)
+
+
+def test_splits_name_the_bad_size() -> None:
+    with pytest.raises(ValueError, match=r"Splits\.valid must be >= 0, got -1"):
+        syn.Splits(train=3, valid=-1)
+    with pytest.raises(TypeError, match=r"Splits\.test expected an int, got float"):
+        syn.Splits(test=2.0)  # type: ignore[arg-type]
+    assert syn.Splits(train=3, test=2).sizes(("train", "test"), "w") == {"train": 3, "test": 2}
+
+
+@pytest.mark.parametrize(
+    ("writer", "splits", "missing"),
+    [
+        (syn.generate_affectnet, syn.Splits(train=4, valid=2, test=4), "valid=2"),
+        (syn.generate_rafdb, syn.Splits(train=7, valid=7, test=7), "valid=7"),
+        (syn.generate_sfew, syn.Splits(train=7, valid=1, test=7), "valid=1"),
+    ],
+)
+def test_a_writer_rejects_a_split_its_dataset_lacks(writer, splits, missing, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=rf"writes the splits train, test; got sizes for valid \({missing}\)"):
+        writer(tmp_path, splits)
+    assert not any(tmp_path.iterdir())  # nothing written
+
+
+def test_cli_bad_values_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert syn.main(["ferplus", "--out", str(tmp_path), "--train", "-3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "python -m examples.common.synthetic ferplus: error: Splits.train must be >= 0, got -3"
+    with pytest.raises(SystemExit) as exit_:
+        syn.main(["affectnet", "--out", str(tmp_path), "--layout", "2"])  # the layouts are named now
+    assert exit_.value.code == 2
