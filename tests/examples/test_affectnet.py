@@ -363,6 +363,7 @@ def test_missing_and_corrupt_images_are_named_and_counted(tmp_path: Path) -> Non
     assert kept.report["class_counts"]["happy"] == 1
 
 
+@pytest.mark.slow
 def test_corrupt_image_stops_the_run_or_is_skipped_and_reported(gen1: Path, tmp_path: Path) -> None:
     data = tmp_path / "data"
     shutil.copytree(gen1, data)
@@ -384,6 +385,7 @@ def test_corrupt_image_stops_the_run_or_is_skipped_and_reported(gen1: Path, tmp_
 # End to end
 
 
+@pytest.mark.slow
 def test_one_epoch_layout1_with_subsets(gen1: Path, tmp_path: Path) -> None:
     extra = tmp_path / "extra_list.txt"  # a published-format list with one id that is not in the test set
     lines = (gen1 / "pose_30_affectnet_list.txt").read_text().splitlines()
@@ -410,6 +412,7 @@ def test_one_epoch_layout1_with_subsets(gen1: Path, tmp_path: Path) -> None:
     assert written["subsets"]["extra"]["label_disagreements"] == 0
 
 
+@pytest.mark.slow
 def test_one_epoch_layout2_with_landmark_regions_and_weighted_loss(gen2: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     summary = main(["--data-dir", str(gen2), "--output-dir", str(out), *FAST, "--regions", "landmarks",
@@ -423,6 +426,7 @@ def test_one_epoch_layout2_with_landmark_regions_and_weighted_loss(gen2: Path, t
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_landmark_regions_layout1_and_resume(gen1: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     argv = ["--data-dir", str(gen1), "--output-dir", str(out), *FAST, "--regions", "landmarks", "--face-margin",

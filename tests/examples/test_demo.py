@@ -22,6 +22,7 @@ def demo(tmp_path_factory):
     return out, result
 
 
+@pytest.mark.slow
 def test_demo_prints_the_table_and_writes_the_pictures(demo):
     out, result = demo
     assert "Baseline" in result["table"] and "RAN" in result["table"]
@@ -49,6 +50,7 @@ def test_demo_prints_the_table_and_writes_the_pictures(demo):
     assert all(v["unmatched"] == 0 for v in ran["subsets"].values())
 
 
+@pytest.mark.slow
 def test_demo_reuses_existing_data(demo, capsys):
     out, _ = demo
     args = build_parser().parse_args(["--demo", "--output-dir", str(out)])
@@ -56,6 +58,7 @@ def test_demo_reuses_existing_data(demo, capsys):
     assert "using the generated data" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_predict_prints_probabilities_and_draws_attention(demo, tmp_path, capsys):
     out, _ = demo
     faces = tmp_path / "faces"
@@ -77,6 +80,7 @@ def test_predict_prints_probabilities_and_draws_attention(demo, tmp_path, capsys
         predict(["--checkpoint", str(out / "ran" / "checkpoints" / "best.pt"), str(faces / "broken.png")])
 
 
+@pytest.mark.slow
 def test_occlusion_attention_matches_a_direct_computation(demo):
     """The demo's figures, recomputed here from the checkpoint, the occluder file and plain loops."""
     from examples.common.engine import RunConfig, load_checkpoint_file
@@ -151,6 +155,7 @@ def test_occlusion_attention_matches_a_direct_computation(demo):
             assert entry["field_in_box"] > 0.9
 
 
+@pytest.mark.slow
 def test_predict_reads_a_one_pass_checkpoint_and_draws_attention(demo, tmp_path):
     out, _ = demo
     faces = tmp_path / "faces"

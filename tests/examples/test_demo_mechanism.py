@@ -219,6 +219,7 @@ def test_aggregate_mean_and_sample_std():
     assert single_mean["ran"]["overall"] == 0.5 and single_std["ran"]["overall"] is None
 
 
+@pytest.mark.slow
 def test_demo_over_seeds(tmp_path, capsys):
     out = tmp_path / "seeds"
     args = build_parser().parse_args(["--demo", "--output-dir", str(out), "--seeds", "0,1"])

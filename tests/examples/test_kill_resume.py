@@ -88,6 +88,7 @@ def _written(out: Path) -> dict[str, int]:
     return {p.name: p.stat().st_mtime_ns for p in paths if p.exists()}
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("one_thread")
 def test_sigkill_at_random_points_then_resume_equals_an_uninterrupted_run(tmp_path):
     data = tmp_path / "data"

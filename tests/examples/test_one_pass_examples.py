@@ -76,6 +76,7 @@ def test_build_model_follows_regions_on():
     assert type(build_model(cfg(model="baseline", regions_on="features"), 8)).__name__ == "WholeFaceBaseline"
 
 
+@pytest.mark.slow
 def test_one_pass_run_trains_resumes_and_predicts(tmp_path):
     data = tmp_path / "data"
     generate_ferplus(data, Splits(train=64, valid=24, test=24), seed=5)

@@ -222,6 +222,7 @@ def test_generated_lists_match_the_published_formats(provider: Path) -> None:
 # End to end
 
 
+@pytest.mark.slow
 def test_train_end_to_end_with_subsets(provider: Path, tmp_path: Path) -> None:
     lists = provider / "lists"
     out = tmp_path / "run"
@@ -242,6 +243,7 @@ def test_train_end_to_end_with_subsets(provider: Path, tmp_path: Path) -> None:
     assert ckpt["class_names"] == list(RAFDB_CLASSES)
 
 
+@pytest.mark.slow
 def test_resume_and_baseline(provider: Path, tmp_path: Path) -> None:
     out = tmp_path / "resume"
     args = ["--data-dir", str(provider), "--output-dir", str(out), *FAST, "--model", "baseline"]
@@ -254,6 +256,7 @@ def test_resume_and_baseline(provider: Path, tmp_path: Path) -> None:
         main([*args, "--epochs", "3", "--resume", "--holdout-fraction", "0.2"])
 
 
+@pytest.mark.slow
 def test_kaggle_and_landmark_regions_end_to_end(provider: Path, tmp_path: Path) -> None:
     kaggle = tmp_path / "kaggle"
     generate_rafdb(kaggle, Splits(train=14, test=7), layout="kaggle", lists=False)

@@ -120,6 +120,7 @@ def test_subset_list_formats(tmp_path: Path) -> None:
 # End to end
 
 
+@pytest.mark.slow
 def test_train_end_to_end_with_subset(sfew: Path, tmp_path: Path) -> None:
     val = sorted((sfew / "Val_Aligned_Faces_new" / "Happy").iterdir())
     listing = tmp_path / "happy.txt"
@@ -141,6 +142,7 @@ def test_train_end_to_end_with_subset(sfew: Path, tmp_path: Path) -> None:
     assert ckpt["class_names"] == list(SFEW_CLASSES)
 
 
+@pytest.mark.slow
 def test_frames_resume_and_baseline(sfew: Path, tmp_path: Path) -> None:
     out = tmp_path / "resume"
     common = ["--data-dir", str(sfew), "--output-dir", str(out), *FAST, "--model", "baseline", "--fit", "pad"]

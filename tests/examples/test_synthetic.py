@@ -367,6 +367,7 @@ def test_expressions_differ_in_local_parts() -> None:
     assert diff[12:24].mean() > 3 and diff[30:44].mean() > 3
 
 
+@pytest.mark.slow
 def test_cli_module_and_script(tmp_path: Path) -> None:
     assert syn.main(["ferplus", "--out", str(tmp_path / "m"), "--train", "8", "--valid", "2", "--test", "6"]) == 0
     assert (tmp_path / "m" / "fer2013new.csv").is_file()
