@@ -279,6 +279,7 @@ def test_half_features_with_float32_parameters_train_finite(device):
         assert torch.isfinite(p.grad).all()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("gated", [True, False])
 @pytest.mark.parametrize("heads", [1, 2])
 def test_gradcheck(path, gated, heads):
@@ -428,6 +429,7 @@ def test_weights_on_the_simplex_per_head_and_masked_instances_get_no_gradient(sh
 # ----------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("heads", [1, 2])
 def test_compile_fullgraph_dynamic(heads):
     pool = GatedAttentionPool(8, 6, heads=heads)

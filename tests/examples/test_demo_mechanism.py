@@ -169,6 +169,7 @@ def test_relative_weights_divide_by_the_clean_mean():
         relative_weights(weights, present, reference[:, :2], ref_present[:, :2])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("regions_on", ["image", "features"])
 def test_gate_saliency_matches_the_jacobian_of_each_face(regions_on):
     from examples.common.engine import RECIPES, RunConfig

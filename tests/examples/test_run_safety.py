@@ -46,6 +46,7 @@ def metrics_lines(out: Path) -> list[dict]:
 # 1. Every reported figure comes from the weights it names
 
 
+@pytest.mark.slow
 def test_best_is_written_before_last_and_a_kill_between_resumes_from_it(data, tmp_path, monkeypatch):
     straight = tmp_path / "straight"
     reference = main(argv(data, straight, epochs=2))
@@ -76,6 +77,7 @@ def test_best_is_written_before_last_and_a_kill_between_resumes_from_it(data, tm
     assert [r["epoch"] for r in metrics_lines(out)] == [1, 2]
 
 
+@pytest.mark.slow
 def test_a_best_pt_that_is_not_the_selected_weights_stops_the_run_naming_it(data, tmp_path):
     out = tmp_path / "run"
     main(argv(data, out, epochs=1))
@@ -107,6 +109,7 @@ def test_checkpoint_records_the_best_weights_identity(data, tmp_path):
 # 2. Metrics survive
 
 
+@pytest.mark.slow
 def test_resume_rebuilds_lost_and_torn_metrics_lines(data, tmp_path):
     out = tmp_path / "run"
     main(argv(data, out, epochs=2))
@@ -148,6 +151,7 @@ def test_a_new_run_into_a_used_folder_is_refused_with_exit_2(data, tmp_path, cap
         engine.run(make_task(cfg), dataclasses.replace(cfg, output_dir=str(out)))
 
 
+@pytest.mark.slow
 def test_overwrite_starts_afresh(data, tmp_path):
     out = tmp_path / "run"
     main(argv(data, out, epochs=2))
@@ -162,6 +166,7 @@ def test_overwrite_starts_afresh(data, tmp_path):
         main(argv(data, out, "--overwrite", "--resume", epochs=1))
 
 
+@pytest.mark.slow
 def test_a_refused_resume_leaves_config_json_alone(data, tmp_path):
     out = tmp_path / "run"
     main(argv(data, out, epochs=1))
@@ -177,6 +182,7 @@ def test_a_refused_resume_leaves_config_json_alone(data, tmp_path):
 # 5. Resume continues the same run on the same data
 
 
+@pytest.mark.slow
 def test_resume_accepts_a_moved_data_folder_and_refuses_other_data(data, tmp_path):
     out = tmp_path / "run"
     main(argv(data, out, epochs=1))
@@ -193,6 +199,7 @@ def test_resume_accepts_a_moved_data_folder_and_refuses_other_data(data, tmp_pat
     assert metrics_lines(out)[1]["changed_options"]["data_dir"] == str(moved)
 
 
+@pytest.mark.slow
 def test_options_changed_at_a_resume_are_recorded_per_epoch(data, tmp_path):
     out = tmp_path / "run"
     main(argv(data, out, epochs=1))
@@ -287,6 +294,7 @@ def test_empty_splits_are_errors_before_training(data, tmp_path, split):
 # 10. Checkpoints: checksums, temporary files, --pretrained
 
 
+@pytest.mark.slow
 def test_a_flipped_byte_in_a_checkpoint_is_an_error_naming_the_file(data, tmp_path):
     out = tmp_path / "run"
     main(argv(data, out, epochs=1))
@@ -315,6 +323,7 @@ def test_content_hash_is_stable_across_save_and_load(tmp_path):
     assert content_hash(changed) != content_hash(obj)
 
 
+@pytest.mark.slow
 def test_stale_temporary_files_are_removed_at_the_next_start(data, tmp_path):
     out = tmp_path / "run"
     main(argv(data, out, epochs=1))
@@ -325,6 +334,7 @@ def test_stale_temporary_files_are_removed_at_the_next_start(data, tmp_path):
     assert not any(p.exists() for p in stale)
 
 
+@pytest.mark.slow
 def test_a_pretrained_run_resumes_and_predicts_after_the_file_moved(data, tmp_path):
     from examples.common.models import small_cnn
     from examples.predict import main as predict
@@ -344,6 +354,7 @@ def test_a_pretrained_run_resumes_and_predicts_after_the_file_moved(data, tmp_pa
     assert len(results) == 1
 
 
+@pytest.mark.slow
 def test_affectnet_resume_refuses_another_holdout_margin_or_balance(tmp_path):
     from examples.affectnet.train import main as affectnet_main
     from examples.common.synthetic import Splits, generate_affectnet

@@ -170,6 +170,7 @@ def test_subset_lists(ferplus: dict, ferplus_rows: tuple[list[list[str]], list[l
         assert abs(float(meta[line[2:-4]]["yaw"])) > 30
 
 
+@pytest.mark.slow
 def test_ferplus_deterministic(tmp_path: Path) -> None:
     kwargs = {"splits": syn.Splits(train=30, valid=6, test=24), "layout": "both"}
     syn.generate_ferplus(tmp_path / "a", seed=11, **kwargs)
@@ -296,6 +297,7 @@ def test_affectnet_lists(affectnet: dict) -> None:
             assert val[m.group(2)] == int(m.group(1))
 
 
+@pytest.mark.slow
 def test_affectnet_deterministic(tmp_path: Path) -> None:
     for k in "ab":
         syn.generate_affectnet(tmp_path / k, syn.Splits(train=12, test=12), seed=1, image_size=64)
