@@ -445,6 +445,7 @@ def test_compile_fullgraph_dynamic(heads):
         torch.testing.assert_close(gx, ex)
 
 
+@pytest.mark.slow
 def test_export_dynamic_batch_and_instances():
     pool = GatedAttentionPool(8, 6, heads=2).eval()
     batch, instances = torch.export.Dim("batch", min=1), torch.export.Dim("instances", min=2)

@@ -95,6 +95,7 @@ def test_a_best_pt_that_is_not_the_selected_weights_stops_the_run_naming_it(data
         main(argv(data, out, "--resume", epochs=2))
 
 
+@pytest.mark.slow
 def test_checkpoint_records_the_best_weights_identity(data, tmp_path):
     out = tmp_path / "run"
     summary = main(argv(data, out, epochs=2))
@@ -135,6 +136,7 @@ def test_drop_metrics_after_skips_torn_lines_instead_of_a_bare_json_error(tmp_pa
 # 3, 4. One run per folder; nothing written before the configuration is accepted
 
 
+@pytest.mark.slow
 def test_a_new_run_into_a_used_folder_is_refused_with_exit_2(data, tmp_path, capsys):
     out = tmp_path / "run"
     main(argv(data, out, epochs=1))
