@@ -32,6 +32,7 @@ by spaces or commas; ``<image>`` is the file name or the path as given. Without 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -43,7 +44,7 @@ if __package__ in (None, ""):
 import torch
 
 from examples.common.detect import DetectedFace, detect_faces, load_detector
-from examples.common.engine import CheckpointError, load_checkpoint_file
+from examples.common.engine import CheckpointError, RunConfig, load_checkpoint_file
 from examples.common.engine.checkpoints import load_weights
 from examples.common.engine.cli import ScriptParser, device_problem, run_script, writable_problem
 from examples.common.folder_data import ImageListDataset, ImageRecord
@@ -191,21 +192,21 @@ def main(argv: list[str] | None = None) -> list[dict]:
 def predict(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[dict]:
     """What :func:`main` does once the command line is checked (errors naming a file: one line, exit 2)."""
     ckpt = load_checkpoint_file(args.checkpoint)
-    cfg, classes = ckpt["config"], ckpt["class_names"]
+    cfg, classes = RunConfig.from_dict(ckpt["config"]), ckpt["class_names"]
     if uses_landmarks(cfg) and args.landmarks is None and not args.detect:
         parser.error("this checkpoint was trained with landmark regions (--regions landmarks): give --landmarks "
                      "FILE with 5 (or 68) points per image")
     if args.landmarks is not None and not uses_landmarks(cfg):
         parser.error("this checkpoint's regions do not use landmarks (they would be ignored); drop --landmarks")
-    try:
-        model = build_model({**cfg, "pretrained": None}, len(classes))  # every weight is in the checkpoint
+    try:  # every weight is in the checkpoint
+        model = build_model(dataclasses.replace(cfg, pretrained=None), len(classes))
     except (ValueError, TypeError, KeyError) as err:
         raise CheckpointError(f"{args.checkpoint}: its recorded configuration does not build a model ({err})") from err
-    if args.attention_figure is not None and cfg["model"] != "ran":
+    if args.attention_figure is not None and cfg.model != "ran":
         parser.error("--attention-figure needs a RAN checkpoint (this one is a baseline)")
     load_weights(model, ckpt["model"], args.checkpoint)
     model.to(args.device).eval()
-    size = cfg["image_size"]
+    size = cfg.image_size
     landmarks = None
     if args.detect:
         faces = find_faces(parser, args, size)
@@ -217,14 +218,14 @@ def predict(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[d
         records = [{"image": f.image, "box": list(f.box), "landmarks": f.landmarks.tolist(), "score": f.score}
                    for f in faces]
         images = torch.stack([f.face for f in faces])
-        if cfg["image_channels"] == "L":
+        if ckpt["config"]["image_channels"] == "L":
             images = grey_like_training(images)
         images = images.to(args.device)
         if uses_landmarks(cfg):
             landmarks = torch.stack([f.face_landmarks for f in faces]).to(args.device)
     else:
         files = collect_images(args.images)
-        loaded = [load_image(f, size, cfg) for f in files]
+        loaded = [load_image(f, size, ckpt["config"]) for f in files]
         names = [str(f) for f in files]
         images = torch.stack([image for image, _ in loaded]).to(args.device)
         records = [{"image": str(f), "box": [0.0, 0.0, float(w), float(h)], "landmarks": None} for f, (_, (w, h))

@@ -79,6 +79,7 @@ def _model():
     return RAN()
 
 
+@pytest.mark.slow
 def test_compile_fullgraph_dynamic():
     model = _model()
     compiled = torch.compile(model, backend="eager", fullgraph=True, dynamic=True)
@@ -89,6 +90,7 @@ def test_compile_fullgraph_dynamic():
             torch.testing.assert_close(a, b)
 
 
+@pytest.mark.slow
 def test_export_dynamic_batch_and_regions():
     model = _model()
     batch, regions = torch.export.Dim("batch", min=1), torch.export.Dim("regions", min=2)

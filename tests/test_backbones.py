@@ -28,12 +28,14 @@ def test_resnet18_shapes():
     assert resnet18()(torch.rand(2, 3, 32, 32)).shape == (2, 512)
 
 
+@pytest.mark.slow
 def test_vgg16_first_fc_features():
     model = vgg16()
     assert model(torch.rand(1, 3, 32, 32)).shape == (1, 4096)
     assert "classifier.0.weight" in model.state_dict()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("prefixed", [True, False])
 def test_loads_ms_celeb_layout(tmp_path, prefixed):
     path = tmp_path / "ijba_res18_naive.pth.tar"
@@ -53,6 +55,7 @@ def test_loads_ms_celeb_layout(tmp_path, prefixed):
     torch.testing.assert_close(model(x), source(x))
 
 
+@pytest.mark.slow
 def test_missing_keys_are_reported_not_hidden(tmp_path):
     path = tmp_path / "partial.pth"
     state = resnet18().state_dict()
@@ -67,6 +70,7 @@ def test_missing_keys_are_reported_not_hidden(tmp_path):
     assert result.missing_keys == ["layer4.1.bn2.running_var"] and result.unexpected_keys == ["extra.weight"]
 
 
+@pytest.mark.slow
 def test_wrong_files_give_clear_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="no checkpoint file"):
         resnet18(tmp_path / "absent.pth")
@@ -97,6 +101,7 @@ def test_unsafe_pickles_are_refused(tmp_path):
         resnet18(path)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("at", ["layer3", "layer4"])
 def test_resnet18_split_equals_resnet18(at):
     torch.manual_seed(0)
@@ -120,6 +125,7 @@ def test_resnet18_split_head_shapes():
     assert [name for name, _ in head4.named_children()] == ["avgpool", "flatten"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("at", ["layer3", "layer4"])
 def test_resnet18_split_loads_the_ms_celeb_checkpoint_like_resnet18(tmp_path, at):
     path = tmp_path / "ijba_res18_naive.pth.tar"
@@ -153,6 +159,7 @@ def test_non_string_keys_are_a_type_error(tmp_path):
         load_checkpoint(resnet18(), path)
 
 
+@pytest.mark.slow
 def test_non_finite_weights_are_refused_naming_the_keys(tmp_path):
     state = dict(resnet18().state_dict())
     state["layer1.0.conv1.weight"] = state["layer1.0.conv1.weight"].clone()

@@ -131,6 +131,7 @@ def test_outside_the_image_is_zero_and_partial_boxes_keep_the_inside(device):
     assert torch.equal(crops[0, 1], torch.zeros(1, 8, 8, device=device))
 
 
+@pytest.mark.slow
 def test_fast_host_path_matches_general_path():
     torch.manual_seed(0)
     images = torch.rand(3, 3, 64, 48)
@@ -289,6 +290,7 @@ def test_gradients_reach_the_images_through_the_cropper(device):
         assert images.grad is not None and (images.grad.abs().sum() > 0)
 
 
+@pytest.mark.slow
 def test_compile_fullgraph_with_explicit_boxes():
     images = torch.rand(2, 3, 20, 24)
     boxes = torch.tensor([[[1.0, 2.0, 13.0, 14.0], [0.0, 0.0, 24.0, 20.0]]]).expand(2, -1, -1)
@@ -931,6 +933,7 @@ def test_bad_region_box_and_crop_arguments(call, exc, pattern):
         call()
 
 
+@pytest.mark.slow
 def test_compile_fullgraph_landmark_cropper():
     images = torch.rand(2, 3, 40, 32)
     landmarks = torch.tensor([[10.0, 12.0], [20.0, 12.0], [16.0, 20.0], [12.0, 30.0], [float("nan"), 30.0]])
@@ -943,6 +946,7 @@ def test_compile_fullgraph_landmark_cropper():
     assert not got.mask[:, -1].any()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["fixed", "landmarks"])
 def test_boxes_export_with_a_dynamic_batch(strategy):
     cropper = RegionCropper(12, strategy=strategy).eval()

@@ -28,7 +28,14 @@ def test_pages_found():
             "benchmarks", "api"} <= names
 
 
-@pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])
+#: Pages whose snippets take seconds (a training run, exports, ResNet-18s): in the full suite only.
+SLOW_PAGES = {"beyond_faces.rst", "conventions.rst", "cropping.rst", "deployment.rst", "examples.rst", "quickstart.rst"}
+
+
+@pytest.mark.parametrize(
+    "page", [pytest.param(p, marks=pytest.mark.slow) if p.name in SLOW_PAGES else p for p in PAGES],
+    ids=[p.name for p in PAGES],
+)
 def test_snippets_run(page: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("torchvision", reason="the docs' snippets use torchvision backbones")
     modules, install = NEEDS.get(page.name, ((), ""))

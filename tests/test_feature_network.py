@@ -204,6 +204,7 @@ def test_uint8_images_and_channels_last():
     torch.testing.assert_close(c, b, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_resnet18_split_end_to_end():
     pytest.importorskip("torchvision")
     from region_attention.backbones import resnet18_split
@@ -216,6 +217,7 @@ def test_resnet18_split_end_to_end():
         assert out.logits.shape == (1, 8) and torch.isfinite(out.logits).all()
 
 
+@pytest.mark.slow
 def test_compile_whole_model():
     model = make_model().eval()
     compiled = torch.compile(model, backend="eager", fullgraph=True)
@@ -225,6 +227,7 @@ def test_compile_whole_model():
             torch.testing.assert_close(compiled(images).logits, model(images).logits)
 
 
+@pytest.mark.slow
 def test_export_dynamic_batch():
     model = make_model().eval()
 

@@ -282,6 +282,7 @@ def test_half_features_with_float32_parameters_train_finite(device):
         assert torch.isfinite(p.grad).all()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("gated", [True, False])
 @pytest.mark.parametrize("heads", [1, 2])
 def test_gradcheck(path, gated, heads):
@@ -431,6 +432,7 @@ def test_weights_on_the_simplex_per_head_and_masked_instances_get_no_gradient(sh
 # ----------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("heads", [1, 2])
 def test_compile_fullgraph_dynamic(heads):
     pool = GatedAttentionPool(8, 6, heads=heads)
@@ -446,6 +448,7 @@ def test_compile_fullgraph_dynamic(heads):
         torch.testing.assert_close(gx, ex)
 
 
+@pytest.mark.slow
 def test_export_dynamic_batch_and_instances():
     pool = GatedAttentionPool(8, 6, heads=2).eval()
     batch, instances = torch.export.Dim("batch", min=1), torch.export.Dim("instances", min=2)

@@ -46,6 +46,7 @@ def test_shapes_and_gradients_reach_every_parameter(device):
         assert p.grad.abs().sum() > 0, name
 
 
+@pytest.mark.slow
 def test_default_cropper_is_the_paper_layout():
     model = RegionAttentionNetwork(nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()), 3, 7)
     assert model.cropper.output_size == (224, 224)
@@ -171,6 +172,7 @@ def test_forward_regions_on_precropped_images():
     torch.testing.assert_close(out.logits, again.logits)
 
 
+@pytest.mark.slow
 def test_compile_whole_model():
     model = make_model(region_batching="joint").eval()
     compiled = torch.compile(model, backend="eager", fullgraph=True)

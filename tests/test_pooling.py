@@ -81,6 +81,7 @@ def test_authors_weights_stay_near_uniform():
     torch.testing.assert_close(s.weights, s.gates)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", ["paper", "authors"])
 def test_gradcheck(variant):
     gen = torch.Generator().manual_seed(0)

@@ -10,6 +10,7 @@ import pytest
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
+@pytest.mark.slow
 def test_readme_python_snippets_run():
     pytest.importorskip("torchvision")
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)

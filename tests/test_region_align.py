@@ -177,6 +177,7 @@ def test_boxes_get_no_gradient():
     assert g_boxes is None and g_fmap is not None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("grid", [1, 2])
 def test_gradcheck(grid):
     gen = torch.Generator().manual_seed(1)
@@ -235,6 +236,7 @@ class _Align(torch.nn.Module):
         return self.align(fmap, boxes, (64, 48), check_boxes=False)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("grid", [1, 2])
 def test_compile_fullgraph_dynamic_batch(grid):
     model = _Align(grid)
@@ -246,6 +248,7 @@ def test_compile_fullgraph_dynamic_batch(grid):
         torch.testing.assert_close(compiled(fmap, boxes), model(fmap, boxes))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("grid", [1, 2])
 def test_export_dynamic_batch(grid):
     model = _Align(grid)

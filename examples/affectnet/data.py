@@ -11,8 +11,8 @@ Layouts (:func:`detect_layout`; when both are present the CSV layout is used):
 * **npy** (the newer release): ``train_set/`` and ``val_set/``, each ``images/<id>.jpg`` (already face crops:
   the whole image is the face, there is no box) and ``annotations/<id>_exp.npy`` (the class, a numpy string
   such as ``'3'`` or a number), ``<id>_lnd.npy`` (68 x 2 or 136 floats, pixels of the image; optional),
-  ``<id>_val.npy``, ``<id>_aro.npy`` (not read). The ``.npy`` files are parsed by a small reader of the
-  format (:func:`read_npy`), so numpy is not needed.
+  ``<id>_val.npy``, ``<id>_aro.npy`` (not read). The ``.npy`` files are read with
+  ``numpy.load(allow_pickle=False)`` (:func:`read_npy`).
 
 ``expression`` codes: 0 neutral, 1 happy, 2 sad, 3 surprise, 4 fear, 5 disgust, 6 anger, 7 contempt (the order
 of the published AffectNet occlusion/pose lists), 8 none, 9 uncertain, 10 no-face. ``classes=8`` keeps 0-7,
@@ -47,7 +47,6 @@ parallel DataLoader workers) so that bad ones can be excluded and reported inste
 
 from __future__ import annotations
 
-import ast
 import contextlib
 import csv
 import hashlib
@@ -62,13 +61,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from examples.common.folder_data import DataFolderError, convert_image, digest_files, text_lines
-from examples.common.folder_data import stratified_holdout as _stratified_holdout
+from examples.affectnet.formats import (
+    AFFECTNET_CLASSES,
+    CSV_COLUMNS,
+    CSV_FILES,
+    EXPRESSION_CODES,
+    IMAGE_ROOTS,
+    LAYOUTS,
+    NPY_FOLDERS,
+)
+from examples.common.folder_data import (
+    DataFolderError,
+    class_counts,
+    convert_image,
+    digest_files,
+    stratified_holdout,
+    text_lines,
+)
 from examples.common.subsets import image_key
 from region_attention import RegionAttentionLoss
 from region_attention.functional import reduce_landmarks
@@ -101,16 +116,6 @@ __all__ = [
     "verify_images",
 ]
 
-#: Class names in the AffectNet ``expression`` order (codes 0-7).
-AFFECTNET_CLASSES = ("neutral", "happy", "sad", "surprise", "fear", "disgust", "anger", "contempt")
-#: All ``expression`` codes and their meaning.
-EXPRESSION_CODES = (*AFFECTNET_CLASSES, "none", "uncertain", "no_face")
-LAYOUTS = ("auto", "csv", "npy")
-CSV_COLUMNS = ("subDirectory_filePath", "face_x", "face_y", "face_width", "face_height", "facial_landmarks",
-               "expression")
-CSV_FILES = {"train": "training.csv", "test": "validation.csv"}
-NPY_FOLDERS = {"train": "train_set", "test": "val_set"}
-IMAGE_ROOTS = ("Manually_Annotated_Images", "Manually_Annotated/Manually_Annotated_Images")
 SKIP_HINT = "rerun with --skip-bad-images to check every image first and leave unreadable ones out"
 
 # iBUG 68-point indices kept to build the 5 MTCNN points: both eye contours, the nose tip, the mouth corners.
@@ -196,7 +201,7 @@ class AffectNetSplit:
         labels = self.labels_[idx]
         num_classes = len(self.report.get("class_counts", AFFECTNET_CLASSES))
         report = {"split": name or self.name, "layout": self.layout, "source": self.report.get("source"),
-                  "kept": len(idx), "class_counts": class_counts(labels, num_classes)}
+                  "kept": len(idx), "class_counts": class_counts(labels, AFFECTNET_CLASSES[:num_classes])}
         return AffectNetSplit(name or self.name, self.layout, self.image_root, self.paths.take(idx), self.boxes[idx],
                               self.landmarks[idx], labels, self.lines[idx], report)
 
@@ -211,11 +216,6 @@ class AffectNetSplit:
         for tensor in (self.labels_, self.boxes, self.landmarks):
             labels.update(tensor.contiguous().numpy().tobytes())
         return {"images": images.hexdigest(), "labels": labels.hexdigest()}
-
-
-def class_counts(labels: Tensor, num_classes: int) -> dict[str, int]:
-    counts = torch.bincount(labels[labels >= 0], minlength=num_classes)
-    return {AFFECTNET_CLASSES[i]: int(counts[i]) for i in range(num_classes)}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -284,72 +284,32 @@ def map_points(points: Tensor, crop: tuple[float, float, float, float], size: in
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# The .npy format (https://numpy.org/doc/stable/reference/generated/numpy.lib.format.html)
-
-_NPY_MAGIC = b"\x93NUMPY"
-_NPY_NUMBERS = {"f2": "e", "f4": "f", "f8": "d", "i1": "b", "i2": "h", "i4": "i", "i8": "q", "u1": "B", "u2": "H",
-                "u4": "I", "u8": "Q", "b1": "?"}
+# The .npy annotations
 
 
-def read_npy(path: str | Path) -> Any:
-    """Read a ``.npy`` file without numpy: numbers become a float/int (0-d) or a flat list plus the shape, strings
-    (``<U``, ``|S``) a str or list of str. Returns ``(value, shape)``. Object arrays (pickles) are refused."""
+def read_npy(path: str | Path) -> tuple[Any, tuple[int, ...]]:
+    """Read a ``.npy`` file with ``numpy.load(allow_pickle=False)``: ``(value, shape)``, numbers as a float/int
+    (0-d) or a flat list in C order, strings (``<U``, ``|S``) as a str or a list of str. Object arrays (pickles)
+    and structured arrays are refused with a ValueError naming the file."""
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        with open(path, "rb") as fh:
+            if fh.read(6) != b"\x93NUMPY":
+                raise ValueError(f"{path}: not a .npy file (missing the \\x93NUMPY magic)")
+            fh.seek(0)
+            array = np.load(fh, allow_pickle=False)
     except FileNotFoundError:
         raise FileNotFoundError(f"AffectNet annotation not found: {path}") from None
-    if not raw.startswith(_NPY_MAGIC) or len(raw) < 10:
-        raise ValueError(f"{path}: not a .npy file (missing the \\x93NUMPY magic)")
-    major = raw[6]
-    if major == 1:
-        (hlen,), start = struct.unpack("<H", raw[8:10]), 10
-    elif major in (2, 3):
-        (hlen,), start = struct.unpack("<I", raw[8:12]), 12
-    else:
-        raise ValueError(f"{path}: unsupported .npy format version {major}.{raw[7]}")
-    try:
-        header = ast.literal_eval(raw[start : start + hlen].decode("utf-8" if major == 3 else "latin1"))
-        descr, fortran, shape = header["descr"], header["fortran_order"], tuple(header["shape"])
-    except (ValueError, SyntaxError, KeyError, TypeError) as err:
-        raise ValueError(f"{path}: malformed .npy header ({err})") from None
-    data = raw[start + hlen :]
-    count = math.prod(shape)
-    if not isinstance(descr, str) or len(descr) < 2:
-        raise ValueError(f"{path}: unsupported .npy dtype {descr!r} (object or structured arrays are not read)")
-    order, kind = descr[0], descr[1:]
-    endian = ">" if order == ">" else "<"
-    if kind in _NPY_NUMBERS:
-        fmt = _NPY_NUMBERS[kind]
-        size = struct.calcsize(fmt)
-        if len(data) < count * size:
-            raise ValueError(f"{path}: truncated .npy data ({len(data)} bytes for {count} values of {descr})")
-        values = list(struct.unpack(f"{endian}{count}{fmt}", data[: count * size]))
-    elif kind[0] in "US" and kind[1:].isascii() and kind[1:].isdigit():
-        width = int(kind[1:])
-        size = width * (4 if kind[0] == "U" else 1)
-        if len(data) < count * size:
-            raise ValueError(f"{path}: truncated .npy data ({len(data)} bytes for {count} values of {descr})")
-        codec = ("utf-32-be" if endian == ">" else "utf-32-le") if kind[0] == "U" else "latin1"
-        values = [data[i * size : (i + 1) * size].decode(codec).rstrip("\x00") for i in range(count)]
-    else:
-        raise ValueError(f"{path}: unsupported .npy dtype {descr!r} (object or structured arrays are not read)")
-    if fortran and len(shape) > 1:  # reorder column-major values to row-major
-        values = _fortran_to_c(values, shape)
-    return (values[0] if shape == () else values), shape
-
-
-def _fortran_to_c(values: list[Any], shape: tuple[int, ...]) -> list[Any]:
-    strides_f = [math.prod(shape[:i]) for i in range(len(shape))]
-    out = []
-    for flat in range(len(values)):
-        rem, idx = flat, []
-        for dim in reversed(shape):
-            idx.append(rem % dim)
-            rem //= dim
-        idx.reverse()
-        out.append(values[sum(i * s for i, s in zip(idx, strides_f, strict=True))])
-    return out
+    except (ValueError, OSError, EOFError) as err:
+        if str(err).startswith(str(path)):
+            raise
+        raise ValueError(f"{path}: unsupported .npy dtype or malformed .npy file ({err})") from None
+    if array.dtype.kind not in "biufUS":
+        raise ValueError(f"{path}: unsupported .npy dtype {array.dtype.str!r} (structured arrays are not read)")
+    values = array.reshape(-1).tolist()
+    if array.dtype.kind == "S":
+        values = [v.decode("latin1") for v in values]
+    return (values[0] if array.shape == () else values), array.shape
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -403,7 +363,7 @@ class _Builder:
             "split": self.name, "layout": self.layout, "source": self.source, "rows": self.rows,
             "dropped": dict(sorted(self.dropped.items(), key=lambda kv: int(kv[0].split()[0]))),
             "dropped_total": sum(self.dropped.values()),
-            "kept": n, "class_counts": class_counts(labels, self.num_classes),
+            "kept": n, "class_counts": class_counts(labels, AFFECTNET_CLASSES[: self.num_classes]),
             "without_landmarks": self.no_landmarks, "duplicate_ids": len(self.duplicates),
         }
         if self.duplicates:
@@ -594,13 +554,6 @@ def load_affectnet(data_dir: str | Path, classes: int = 8, layout: str = "auto",
 
 # ---------------------------------------------------------------------------------------------------------------
 # Holdout, balancing, loss
-
-
-def stratified_holdout(labels: Tensor, fraction: float, seed: int) -> tuple[Tensor, Tensor]:
-    """Indices ``(train, holdout)`` as int64 tensors: the examples' shared per-class hold-out
-    (:func:`examples.common.folder_data.stratified_holdout`) applied to a label tensor."""
-    kept, held = _stratified_holdout(labels.tolist(), fraction, seed)
-    return torch.tensor(kept, dtype=torch.long), torch.tensor(held, dtype=torch.long)
 
 
 def balanced_sample_weights(labels: Tensor, num_classes: int) -> Tensor:

@@ -317,14 +317,17 @@ def check_box_inside(record: ImageRecord, width: int, height: int) -> None:
 # Splits and counts
 
 
-def stratified_holdout(labels: Sequence[int], fraction: float, seed: int = 0) -> tuple[list[int], list[int]]:
+def stratified_holdout(labels: Sequence[int] | Tensor, fraction: float, seed: int = 0) -> tuple[list[int], list[int]]:
     """Split positions into ``(kept, held_out)``, holding out ``round(fraction * n_c)`` of every class ``c``
     (at least one when ``fraction > 0`` and the class has two or more images), chosen by ``seed``.
 
-    Both lists are sorted, so the split is a pure function of (labels, fraction, seed).
+    Both lists are sorted, so the split is a pure function of (labels, fraction, seed). ``labels``: a sequence
+    or a 1-d tensor (the examples' one hold-out, for every dataset).
     """
     if not 0.0 <= fraction < 1.0:
         raise ValueError(f"holdout fraction must be in [0, 1), got {fraction}")
+    if isinstance(labels, Tensor):
+        labels = labels.tolist()
     by_class: dict[int, list[int]] = {}
     for i, label in enumerate(labels):
         by_class.setdefault(int(label), []).append(i)
@@ -362,6 +365,8 @@ def hold_out(records: Sequence[ImageRecord], fraction: float, seed: int, class_n
     return train, held, report
 
 
-def class_counts(labels: Sequence[int], class_names: Sequence[str]) -> dict[str, int]:
-    counts = Counter(int(v) for v in labels)
+def class_counts(labels: Sequence[int] | Tensor, class_names: Sequence[str]) -> dict[str, int]:
+    """Images per class, keyed by class name in class order; labels outside the classes (``-1``: none) are not
+    counted. ``labels``: a sequence or a 1-d tensor (the examples' one class count, for every dataset)."""
+    counts = Counter(labels.tolist() if isinstance(labels, Tensor) else (int(v) for v in labels))
     return {name: counts.get(i, 0) for i, name in enumerate(class_names)}

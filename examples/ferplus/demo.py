@@ -44,8 +44,11 @@ import torch
 from torch import Tensor, nn
 
 from examples.common.engine import RECIPES, RunConfig, load_checkpoint_file, resolve_config, run
+from examples.common.models import build_model
 from examples.common.plots import plot_attention, plot_curves, read_metrics
-from examples.common.synthetic import generate_ferplus, load_occluders
+from examples.common.subsets import parse_subset_list
+from examples.common.synthetic import Splits, generate_ferplus, load_occluders
+from examples.ferplus.data import FERPLUS_CLASSES, FERPlusSplit, load_ferplus
 from examples.ferplus.mechanism import (
     attention_on,
     field_figures,
@@ -54,11 +57,11 @@ from examples.ferplus.mechanism import (
     region_coverage,
     relative_weights,
 )
-from examples.ferplus.train import make_task
+from examples.ferplus.task import make_task
 
 #: Demo settings: small enough for a 2-core CPU in a few minutes, big enough for the table to mean something.
 #: They apply to every model alike.
-DEMO_DATA = {"n_train": 2400, "n_valid": 400, "n_test": 800}
+DEMO_DATA = Splits(train=2400, valid=400, test=800)
 DEMO_TRAINING = {"backbone": "small", "image_size": 48, "epochs": 12, "batch_size": 64, "lr": 0.05,
                  "milestones": [8, 11], "workers": 0, "device": "cpu", "hflip": True,
                  "region_batching": "per_region", "channels_last": True}
@@ -78,29 +81,33 @@ ATTENTION_FIGURES = (*ATTENTION_KEYS, "faces", "whole_face", "relative_most", "r
                      "clean_faces", "field_in_box", "effective_most", "effective_least")
 
 
-def _load_model(run_dir: Path) -> tuple[nn.Module, dict[str, Any], list[str]]:
-    from examples.common.models import build_model
-
-    checkpoints = run_dir / "checkpoints"
-    path = checkpoints / "best.pt" if (checkpoints / "best.pt").is_file() else checkpoints / "last.pt"
-    ckpt = load_checkpoint_file(path)
-    model = build_model(ckpt["config"], len(ckpt["class_names"]))
+def _load_model(checkpoint: Path) -> tuple[nn.Module, RunConfig, list[str]]:
+    """The model of a checkpoint file (``last.pt`` beside it if it does not exist), in eval mode, with the run's
+    configuration and class names."""
+    if not checkpoint.is_file():
+        checkpoint = checkpoint.with_name("last.pt")
+    ckpt = load_checkpoint_file(checkpoint)
+    cfg = RunConfig.from_dict(ckpt["config"])
+    model = build_model(cfg, len(ckpt["class_names"]))
     model.load_state_dict(ckpt["model"])
-    return model.eval(), ckpt["config"], list(ckpt["class_names"])
+    return model.eval(), cfg, list(ckpt["class_names"])
 
 
-def _whole_index(cfg: dict[str, Any], k: int) -> int:
-    return 0 if cfg.get("whole_position", "first") == "first" else k - 1
+def _whole_index(cfg: RunConfig, k: int) -> int:
+    return 0 if cfg.whole_position == "first" else k - 1
 
 
-def split_test_faces(data: Path, image_size: int) -> tuple[tuple[Tensor, Tensor], Tensor]:
-    """The test split of ``data`` read once: the faces of the occlusion list that carry an occluder, as images
-    (uint8, ``image_size``) and occluder opacity ``(N, 48, 48)``; and the images of the faces without an
-    occluder (all-zero opacity, turned or not)."""
-    from examples.common.subsets import parse_subset_list
-    from examples.ferplus.data import load_ferplus
+def _test_split(data: Path, test: FERPlusSplit | None) -> FERPlusSplit:
+    """The test split of ``data`` (majority labels, as every reader of a test split has it), unless given."""
+    return test if test is not None else load_ferplus(data, "majority", splits=("test",))["test"]
 
-    test = load_ferplus(data, "majority", splits=("test",))["test"]
+
+def split_test_faces(data: Path, image_size: int, test: FERPlusSplit | None = None
+                     ) -> tuple[tuple[Tensor, Tensor], Tensor]:
+    """The test split of ``data`` (``test`` if it is read already): the faces of the occlusion list that carry
+    an occluder, as images (uint8, ``image_size``) and occluder opacity ``(N, 48, 48)``; and the images of the
+    faces without an occluder (all-zero opacity, turned or not)."""
+    test = _test_split(data, test)
     index = test.key_to_index()
     occluders = load_occluders(data, "test")
     alpha_of = {key: i for i, key in enumerate(occluders.keys)}
@@ -120,7 +127,7 @@ def split_test_faces(data: Path, image_size: int) -> tuple[tuple[Tensor, Tensor]
     return (images(occluded), alpha), images(clean)
 
 
-def occlusion_attention(run_dir: Path, data: Path) -> dict[str, Any]:
+def occlusion_attention(run_dir: Path, data: Path, test: FERPlusSplit | None = None) -> dict[str, Any]:
     """How the RAN model trained in ``run_dir`` weights the regions of the occluded test faces of ``data``
     against their occluder coverage (the whole-face region left out):
 
@@ -132,10 +139,12 @@ def occlusion_attention(run_dir: Path, data: Path) -> dict[str, Any]:
       "weighted up" because the occluder tends to cover it;
     - :func:`field_figures` of the gates' input gradients (``field_in_box``, ``effective_most``,
       ``effective_least``): whether each region's gate looks inside its own box and sees the occluder there.
+
+    ``test``: the test split of ``data`` when it is read already.
     """
-    model, cfg, _ = _load_model(run_dir)
-    size = cfg["image_size"]
-    (images, alpha), clean = split_test_faces(data, size)
+    model, cfg, _ = _load_model(run_dir / "checkpoints" / "best.pt")
+    size = cfg.image_size
+    (images, alpha), clean = split_test_faces(data, size, test)
     boxes, weights, mask = attention_on(model, images)
     whole = _whole_index(cfg, boxes.shape[1])
     keep = [j for j in range(boxes.shape[1]) if j != whole]
@@ -158,13 +167,13 @@ def occlusion_attention(run_dir: Path, data: Path) -> dict[str, Any]:
 # The demo
 
 
-def _data(out: Path, seed: int, sizes: dict[str, int] | None = None) -> Path:
+def _data(out: Path, seed: int, sizes: Splits | None = None) -> Path:
     data = out / "data"
     if (data / "fer2013.csv").exists() and (data / "fer2013new.csv").exists():
         print(f"using the generated data in {data}")
         return data
     start = time.perf_counter()
-    info = generate_ferplus(data, seed=seed, **(sizes or DEMO_DATA))
+    info = generate_ferplus(data, sizes or DEMO_DATA, seed=seed)
     print(f"generated synthetic FERPlus in {data} ({time.perf_counter() - start:.1f} s): {info['counts']}")
     return data
 
@@ -219,7 +228,7 @@ def run_demo(args: argparse.Namespace, explicit: set[str] = frozenset(), **overr
               "occlusion_attention": {m: {k: mean[m][k] for k in ATTENTION_FIGURES if k in mean[m]}
                                       for m in RAN_MODELS},
               "seconds": time.perf_counter() - start,
-              "settings": {"data": overrides.get("data", DEMO_DATA), "training": DEMO_TRAINING}}
+              "settings": {"data": dataclasses.asdict(overrides.get("data", DEMO_DATA)), "training": DEMO_TRAINING}}
     out.mkdir(parents=True, exist_ok=True)
     (out / "demo_summary.json").write_text(json.dumps(result, indent=2))
     return result
@@ -229,18 +238,20 @@ def _run_one(args: argparse.Namespace, explicit: set[str], out: Path, overrides:
     begin = time.perf_counter()
     data = _data(out, args.seed, overrides.pop("data", None))
     summaries, timings = {}, {}
+    splits: dict[str, FERPlusSplit] = {}  # read once: every model has the same data, label mode and layout
     for name, label, settings in DEMO_MODELS:
         cfg = _config(args, explicit, data, out, name, settings, overrides)
         if not cfg.resume:  # a demo rerun starts each model afresh in its folder
             cfg = dataclasses.replace(cfg, overwrite=True)
         print(f"\n== training {label} ({cfg.backbone} backbone, {cfg.epochs} epochs, {cfg.image_size} px) ==")
         start = time.perf_counter()
-        summaries[name] = run(make_task(cfg), cfg)
+        splits = splits or load_ferplus(cfg.data_dir, cfg.label_mode, layout=cfg.layout)
+        summaries[name] = run(make_task(cfg, splits), cfg)
         timings[name] = time.perf_counter() - start
-    attention = {name: occlusion_attention(out / name, data) for name in RAN_MODELS}
+    attention = {name: occlusion_attention(out / name, data, splits["test"]) for name in RAN_MODELS}
     table = _table(summaries) + "\n\n" + _attention_table(attention)
     print("\n" + table)
-    pictures = _pictures(out, data)
+    pictures = _pictures(out, data, splits["test"])
     figures = {name: {**_accuracies(summaries[name]), **(attention.get(name) or {})} for name, _, _ in DEMO_MODELS}
     timings["total"] = time.perf_counter() - begin
     result = {"table": table, "summaries": {k: _brief(v) for k, v in summaries.items()},
@@ -357,32 +368,23 @@ def seeds_table(seeds: Sequence[int], mean: dict[str, dict[str, Any]], std: dict
     return "\n".join(rows)
 
 
-def _pictures(out: Path, data: Path) -> list[Path]:
+def _pictures(out: Path, data: Path, test: FERPlusSplit) -> list[Path]:
     paths = [out / name / "confusion_matrix.png" for name, _, _ in DEMO_MODELS]
     runs = [read_metrics(out / name / "metrics.jsonl") for name, _, _ in DEMO_MODELS]
     paths.append(plot_curves(runs[0], out / "training_curves.png", labels=[label for _, label, _ in DEMO_MODELS],
                              extra=runs[1:]))
-    paths.append(attention_figure(out / "ran" / "checkpoints" / "best.pt", data, out / "attention.png"))
+    paths.append(attention_figure(out / "ran" / "checkpoints" / "best.pt", data, out / "attention.png", test=test))
     paths.append(attention_figure(out / "ran_one_pass" / "checkpoints" / "best.pt", data,
-                                  out / "attention_one_pass.png"))
+                                  out / "attention_one_pass.png", test=test))
     return paths
 
 
-def attention_figure(checkpoint: Path, data: Path, path: Path, count: int = 6) -> Path:
+def attention_figure(checkpoint: Path, data: Path, path: Path, count: int = 6,
+                     test: FERPlusSplit | None = None) -> Path:
     """Fig. 6 for a few occluded and posed test faces of the generated set, each region's occluder coverage
-    beside its weight and the occluder tinted on the face."""
-    from examples.common.models import build_model
-    from examples.common.subsets import parse_subset_list
-    from examples.ferplus.data import FERPLUS_CLASSES, load_ferplus
-
-    if not checkpoint.is_file():
-        checkpoint = checkpoint.with_name("last.pt")
-    ckpt = load_checkpoint_file(checkpoint)
-    cfg = ckpt["config"]
-    model = build_model(cfg, len(ckpt["class_names"]))
-    model.load_state_dict(ckpt["model"])
-    model.eval()
-    test = load_ferplus(data, "majority", splits=("test",))["test"]
+    beside its weight and the occluder tinted on the face (``test``: the test split, when it is read already)."""
+    model, cfg, _ = _load_model(checkpoint)
+    test = _test_split(data, test)
     index = test.key_to_index()
     picks: list[int] = []
     wanted = {SUBSETS["occlusion"]: count - count // 3, SUBSETS["pose45"]: count // 3}  # mostly occluded faces
@@ -390,7 +392,7 @@ def attention_figure(checkpoint: Path, data: Path, path: Path, count: int = 6) -
         keys = [e.key for e in parse_subset_list(data / name, dataset="ferplus").entries if e.key in index]
         fresh = [index[k] for k in dict.fromkeys(keys) if index[k] not in picks]
         picks += fresh[:how_many]
-    dataset = test.dataset(cfg["image_size"], draw_targets=False)
+    dataset = test.dataset(cfg.image_size, draw_targets=False)
     images = torch.stack([dataset[i][0] for i in picks]).float() / 255
     occluders = load_occluders(data, "test")
     alpha_of = {key: i for i, key in enumerate(occluders.keys)}
@@ -398,7 +400,7 @@ def attention_figure(checkpoint: Path, data: Path, path: Path, count: int = 6) -
     alpha = torch.stack([occluders.alpha[alpha_of[keys[i]]] for i in picks])
     with torch.no_grad():
         out = model(images)
-    coverage = region_coverage(alpha, out.regions.boxes, cfg["image_size"])
+    coverage = region_coverage(alpha, out.regions.boxes, cfg.image_size)
     probs = torch.softmax(out.logits, -1)
     titles = [f"{FERPLUS_CLASSES[int(test.records[i].label)]} -> {FERPLUS_CLASSES[int(p.argmax())]}"
               for i, p in zip(picks, probs, strict=True)]

@@ -17,14 +17,17 @@ from __future__ import annotations
 
 import argparse
 import sys
-from functools import partial
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make `examples` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from examples.common import engine
-from examples.ferplus.data import FERPLUS_CLASSES, LABEL_MODES, ferplus_loss, format_report, load_ferplus
+from examples.ferplus.data import LABEL_MODES
+from examples.ferplus.demo import parse_seeds, run_demo
+from examples.ferplus.task import make_task
+
+__all__ = ["build_parser", "main", "make_task"]
 
 #: What the FERPlus script offers besides the engine's options (FERPlus has no landmarks).
 DATA_OPTIONS = ("regions", "num_regions", "label_mode", "layout")
@@ -48,34 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def make_task(cfg: engine.RunConfig) -> engine.Task:
-    splits = load_ferplus(cfg.data_dir, cfg.label_mode, layout=cfg.layout)
-    engine.log(format_report(splits))
-    size = cfg.image_size
-    return engine.Task(
-        name="ferplus",
-        class_names=FERPLUS_CLASSES,
-        train=splits["train"].dataset(size),
-        valid=splits["valid"].dataset(size, draw_targets=False),
-        test=splits["test"].dataset(size, draw_targets=False),
-        test_keys=splits["test"].keys(),
-        test_labels=splits["test"].labels(),
-        loss=partial(ferplus_loss, mode=cfg.label_mode),
-        report={name: split.report for name, split in splits.items()},
-        subset_dataset="ferplus",
-        image_channels="L",
-    )
-
-
 def main(argv: list[str] | None = None) -> dict | None:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.demo:
-        from examples.ferplus.demo import run_demo
-
         if args.seeds is not None:
-            from examples.ferplus.demo import parse_seeds
-
             try:
                 parse_seeds(args.seeds)
             except ValueError as err:

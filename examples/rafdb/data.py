@@ -1,5 +1,4 @@
-"""RAF-DB (basic emotions) readers: the provider's layout and the Kaggle-style copy; RAF-DB subset lists; a
-generator of small RAF-DB look-alikes in both layouts.
+"""RAF-DB (basic emotions) readers: the provider's layout and the Kaggle-style copy; RAF-DB subset lists.
 
 Layouts (:func:`detect_layout`):
 
@@ -29,24 +28,18 @@ with a separate label file (header ``N 7``, then one label per line). :func:`par
 finds the companion label file by the published naming (``val_raf_db_list_45.txt`` ->
 ``val_raf_db_label_45.txt``), cross-checking every label.
 
-Generator (quick try, tests)::
-
-    python examples/rafdb/data.py --out /tmp/rafdb [--layout provider|kaggle] [--train 210 --test 105]
+Small look-alikes to try it on: ``python -m examples.common.synthetic rafdb --out /tmp/rafdb`` (the generator,
+:func:`examples.common.synthetic.generate_rafdb`).
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import csv
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-if __package__ in (None, ""):  # run as a script: make `examples` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from examples.common.folder_data import (
     DataFolderError,
@@ -56,6 +49,7 @@ from examples.common.folder_data import (
     text_lines,
 )
 from examples.common.subsets import SubsetList, image_key, parse_subset_list, read_text_lines
+from examples.rafdb.formats import IMAGE_KINDS, KAGGLE_FILES, LABEL_FILE_NAMES, LAYOUTS, RAFDB_CLASSES, SPLITS
 
 __all__ = [
     "IMAGE_KINDS",
@@ -68,7 +62,6 @@ __all__ = [
     "detect_layout",
     "find_label_file",
     "format_report",
-    "generate_rafdb",  # noqa: F822 (module __getattr__ below)
     "load_rafdb",
     "parse_rafdb_subset",
     "read_bounding_box",
@@ -77,14 +70,6 @@ __all__ = [
     "read_manual_landmarks",
 ]
 
-#: Class ``i`` = official label ``i + 1``.
-RAFDB_CLASSES = ("surprise", "fear", "disgust", "happiness", "sadness", "anger", "neutral")
-#: The shipped spelling first, then the provider README's.
-LABEL_FILE_NAMES = ("list_patition_label.txt", "list_partition_label.txt")
-KAGGLE_FILES = {"train": "train_labels.csv", "test": "test_labels.csv"}
-LAYOUTS = ("auto", "provider", "kaggle")
-IMAGE_KINDS = ("aligned", "original")
-SPLITS = ("train", "test")
 
 _NAME = re.compile(r"(?P<split>train|test)_(?P<number>\d+)(?P<aligned>_aligned)?\.(?:jpg|jpeg|png)", re.IGNORECASE)
 
@@ -395,39 +380,3 @@ def parse_rafdb_subset(path: str | Path, name: str | None = None, label_path: st
     if label_path is not None:
         subset = parse_subset_list(path, dataset="rafdb", label_path=label_path, name=name)
     return subset
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Generated look-alikes: written by examples.common.synthetic.rafdb (the one face drawer's package); re-exported
-# here lazily, because that writer imports this module's tables.
-
-
-def __getattr__(name: str) -> Any:
-    if name in ("generate_rafdb", "GENERATED_OCCLUSION_TYPE"):
-        from examples.common.synthetic import rafdb as writer
-
-        return getattr(writer, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def main(argv: list[str] | None = None) -> dict[str, Path]:
-    parser = argparse.ArgumentParser(prog="examples/rafdb/data.py",
-                                     description="Write a small generated RAF-DB look-alike (both layouts).")
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--layout", choices=["provider", "kaggle"], default="provider")
-    parser.add_argument("--train", type=int, default=210)
-    parser.add_argument("--test", type=int, default=105)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--label-file", choices=LABEL_FILE_NAMES, default=LABEL_FILE_NAMES[0])
-    args = parser.parse_args(argv)
-    from examples.common.synthetic.rafdb import generate_rafdb
-
-    paths = generate_rafdb(args.out, train=args.train, test=args.test, seed=args.seed, layout=args.layout,
-                           label_file=args.label_file)
-    for what, path in paths.items():
-        print(f"{what}: {path}")
-    return paths
-
-
-if __name__ == "__main__":
-    main()

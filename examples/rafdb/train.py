@@ -8,7 +8,7 @@
     torchrun --nproc_per_node=N examples/rafdb/train.py ...     # DistributedDataParallel
 
     # quick try on generated data
-    python examples/rafdb/data.py --out /tmp/rafdb
+    python -m examples.common.synthetic rafdb --out /tmp/rafdb
     python examples/rafdb/train.py --data-dir /tmp/rafdb --output-dir /tmp/rafdb-run --backbone small \\
         --image-size 64 --epochs 5 --subset occlusion=/tmp/rafdb/lists/rafdb_occlusion_list.txt \\
         --subset pose30=/tmp/rafdb/lists/val_raf_db_list.txt --subset pose45=/tmp/rafdb/lists/val_raf_db_list_45.txt

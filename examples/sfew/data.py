@@ -1,6 +1,5 @@
 """SFEW 2.0 readers: ``Train/`` and ``Val/`` with one folder per emotion (movie frames), or the aligned-face
-variant ``Train_Aligned_Faces/`` + ``Val_Aligned_Faces_new/``; a plain subset-list reader; a generator of small
-SFEW look-alikes.
+variant ``Train_Aligned_Faces/`` + ``Val_Aligned_Faces_new/``; a plain subset-list reader.
 
 Class order (:data:`SFEW_CLASSES`): angry, disgust, fear, happy, neutral, sad, surprise -- the alphabetical
 order of the shipped folders (what ``torchvision.datasets.ImageFolder`` gives on them). Every checkpoint and
@@ -19,21 +18,15 @@ here (evaluated once) and part of ``Train`` is held out for model selection. Whi
 Image keys (subset matching) are the file stems (``Airheads_000519240_00000005``); they must be unique within
 a split.
 
-Generator (quick try, tests)::
-
-    python examples/sfew/data.py --out /tmp/sfew [--variant both|frames|aligned] [--train 140 --val 70]
+Small look-alikes to try it on: ``python -m examples.common.synthetic sfew --out /tmp/sfew`` (the generator,
+:func:`examples.common.synthetic.generate_sfew`).
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-if __package__ in (None, ""):  # run as a script: make `examples` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from examples.common.folder_data import (
     IMAGE_SUFFIXES,
@@ -43,6 +36,7 @@ from examples.common.folder_data import (
     class_counts,
 )
 from examples.common.subsets import SubsetEntry, SubsetList, read_text_lines
+from examples.sfew.formats import FOLDER_NAMES, SFEW_CLASSES, SHIPPED_FOLDERS, VARIANTS
 
 __all__ = [
     "FOLDER_NAMES",
@@ -53,30 +47,11 @@ __all__ = [
     "detect_variant",
     "folder_class",
     "format_report",
-    "generate_sfew",  # noqa: F822 (module __getattr__ below)
     "load_sfew",
     "parse_sfew_subset",
     "read_split_folder",
 ]
 
-SFEW_CLASSES = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
-#: The folder names of the release, in class order.
-SHIPPED_FOLDERS = ("Angry", "Disgust", "Fear", "Happy", "Neutral", "Sad", "Surprise")
-#: Accepted folder names (compared lower-case) -> class index.
-FOLDER_NAMES: dict[str, int] = {
-    "angry": 0, "anger": 0,
-    "disgust": 1,
-    "fear": 2,
-    "happy": 3, "happiness": 3,
-    "neutral": 4,
-    "sad": 5, "sadness": 5,
-    "surprise": 6,
-}
-#: variant -> (train folder, validation folders in order of preference)
-VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "frames": ("Train", ("Val",)),
-    "aligned": ("Train_Aligned_Faces", ("Val_Aligned_Faces_new", "Val_Aligned_Faces")),
-}
 _DESCRIPTION = {"frames": "movie frames (720 x 576 in the release)", "aligned": "aligned faces"}
 
 
@@ -266,37 +241,3 @@ def parse_sfew_subset(path: str | Path, name: str | None = None) -> SubsetList:
     return SubsetList(name=name if name is not None else path.stem, path=path, dataset="sfew", format="sfew_list",
                       entries=list(entries.values()), duplicates=len(duplicates), lines=len(lines),
                       duplicate_keys=duplicates)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Generated look-alikes: written by examples.common.synthetic.sfew (the one face drawer's package); re-exported
-# here lazily, because that writer imports this module's tables.
-
-
-def __getattr__(name: str) -> Any:
-    if name == "generate_sfew":
-        from examples.common.synthetic import sfew as writer
-
-        return getattr(writer, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def main(argv: list[str] | None = None) -> dict[str, Path]:
-    parser = argparse.ArgumentParser(prog="examples/sfew/data.py",
-                                     description="Write a small generated SFEW look-alike (frames and/or aligned).")
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--variant", choices=["both", *VARIANTS], default="both")
-    parser.add_argument("--train", type=int, default=140)
-    parser.add_argument("--val", type=int, default=70)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    from examples.common.synthetic.sfew import generate_sfew
-
-    written = generate_sfew(args.out, train=args.train, val=args.val, seed=args.seed, variant=args.variant)
-    for what, path in written.items():
-        print(f"{what}: {path}")
-    return written
-
-
-if __name__ == "__main__":
-    main()

@@ -9,7 +9,7 @@
     torchrun --nproc_per_node=N examples/sfew/train.py ...     # DistributedDataParallel
 
     # quick try on generated data
-    python examples/sfew/data.py --out /tmp/sfew
+    python -m examples.common.synthetic sfew --out /tmp/sfew
     python examples/sfew/train.py --data-dir /tmp/sfew --output-dir /tmp/sfew-run --backbone small \\
         --image-size 64 --epochs 5
 

@@ -107,6 +107,7 @@ def test_options_a_script_cannot_use_are_refused(name, option, capsys):
     assert option in capsys.readouterr().err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", TRAIN)
 def test_missing_data_folder_is_one_line(name, tmp_path):
     missing = tmp_path / "no-such-folder"
@@ -146,6 +147,7 @@ def test_bad_option_values_are_one_line(name, option, value, tmp_path, capsys):
     assert option in err[-1] and "Traceback" not in "\n".join(err)
 
 
+@pytest.mark.slow
 def test_predict_missing_checkpoint_and_image_are_one_line(tmp_path):
     result = run_script("examples/predict.py", "--checkpoint", str(tmp_path / "none.pt"), str(tmp_path / "a.png"))
     assert_one_line_error(result, "none.pt")

@@ -7,6 +7,7 @@ import re
 
 import pytest
 import torch
+from examples.common.synthetic import Splits
 from examples.ferplus.demo import run_demo
 from examples.ferplus.train import build_parser
 from examples.predict import main as predict
@@ -17,11 +18,12 @@ from PIL import Image
 def demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
     args = build_parser().parse_args(["--demo", "--output-dir", str(out)])
-    result = run_demo(args, set(), data={"n_train": 96, "n_valid": 32, "n_test": 64}, epochs=1, image_size=32,
+    result = run_demo(args, set(), data=Splits(train=96, valid=32, test=64), epochs=1, image_size=32,
                       milestones=[1])
     return out, result
 
 
+@pytest.mark.slow
 def test_demo_prints_the_table_and_writes_the_pictures(demo):
     out, result = demo
     assert "Baseline" in result["table"] and "RAN" in result["table"]
@@ -49,6 +51,7 @@ def test_demo_prints_the_table_and_writes_the_pictures(demo):
     assert all(v["unmatched"] == 0 for v in ran["subsets"].values())
 
 
+@pytest.mark.slow
 def test_demo_reuses_existing_data(demo, capsys):
     out, _ = demo
     args = build_parser().parse_args(["--demo", "--output-dir", str(out)])
@@ -56,6 +59,7 @@ def test_demo_reuses_existing_data(demo, capsys):
     assert "using the generated data" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_predict_prints_probabilities_and_draws_attention(demo, tmp_path, capsys):
     out, _ = demo
     faces = tmp_path / "faces"
@@ -78,9 +82,10 @@ def test_predict_prints_probabilities_and_draws_attention(demo, tmp_path, capsys
     assert info.value.code == 2 and re.search(r"cannot read image .*broken\.png", capsys.readouterr().err)
 
 
+@pytest.mark.slow
 def test_occlusion_attention_matches_a_direct_computation(demo):
     """The demo's figures, recomputed here from the checkpoint, the occluder file and plain loops."""
-    from examples.common.engine import load_checkpoint_file
+    from examples.common.engine import RunConfig, load_checkpoint_file
     from examples.common.models import build_model
     from examples.common.subsets import parse_subset_list
     from examples.common.synthetic import load_occluders
@@ -96,7 +101,7 @@ def test_occlusion_attention_matches_a_direct_computation(demo):
     keys = [k for k in dict.fromkeys(keys) if k in test.key_to_index() and alpha[k].any()]
     for name in ("ran", "ran_one_pass"):
         ckpt = load_checkpoint_file(out / name / "checkpoints" / "best.pt")
-        model = build_model(ckpt["config"], len(ckpt["class_names"]))
+        model = build_model(RunConfig.from_dict(ckpt["config"]), len(ckpt["class_names"]))
         model.load_state_dict(ckpt["model"])
         model.eval()
         size = ckpt["config"]["image_size"]
@@ -152,6 +157,7 @@ def test_occlusion_attention_matches_a_direct_computation(demo):
             assert entry["field_in_box"] > 0.9
 
 
+@pytest.mark.slow
 def test_predict_reads_a_one_pass_checkpoint_and_draws_attention(demo, tmp_path):
     out, _ = demo
     faces = tmp_path / "faces"

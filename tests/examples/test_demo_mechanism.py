@@ -9,6 +9,7 @@ import statistics
 
 import pytest
 import torch
+from examples.common.synthetic import Splits
 from examples.ferplus.demo import ATTENTION_KEYS, DEMO_MODELS, aggregate, parse_seeds, run_demo
 from examples.ferplus.mechanism import (
     average_ranks,
@@ -22,7 +23,7 @@ from examples.ferplus.mechanism import (
 )
 from examples.ferplus.train import build_parser, main
 
-TINY = {"data": {"n_train": 96, "n_valid": 32, "n_test": 64}, "epochs": 1, "image_size": 32, "milestones": [1]}
+TINY = {"data": Splits(train=96, valid=32, test=64), "epochs": 1, "image_size": 32, "milestones": [1]}
 
 
 def rho_without_ties(a: list[float], b: list[float]) -> float:
@@ -168,6 +169,7 @@ def test_relative_weights_divide_by_the_clean_mean():
         relative_weights(weights, present, reference[:, :2], ref_present[:, :2])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("regions_on", ["image", "features"])
 def test_gate_saliency_matches_the_jacobian_of_each_face(regions_on):
     from examples.common.engine import RunConfig
@@ -217,6 +219,7 @@ def test_aggregate_mean_and_sample_std():
     assert single_mean["ran"]["overall"] == 0.5 and single_std["ran"]["overall"] is None
 
 
+@pytest.mark.slow
 def test_demo_over_seeds(tmp_path, capsys):
     out = tmp_path / "seeds"
     args = build_parser().parse_args(["--demo", "--output-dir", str(out), "--seeds", "0,1"])

@@ -99,6 +99,7 @@ def astronaut(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("regions", ["fixed", "landmarks"])
 def test_astronaut_one_face_found_and_predicted(tmp_path, capsys, regions):
     photo = astronaut(tmp_path)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from examples.common.engine import load_checkpoint_file
-from examples.common.synthetic import generate_ferplus
+from examples.common.synthetic import Splits, generate_ferplus
 from examples.ferplus.train import main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,7 +23,7 @@ FAST = ["--backbone", "small", "--image-size", "32", "--batch-size", "16", "--wo
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("ferplus") / "data"
-    generate_ferplus(out, n_train=96, n_valid=32, n_test=48, seed=3)
+    generate_ferplus(out, Splits(train=96, valid=32, test=48), seed=3)
     return out
 
 
@@ -32,6 +32,7 @@ def subsets(data: Path) -> list[str]:
             "--subset", f"pose30={data / 'pose_30_ferplus_list.txt'}"]
 
 
+@pytest.mark.slow
 def test_one_epoch_end_to_end(data, tmp_path):
     out = tmp_path / "run"
     summary = main(["--data-dir", str(data), "--output-dir", str(out), "--epochs", "1", *FAST, *subsets(data)])
@@ -57,6 +58,7 @@ def test_one_epoch_end_to_end(data, tmp_path):
     assert summary["test"]["accuracy"] == written["test"]["accuracy"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("extra", [["--model", "baseline"], ["--label-mode", "probability", "--recipe", "authors"]])
 def test_other_models_and_recipes(data, tmp_path, extra):
     out = tmp_path / "run"
@@ -68,6 +70,7 @@ def test_other_models_and_recipes(data, tmp_path, extra):
     assert (out / "summary.json").exists()
 
 
+@pytest.mark.slow
 def test_resume_reaches_the_same_result(data, tmp_path):
     common = ["--data-dir", str(data), *FAST, "--label-mode", "probability"]
     straight = tmp_path / "straight"
@@ -87,6 +90,7 @@ def test_resume_reaches_the_same_result(data, tmp_path):
     assert sa["test"] == sb["test"]
 
 
+@pytest.mark.slow
 def test_resume_refuses_another_configuration(data, tmp_path, one_line_error):
     out = tmp_path / "run"
     main(["--data-dir", str(data), "--output-dir", str(out), "--epochs", "1", *FAST])

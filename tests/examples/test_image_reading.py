@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from examples.affectnet.data import BadImageError, check_images, load_affectnet, load_face
 from examples.common.folder_data import ImageListDataset, ImageRecord, convert_image, read_image
-from examples.common.synthetic import generate_affectnet, generate_ferplus
+from examples.common.synthetic import Splits, generate_affectnet, generate_ferplus, generate_rafdb
 from examples.ferplus.data import load_ferplus
-from examples.rafdb.data import generate_rafdb, load_rafdb
+from examples.rafdb.data import load_rafdb
 from PIL import Image
 
 #: A 16-bit ramp over the whole range, and what it is in 8 bits: round(v * 255 / 65535).
@@ -85,7 +85,7 @@ def test_image_list_datasets_read_16_bit_images(tmp_path):  # RAF-DB and SFEW
 
 def test_ferplus_folder_layout_reads_16_bit_images(tmp_path):
     data = tmp_path / "ferplus"
-    generate_ferplus(data, n_train=8, n_valid=4, n_test=4, seed=0, layout="folders")
+    generate_ferplus(data, Splits(train=8, valid=4, test=4), seed=0, layout="folder")
     split = load_ferplus(data, "majority", layout="folder")["test"]
     save_16bit_png(split.records[0].image_path)
     image = split.dataset(None, draw_targets=False)[0][0]
@@ -104,7 +104,7 @@ def test_affectnet_reads_16_bit_images(tmp_path):
 
 
 def test_rafdb_box_outside_the_image_names_the_files(tmp_path):
-    generate_rafdb(tmp_path / "rafdb", train=7, test=7, lists=False)
+    generate_rafdb(tmp_path / "rafdb", Splits(train=7, test=7), lists=False)
     data = load_rafdb(tmp_path / "rafdb", images="original")
     record = data.train[0]
     assert record.box is not None and record.box_source.endswith("_boundingbox.txt")
@@ -119,7 +119,7 @@ def test_rafdb_box_outside_the_image_names_the_files(tmp_path):
 
 def test_affectnet_box_outside_the_image_is_an_error_or_counted_and_skipped(tmp_path):
     root = tmp_path / "affectnet"
-    generate_affectnet(root, n_train=8, n_val=4, layout=1, image_size=64, seed=1)
+    generate_affectnet(root, Splits(train=8, test=4), layout="csv", image_size=64, seed=1)
     csv_path = root / "Manually_Annotated_file_lists" / "training.csv"
     lines = csv_path.read_text().splitlines()
     fields = lines[1].split(",")
@@ -141,21 +141,21 @@ def test_affectnet_box_outside_the_image_is_an_error_or_counted_and_skipped(tmp_
 
 def test_non_utf8_csvs_name_the_file(tmp_path):
     fer = tmp_path / "ferplus"
-    generate_ferplus(fer, n_train=8, n_valid=4, n_test=4, seed=0)
+    generate_ferplus(fer, Splits(train=8, valid=4, test=4), seed=0)
     votes = fer / "fer2013new.csv"
     votes.write_bytes(votes.read_bytes().replace(b"Training", b"Tr\xe4ining", 1))
     with pytest.raises(ValueError, match=r"fer2013new\.csv, line \d+: not UTF-8"):
         load_ferplus(fer, "majority")
 
     aff = tmp_path / "affectnet"
-    generate_affectnet(aff, n_train=8, n_val=4, layout=1, image_size=32, seed=1)
+    generate_affectnet(aff, Splits(train=8, test=4), layout="csv", image_size=32, seed=1)
     lists = aff / "Manually_Annotated_file_lists" / "training.csv"
     lists.write_bytes(lists.read_bytes() + b"caf\xe9/x.jpg,1,1,10,10,,1,0,0\n")
     with pytest.raises(ValueError, match=r"training\.csv.*not UTF-8"):
         load_affectnet(aff)
 
     raf = tmp_path / "rafdb"
-    generate_rafdb(raf, train=7, test=7, layout="kaggle", lists=False)
+    generate_rafdb(raf, Splits(train=7, test=7), layout="kaggle", lists=False)
     labels = raf / "train_labels.csv"
     labels.write_bytes(labels.read_bytes() + b"train_caf\xe9.jpg,1\n")
     with pytest.raises(ValueError, match=r"train_labels\.csv.*not UTF-8"):
@@ -164,7 +164,7 @@ def test_non_utf8_csvs_name_the_file(tmp_path):
 
 def test_superscript_digits_are_clear_errors(tmp_path):
     fer = tmp_path / "ferplus"
-    generate_ferplus(fer, n_train=8, n_valid=4, n_test=4, seed=0)
+    generate_ferplus(fer, Splits(train=8, valid=4, test=4), seed=0)
     votes = fer / "fer2013new.csv"
     lines = votes.read_text().splitlines()
     fields = lines[3].split(",")
@@ -175,7 +175,7 @@ def test_superscript_digits_are_clear_errors(tmp_path):
         load_ferplus(fer, "majority")
 
     raf = tmp_path / "rafdb"
-    generate_rafdb(raf, train=7, test=7, layout="kaggle", lists=False)
+    generate_rafdb(raf, Splits(train=7, test=7), layout="kaggle", lists=False)
     labels = raf / "train_labels.csv"
     lines = labels.read_text().splitlines()
     lines[2] = lines[2].rsplit(",", 1)[0] + ",\u00b2"

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 from examples.common.engine import load_checkpoint_file
-from examples.common.synthetic import generate_ferplus
+from examples.common.synthetic import Splits, generate_ferplus
 from examples.ferplus.train import main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -88,10 +88,11 @@ def _written(out: Path) -> dict[str, int]:
     return {p.name: p.stat().st_mtime_ns for p in paths if p.exists()}
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("one_thread")
 def test_sigkill_at_random_points_then_resume_equals_an_uninterrupted_run(tmp_path):
     data = tmp_path / "data"
-    generate_ferplus(data, n_train=48, n_valid=16, n_test=16, seed=5)
+    generate_ferplus(data, Splits(train=48, valid=16, test=16), seed=5)
     straight = tmp_path / "straight"
     reference = main(["--data-dir", str(data), "--output-dir", str(straight), *FAST])
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from examples.common.synthetic import generate_affectnet, generate_ferplus, generate_rafdb, generate_sfew
+from examples.common.synthetic import Splits, generate_affectnet, generate_ferplus, generate_rafdb, generate_sfew
 from PIL import Image
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -25,10 +25,10 @@ SCRIPTS = ("ferplus", "affectnet", "rafdb", "sfew")
 FAST = ["--backbone", "small", "--image-size", "16", "--batch-size", "8", "--workers", "0", "--device", "cpu",
         "--max-steps-per-epoch", "1", "--epochs", "1"]
 GENERATE: dict[str, Callable[[Path], object]] = {
-    "ferplus": lambda out: generate_ferplus(out, n_train=24, n_valid=8, n_test=8, seed=3),
-    "affectnet": lambda out: generate_affectnet(out, n_train=24, n_val=16, layout=1, image_size=48, seed=1),
-    "rafdb": lambda out: generate_rafdb(out, train=14, test=14, seed=0),
-    "sfew": lambda out: generate_sfew(out, train=14, val=14, seed=0, variant="aligned", face_size=32),
+    "ferplus": lambda out: generate_ferplus(out, Splits(train=24, valid=8, test=8), seed=3),
+    "affectnet": lambda out: generate_affectnet(out, Splits(train=24, test=16), layout="csv", image_size=48, seed=1),
+    "rafdb": lambda out: generate_rafdb(out, Splits(train=14, test=14), seed=0),
+    "sfew": lambda out: generate_sfew(out, Splits(train=14, test=14), seed=0, variant="aligned", face_size=32),
 }
 
 

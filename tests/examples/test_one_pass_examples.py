@@ -10,7 +10,7 @@ import torch
 from examples.affectnet.train import build_parser as affectnet_parser
 from examples.common.engine import load_checkpoint_file, resolve_config
 from examples.common.models import build_model, small_cnn, small_cnn_split
-from examples.common.synthetic import generate_ferplus
+from examples.common.synthetic import Splits, generate_ferplus
 from examples.ferplus.train import build_parser as ferplus_parser
 from examples.ferplus.train import main as ferplus_main
 from examples.predict import main as predict
@@ -81,9 +81,10 @@ def test_build_model_follows_regions_on():
         cfg(model="baseline", regions_on="features")
 
 
+@pytest.mark.slow
 def test_one_pass_run_trains_resumes_and_predicts(tmp_path):
     data = tmp_path / "data"
-    generate_ferplus(data, n_train=64, n_valid=24, n_test=24, seed=5)
+    generate_ferplus(data, Splits(train=64, valid=24, test=24), seed=5)
     out = tmp_path / "run"
     common = ["--data-dir", str(data), "--output-dir", str(out), *FAST, "--regions-on", "features",
               "--roi-size", "4"]

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 from examples.common.folder_data import ImageListDataset, ImageRecord, stratified_holdout
+from examples.common.synthetic import Splits, generate_rafdb
 from examples.rafdb.data import (
     RAFDB_CLASSES,
     companion_label_file,
     detect_layout,
-    generate_rafdb,
     load_rafdb,
     parse_rafdb_subset,
     read_label_file,
@@ -37,7 +37,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def provider(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("rafdb")
-    generate_rafdb(out, train=28, test=21, seed=1)
+    generate_rafdb(out, Splits(train=28, test=21), seed=1)
     return out
 
 
@@ -88,8 +88,8 @@ def test_label_file_errors_name_file_and_line(tmp_path: Path, text: bytes, messa
 
 def test_both_label_file_spellings(tmp_path: Path) -> None:
     out = tmp_path / "readme_spelling"
-    generate_rafdb(out, train=7, test=7, label_file="list_partition_label.txt", final_newline=True, original=False,
-                   lists=False)
+    generate_rafdb(out, Splits(train=7, test=7), label_file="list_partition_label.txt", final_newline=True,
+                   original=False, lists=False)
     data = load_rafdb(out)
     assert data.report["label_file_spelling"] == "list_partition_label.txt"
     assert (len(data.train), len(data.test)) == (7, 7)
@@ -106,7 +106,7 @@ def test_missing_label_file_and_images_are_errors(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="EmoLabel"):
         load_rafdb(tmp_path)
     out = tmp_path / "data"
-    generate_rafdb(out, train=7, test=7, original=False, lists=False)
+    generate_rafdb(out, Splits(train=7, test=7), original=False, lists=False)
     (out / "basic" / "Image" / "aligned" / "test_0002_aligned.jpg").unlink()
     with pytest.raises(FileNotFoundError, match=r"test_0002_aligned\.jpg"):
         load_rafdb(out)
@@ -116,7 +116,7 @@ def test_missing_label_file_and_images_are_errors(tmp_path: Path) -> None:
 
 def test_kaggle_layout(tmp_path: Path) -> None:
     out = tmp_path / "kaggle"
-    generate_rafdb(out, train=14, test=7, layout="kaggle", lists=False)
+    generate_rafdb(out, Splits(train=14, test=7), layout="kaggle", lists=False)
     assert (out / "train_labels.csv").read_text().startswith("image,label\n")
     data = load_rafdb(out)
     assert data.layout == "kaggle" and (len(data.train), len(data.test)) == (14, 7)
@@ -222,6 +222,7 @@ def test_generated_lists_match_the_published_formats(provider: Path) -> None:
 # End to end
 
 
+@pytest.mark.slow
 def test_train_end_to_end_with_subsets(provider: Path, tmp_path: Path) -> None:
     lists = provider / "lists"
     out = tmp_path / "run"
@@ -242,6 +243,7 @@ def test_train_end_to_end_with_subsets(provider: Path, tmp_path: Path) -> None:
     assert ckpt["class_names"] == list(RAFDB_CLASSES)
 
 
+@pytest.mark.slow
 def test_resume_and_baseline(provider: Path, tmp_path: Path, one_line_error) -> None:
     out = tmp_path / "resume"
     args = ["--data-dir", str(provider), "--output-dir", str(out), *FAST, "--model", "baseline"]
@@ -254,9 +256,10 @@ def test_resume_and_baseline(provider: Path, tmp_path: Path, one_line_error) -> 
         main([*args, "--epochs", "3", "--resume", "--holdout-fraction", "0.2"])
 
 
+@pytest.mark.slow
 def test_kaggle_and_landmark_regions_end_to_end(provider: Path, tmp_path: Path) -> None:
     kaggle = tmp_path / "kaggle"
-    generate_rafdb(kaggle, train=14, test=7, layout="kaggle", lists=False)
+    generate_rafdb(kaggle, Splits(train=14, test=7), layout="kaggle", lists=False)
     summary = main(["--data-dir", str(kaggle), "--output-dir", str(tmp_path / "k"), "--epochs", "1", *FAST,
                     "--holdout-fraction", "0"])
     assert summary is not None and summary["best_valid_accuracy"] is None and summary["data"]["layout"] == "kaggle"

@@ -22,7 +22,7 @@ from examples.common.engine.checkpoints import (
     load_checkpoint_file,
     non_finite_tensors,
 )
-from examples.common.synthetic import generate_ferplus
+from examples.common.synthetic import Splits, generate_ferplus
 from examples.ferplus.train import main
 from PIL import Image
 
@@ -35,7 +35,7 @@ FAST = ["--backbone", "small", "--image-size", "16", "--batch-size", "16", "--wo
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("ferplus") / "data"
-    generate_ferplus(out, n_train=40, n_valid=12, n_test=12, seed=3)
+    generate_ferplus(out, Splits(train=40, valid=12, test=12), seed=3)
     return out
 
 

@@ -17,7 +17,7 @@ import torch
 from examples.common import engine
 from examples.common.engine import checkpoints, protocol
 from examples.common.engine.checkpoints import CheckpointError, atomic_save, content_hash, load_checkpoint_file
-from examples.common.synthetic import generate_ferplus
+from examples.common.synthetic import Splits, generate_ferplus
 from examples.ferplus.train import build_parser, main, make_task
 
 FAST = ["--backbone", "small", "--image-size", "16", "--batch-size", "16", "--workers", "0", "--device", "cpu",
@@ -30,7 +30,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("ferplus") / "data"
-    generate_ferplus(out, n_train=48, n_valid=16, n_test=16, seed=3)
+    generate_ferplus(out, Splits(train=48, valid=16, test=16), seed=3)
     return out
 
 
@@ -61,6 +61,7 @@ def metrics_lines(out: Path) -> list[dict]:
 # 1. Every reported figure comes from the weights it names
 
 
+@pytest.mark.slow
 def test_best_is_written_before_last_and_a_kill_between_resumes_from_it(data, tmp_path, monkeypatch):
     straight = tmp_path / "straight"
     reference = main(argv(data, straight, epochs=2))
@@ -91,6 +92,7 @@ def test_best_is_written_before_last_and_a_kill_between_resumes_from_it(data, tm
     assert [r["epoch"] for r in metrics_lines(out)] == [1, 2]
 
 
+@pytest.mark.slow
 def test_a_best_pt_that_is_not_the_selected_weights_stops_the_run_naming_it(data, tmp_path, capsys):
     out = tmp_path / "run"
     main(argv(data, out, epochs=1))
@@ -109,6 +111,7 @@ def test_a_best_pt_that_is_not_the_selected_weights_stops_the_run_naming_it(data
     assert "Epoch 2's weights are lost: retrain the run (--overwrite)" in line  # advice that works
 
 
+@pytest.mark.slow
 def test_checkpoint_records_the_best_weights_identity(data, tmp_path):
     out = tmp_path / "run"
     summary = main(argv(data, out, epochs=2))
@@ -123,6 +126,7 @@ def test_checkpoint_records_the_best_weights_identity(data, tmp_path):
 # 2. Metrics survive
 
 
+@pytest.mark.slow
 def test_resume_rebuilds_lost_and_torn_metrics_lines(data, tmp_path):
     out = tmp_path / "run"
     main(argv(data, out, epochs=2))
@@ -148,6 +152,7 @@ def test_drop_metrics_after_skips_torn_lines_instead_of_a_bare_json_error(tmp_pa
 # 3, 4. One run per folder; nothing written before the configuration is accepted
 
 
+@pytest.mark.slow
 def test_a_new_run_into_a_used_folder_is_refused_with_exit_2(data, tmp_path, capsys):
     out = tmp_path / "run"
     main(argv(data, out, epochs=1))
@@ -164,6 +169,7 @@ def test_a_new_run_into_a_used_folder_is_refused_with_exit_2(data, tmp_path, cap
         engine.run(make_task(cfg), dataclasses.replace(cfg, output_dir=str(out)))
 
 
+@pytest.mark.slow
 def test_overwrite_starts_afresh(data, tmp_path):
     out = tmp_path / "run"
     main(argv(data, out, epochs=2))
@@ -178,6 +184,7 @@ def test_overwrite_starts_afresh(data, tmp_path):
         main(argv(data, out, "--overwrite", "--resume", epochs=1))
 
 
+@pytest.mark.slow
 def test_a_refused_resume_leaves_config_json_alone(data, tmp_path, capsys):
     out = tmp_path / "run"
     main(argv(data, out, epochs=1))
@@ -193,13 +200,14 @@ def test_a_refused_resume_leaves_config_json_alone(data, tmp_path, capsys):
 # 5. Resume continues the same run on the same data
 
 
+@pytest.mark.slow
 def test_resume_accepts_a_moved_data_folder_and_refuses_other_data(data, tmp_path, capsys):
     out = tmp_path / "run"
     main(argv(data, out, epochs=1))
     moved = tmp_path / "moved"
     shutil.copytree(data, moved)
     other = tmp_path / "other"
-    generate_ferplus(other, n_train=48, n_valid=16, n_test=16, seed=4)
+    generate_ferplus(other, Splits(train=48, valid=16, test=16), seed=4)
     refused(capsys, lambda: main(argv(other, out, "--resume", epochs=2)), r"train split: other images \(their names\); "
             r"other labels .*; other image content .*valid split")
     refused(capsys, lambda: main(argv(moved, out, "--resume", "--layout", "csv", epochs=2)),
@@ -209,6 +217,7 @@ def test_resume_accepts_a_moved_data_folder_and_refuses_other_data(data, tmp_pat
     assert metrics_lines(out)[1]["changed_options"]["data_dir"] == str(moved)
 
 
+@pytest.mark.slow
 def test_options_changed_at_a_resume_are_recorded_per_epoch(data, tmp_path):
     out = tmp_path / "run"
     main(argv(data, out, epochs=1))
@@ -306,6 +315,7 @@ def test_empty_splits_are_errors_before_training(data, tmp_path, split):
 # 10. Checkpoints: checksums, temporary files, --pretrained
 
 
+@pytest.mark.slow
 def test_a_flipped_byte_in_a_checkpoint_is_an_error_naming_the_file(data, tmp_path, capsys):
     out = tmp_path / "run"
     main(argv(data, out, epochs=1))
@@ -342,6 +352,7 @@ def test_content_hash_is_stable_across_save_and_load(tmp_path):
     assert content_hash(changed) != content_hash(obj)
 
 
+@pytest.mark.slow
 def test_stale_temporary_files_are_removed_at_the_next_start(data, tmp_path):
     out = tmp_path / "run"
     main(argv(data, out, epochs=1))
@@ -352,6 +363,7 @@ def test_stale_temporary_files_are_removed_at_the_next_start(data, tmp_path):
     assert not any(p.exists() for p in stale)
 
 
+@pytest.mark.slow
 def test_a_pretrained_run_resumes_and_predicts_after_the_file_moved(data, tmp_path):
     from examples.common.models import small_cnn
     from examples.predict import main as predict
@@ -371,12 +383,13 @@ def test_a_pretrained_run_resumes_and_predicts_after_the_file_moved(data, tmp_pa
     assert len(results) == 1
 
 
+@pytest.mark.slow
 def test_affectnet_resume_refuses_another_holdout_margin_or_balance(tmp_path, capsys):
     from examples.affectnet.train import main as affectnet_main
-    from examples.common.synthetic import generate_affectnet
+    from examples.common.synthetic import Splits, generate_affectnet
 
     data = tmp_path / "affectnet"
-    generate_affectnet(data, n_train=48, n_val=16, layout=1, image_size=48, seed=1)
+    generate_affectnet(data, Splits(train=48, test=16), layout="csv", image_size=48, seed=1)
     fast = ["--data-dir", str(data), "--output-dir", str(tmp_path / "run"), "--backbone", "small", "--image-size",
             "16", "--batch-size", "16", "--workers", "0", "--device", "cpu", "--max-steps-per-epoch", "1"]
     affectnet_main([*fast, "--epochs", "1"])

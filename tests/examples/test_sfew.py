@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from examples.common.synthetic import Splits, generate_sfew
 from examples.sfew.data import (
     SFEW_CLASSES,
     SHIPPED_FOLDERS,
     detect_variant,
     folder_class,
-    generate_sfew,
     load_sfew,
     parse_sfew_subset,
     read_split_folder,
@@ -30,7 +30,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def sfew(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("sfew")
-    generate_sfew(out, train=28, val=14, seed=2, face_size=48, frame_size=(90, 72))
+    generate_sfew(out, Splits(train=28, test=14), seed=2, face_size=48, frame_size=(90, 72))
     return out
 
 
@@ -60,7 +60,7 @@ def test_folder_names_are_mapped_explicitly(tmp_path: Path) -> None:
     assert [folder_class(n) for n in SHIPPED_FOLDERS] == list(range(7))
     assert folder_class("Happiness") == 3 and folder_class("sadness") == 5 and folder_class("ANGER") == 0
     out = tmp_path / "renamed"
-    generate_sfew(out, train=7, val=7, variant="frames", face_size=32, frame_size=(40, 32),
+    generate_sfew(out, Splits(train=7, test=7), variant="frames", face_size=32, frame_size=(40, 32),
                   folder_names=("Anger", "Disgust", "Fear", "Happiness", "Neutral", "Sadness", "Surprise"))
     data = load_sfew(out)
     assert data.report["splits"]["train"]["class_counts"] == dict.fromkeys(SFEW_CLASSES, 1)
@@ -68,7 +68,7 @@ def test_folder_names_are_mapped_explicitly(tmp_path: Path) -> None:
 
 def test_unknown_or_missing_class_folder_is_an_error(tmp_path: Path) -> None:
     out = tmp_path / "bad"
-    generate_sfew(out, train=7, val=7, variant="aligned", face_size=32)
+    generate_sfew(out, Splits(train=7, test=7), variant="aligned", face_size=32)
     train = out / "Train_Aligned_Faces"
     (train / "Happy").rename(train / "Hapy")
     with pytest.raises(ValueError, match="'Hapy'") as info:
@@ -86,7 +86,7 @@ def test_unknown_or_missing_class_folder_is_an_error(tmp_path: Path) -> None:
 
 def test_non_images_are_skipped_and_counted(tmp_path: Path) -> None:
     out = tmp_path / "extra"
-    generate_sfew(out, train=7, val=7, variant="aligned", face_size=32)
+    generate_sfew(out, Splits(train=7, test=7), variant="aligned", face_size=32)
     train = out / "Train_Aligned_Faces"
     (train / "Happy" / "Thumbs.db").write_bytes(b"\0")
     (train / "Happy" / ".DS_Store").write_bytes(b"\0")
@@ -120,6 +120,7 @@ def test_subset_list_formats(tmp_path: Path) -> None:
 # End to end
 
 
+@pytest.mark.slow
 def test_train_end_to_end_with_subset(sfew: Path, tmp_path: Path) -> None:
     val = sorted((sfew / "Val_Aligned_Faces_new" / "Happy").iterdir())
     listing = tmp_path / "happy.txt"
@@ -141,6 +142,7 @@ def test_train_end_to_end_with_subset(sfew: Path, tmp_path: Path) -> None:
     assert ckpt["class_names"] == list(SFEW_CLASSES)
 
 
+@pytest.mark.slow
 def test_frames_resume_and_baseline(sfew: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "resume"
     common = ["--data-dir", str(sfew), "--output-dir", str(out), *FAST, "--model", "baseline", "--fit", "pad"]

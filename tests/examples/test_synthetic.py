@@ -18,7 +18,7 @@ FERPLUS_HEADER = "Usage,Image name,neutral,happiness,surprise,sadness,anger,disg
 AFFECTNET_HEADER = (
     "subDirectory_filePath,face_x,face_y,face_width,face_height,facial_landmarks,expression,valence,arousal"
 )
-SIZES = {"n_train": 80, "n_valid": 24, "n_test": 80}
+SIZES = {"train": 80, "valid": 24, "test": 80}
 
 
 def _tree_digest(root: Path) -> dict[str, str]:
@@ -32,7 +32,7 @@ def _tree_digest(root: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def ferplus(tmp_path_factory: pytest.TempPathFactory) -> dict:
     out = tmp_path_factory.mktemp("ferplus")
-    return syn.generate_ferplus(out, seed=3, layout="both", **SIZES)
+    return syn.generate_ferplus(out, syn.Splits(**SIZES), seed=3, layout="both")
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +48,7 @@ def ferplus_rows(ferplus: dict) -> tuple[list[list[str]], list[list[str]]]:
 @pytest.fixture(scope="module")
 def affectnet(tmp_path_factory: pytest.TempPathFactory) -> dict:
     out = tmp_path_factory.mktemp("affectnet")
-    return syn.generate_affectnet(out, n_train=60, n_val=72, seed=5, layout=1, image_size=96)
+    return syn.generate_affectnet(out, syn.Splits(train=60, test=72), seed=5, layout="csv", image_size=96)
 
 
 # ------------------------------------------------------------------------------------------------ FERPlus
@@ -107,7 +107,7 @@ def test_majority_rule() -> None:
 
 
 def test_older_fer2013new_without_names(tmp_path: Path) -> None:
-    syn.generate_ferplus(tmp_path, n_train=10, n_valid=4, n_test=6, with_image_names=False)
+    syn.generate_ferplus(tmp_path, syn.Splits(train=10, valid=4, test=6), with_image_names=False)
     with open(tmp_path / "fer2013new.csv", newline="") as fh:
         rows = list(csv.reader(fh))
     assert ",".join(rows[0]) == FERPLUS_HEADER.replace("Image name,", "")
@@ -170,8 +170,9 @@ def test_subset_lists(ferplus: dict, ferplus_rows: tuple[list[list[str]], list[l
         assert abs(float(meta[line[2:-4]]["yaw"])) > 30
 
 
+@pytest.mark.slow
 def test_ferplus_deterministic(tmp_path: Path) -> None:
-    kwargs = {"n_train": 30, "n_valid": 6, "n_test": 24, "layout": "both"}
+    kwargs = {"splits": syn.Splits(train=30, valid=6, test=24), "layout": "both"}
     syn.generate_ferplus(tmp_path / "a", seed=11, **kwargs)
     syn.generate_ferplus(tmp_path / "b", seed=11, **kwargs)
     syn.generate_ferplus(tmp_path / "c", seed=12, **kwargs)
@@ -181,8 +182,8 @@ def test_ferplus_deterministic(tmp_path: Path) -> None:
 
 
 def test_split_streams_are_independent(tmp_path: Path) -> None:
-    syn.generate_ferplus(tmp_path / "a", n_train=12, n_valid=4, n_test=10, seed=2)
-    syn.generate_ferplus(tmp_path / "b", n_train=20, n_valid=4, n_test=10, seed=2)
+    syn.generate_ferplus(tmp_path / "a", syn.Splits(train=12, valid=4, test=10), seed=2)
+    syn.generate_ferplus(tmp_path / "b", syn.Splits(train=20, valid=4, test=10), seed=2)
 
     def pixels(root: Path, usage: str) -> list[str]:
         with open(root / "fer2013.csv", newline="") as fh:
@@ -193,11 +194,11 @@ def test_split_streams_are_independent(tmp_path: Path) -> None:
 
 def test_bad_arguments(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="layout"):
-        syn.generate_ferplus(tmp_path, n_train=1, n_valid=1, n_test=1, layout="zip")
+        syn.generate_ferplus(tmp_path, syn.Splits(train=1, valid=1, test=1), layout="zip")
     with pytest.raises(ValueError, match="probability"):
-        syn.generate_ferplus(tmp_path, n_train=1, n_valid=1, n_test=1, occlusion=1.5)
+        syn.generate_ferplus(tmp_path, syn.Splits(train=1, valid=1, test=1), occlusion=1.5)
     with pytest.raises(ValueError, match="unknown split"):
-        syn.generate_ferplus(tmp_path, n_train=1, n_valid=1, n_test=1, pose={"val": 0.2})
+        syn.generate_ferplus(tmp_path, syn.Splits(train=1, valid=1, test=1), pose={"val": 0.2})
     with pytest.raises(ValueError, match="occlusion"):
         syn.render_faces([0], occlusion=["scarf"])
     with pytest.raises(ValueError, match="labels"):
@@ -296,15 +297,16 @@ def test_affectnet_lists(affectnet: dict) -> None:
             assert val[m.group(2)] == int(m.group(1))
 
 
+@pytest.mark.slow
 def test_affectnet_deterministic(tmp_path: Path) -> None:
     for k in "ab":
-        syn.generate_affectnet(tmp_path / k, n_train=12, n_val=12, seed=1, image_size=64)
+        syn.generate_affectnet(tmp_path / k, syn.Splits(train=12, test=12), seed=1, image_size=64)
     assert _tree_digest(tmp_path / "a") == _tree_digest(tmp_path / "b")
 
 
 def test_affectnet_layout2(tmp_path: Path) -> None:
     np = pytest.importorskip("numpy")
-    result = syn.generate_affectnet(tmp_path, n_train=10, n_val=16, seed=0, layout=2, image_size=64)
+    result = syn.generate_affectnet(tmp_path, syn.Splits(train=10, test=16), seed=0, layout="npy", image_size=64)
     for split in ("train_set", "val_set"):
         base = tmp_path / split
         images = sorted((base / "images").glob("*.jpg"))
@@ -367,10 +369,11 @@ def test_expressions_differ_in_local_parts() -> None:
     assert diff[12:24].mean() > 3 and diff[30:44].mean() > 3
 
 
+@pytest.mark.slow
 def test_cli_module_and_script(tmp_path: Path) -> None:
     assert syn.main(["ferplus", "--out", str(tmp_path / "m"), "--train", "8", "--valid", "2", "--test", "6"]) == 0
     assert (tmp_path / "m" / "fer2013new.csv").is_file()
-    sfew = ["sfew", "--out", str(tmp_path / "f"), "--train", "7", "--val", "7", "--variant", "aligned"]
+    sfew = ["sfew", "--out", str(tmp_path / "f"), "--train", "7", "--test", "7", "--variant", "aligned"]
     assert syn.main(sfew) == 0
     assert len(list((tmp_path / "f" / "Val_Aligned_Faces_new").rglob("*.png"))) == 7
     script = Path(syn.__file__).resolve().parent  # the package folder, run by path (its __main__.py)
@@ -383,7 +386,7 @@ def test_cli_module_and_script(tmp_path: Path) -> None:
             str(tmp_path / "s"),
             "--train",
             "4",
-            "--val",
+            "--test",
             "4",
             "--size",
             "48",
@@ -419,7 +422,7 @@ def test_ferplus_occluders_cover_every_face(ferplus: dict) -> None:
     with open(root / "fer2013.csv", newline="") as fh:
         pixels = [torch.tensor([int(v) for v in r["pixels"].split()]).reshape(48, 48) for r in csv.DictReader(fh)]
     seen = 0
-    for split, n in (("train", SIZES["n_train"]), ("valid", SIZES["n_valid"]), ("test", SIZES["n_test"])):
+    for split, n in SIZES.items():
         rows = [r for r in meta if r["split"] == split]
         masks = syn.load_occluder_masks(root, split)
         assert list(masks) == [f"fer{int(r['row']):07d}" for r in rows] and len(masks) == n
@@ -455,7 +458,7 @@ def test_occluders_file_is_plain_numpy(ferplus: dict) -> None:
         assert sorted(data.files) == sorted(f"{s}_{k}" for s in ("train", "valid", "test") for k in ("keys", "alpha"))
         alpha, keys = data["test_alpha"], data["test_keys"]
     found = syn.load_occluders(root, "test")
-    assert alpha.dtype == np.uint8 and alpha.shape == (SIZES["n_test"], 48, 48)
+    assert alpha.dtype == np.uint8 and alpha.shape == (SIZES["test"], 48, 48)
     assert found.keys == [str(k) for k in keys]
     assert torch.equal((found.alpha * 255).round().to(torch.uint8), torch.from_numpy(alpha))
 
@@ -566,3 +569,34 @@ def test_box_coverage_and_loader_reject_bad_input(tmp_path: Path) -> None:
         syn.load_occluders(tmp_path, "val")
     with pytest.raises(ValueError, match="threshold"):
         syn.load_occluder_masks(tmp_path, "test", threshold=1.0)
+
+
+def test_splits_name_the_bad_size() -> None:
+    with pytest.raises(ValueError, match=r"Splits\.valid must be >= 0, got -1"):
+        syn.Splits(train=3, valid=-1)
+    with pytest.raises(TypeError, match=r"Splits\.test expected an int, got float"):
+        syn.Splits(test=2.0)  # type: ignore[arg-type]
+    assert syn.Splits(train=3, test=2).sizes(("train", "test"), "w") == {"train": 3, "test": 2}
+
+
+@pytest.mark.parametrize(
+    ("writer", "splits", "missing"),
+    [
+        (syn.generate_affectnet, syn.Splits(train=4, valid=2, test=4), "valid=2"),
+        (syn.generate_rafdb, syn.Splits(train=7, valid=7, test=7), "valid=7"),
+        (syn.generate_sfew, syn.Splits(train=7, valid=1, test=7), "valid=1"),
+    ],
+)
+def test_a_writer_rejects_a_split_its_dataset_lacks(writer, splits, missing, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=rf"writes the splits train, test; got sizes for valid \({missing}\)"):
+        writer(tmp_path, splits)
+    assert not any(tmp_path.iterdir())  # nothing written
+
+
+def test_cli_bad_values_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert syn.main(["ferplus", "--out", str(tmp_path), "--train", "-3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "python -m examples.common.synthetic ferplus: error: Splits.train must be >= 0, got -3"
+    with pytest.raises(SystemExit) as exit_:
+        syn.main(["affectnet", "--out", str(tmp_path), "--layout", "2"])  # the layouts are named now
+    assert exit_.value.code == 2

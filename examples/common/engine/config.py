@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..models import BACKBONES
+from ..backbones import BACKBONES, SPLIT_POINTS
 from ..subsets import parse_subset_arg
 
 #: Training recipes. "paper": Sec. IV-B of the paper. "authors": the released FERPlus code.
@@ -100,7 +100,7 @@ class RunConfig:
                                   "with --regions-on features: 7)", type=int)
     split_at: str | None = option(None, "--regions-on features: the backbone's last stage before the regions are "
                                   "pooled, the rest runs per region (default with --regions-on features: layer3)",
-                                  choices=("layer3", "layer4"))
+                                  choices=SPLIT_POINTS)
     radius: float = option(0.4, "landmark regions: half-side as a fraction of the face", type=float)
     num_regions: int = option(5, "random regions: how many", type=int)
     image_size: int = option(224, "side of the face images and of every region, in pixels", type=int)

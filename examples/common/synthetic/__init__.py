@@ -36,16 +36,21 @@ Modules (one concern each; every name below is also importable from this package
 * :mod:`~examples.common.synthetic.render`: the one face drawer, :func:`render` (images, 68 landmarks and the
   occluder's opacity per pixel), :func:`render_batch`, :func:`render_faces`;
 * :mod:`~examples.common.synthetic.annotate`: kinds of rows, class / occlusion / pose quotas, annotator votes
-  (the majority rule is :func:`examples.ferplus.data.majority_label`);
+  (the majority rule is :func:`examples.ferplus.formats.majority_label`);
 * :mod:`~examples.common.synthetic.occluders`: the occlusion ground truth ``occluders.npz``,
   :func:`load_occluders`, :func:`load_occluder_masks`, :func:`box_coverage`;
 * one writer per dataset: :func:`generate_ferplus` (``ferplus``), :func:`generate_affectnet` (``affectnet``),
-  :func:`generate_rafdb` (``rafdb``), :func:`generate_sfew` (``sfew``; these two also re-exported by
-  ``examples/rafdb/data.py`` and ``examples/sfew/data.py``), and :mod:`~examples.common.synthetic.pictures`
-  (:func:`render_with_synthetic`, :func:`place_on_canvas`) for the image-folder datasets;
+  :func:`generate_rafdb` (``rafdb``), :func:`generate_sfew` (``sfew``), and
+  :mod:`~examples.common.synthetic.pictures` (:func:`render_with_synthetic`, :func:`place_on_canvas`) for the
+  image-folder datasets. Every writer takes its split sizes as one :class:`Splits` (``train``, ``valid``,
+  ``test``, in the readers' split names; :mod:`~examples.common.synthetic.splits`) and its on-disk
+  arrangement as a string, the reader's name of it (``layout``; ``variant`` for SFEW, as its reader says);
+  the FERPlus and AffectNet writers plan every row, render the faces, then write the files
+  (:func:`~examples.common.synthetic.ferplus.plan_ferplus`, :func:`~examples.common.synthetic.ferplus.render_ferplus`);
 * :mod:`~examples.common.synthetic.sheet` (:func:`contact_sheet`) and :mod:`~examples.common.synthetic.cli`.
 
-Class-name tables come from the datasets' data modules (``examples/<dataset>/data.py``).
+Class names, file layouts and label rules come from the datasets' format modules
+(``examples/<dataset>/formats.py``), which the readers use too; the generator imports no reader.
 
 Occlusion ground truth:
     The FERPlus and AffectNet writers store ``occluders.npz`` beside the data: per split ``<split>_keys`` (the
@@ -65,26 +70,34 @@ Convention:
 Command line (both forms work)::
 
     python -m examples.common.synthetic ferplus --out DIR [--train N --valid N --test N --seed S --layout csv]
-    python examples/common/synthetic affectnet --out DIR [--train N --val N --layout 1]
+    python examples/common/synthetic affectnet --out DIR [--train N --test N --layout csv|npy]
     python -m examples.common.synthetic rafdb --out DIR [--layout provider|kaggle --train N --test N]
-    python -m examples.common.synthetic sfew --out DIR [--variant both|frames|aligned --train N --val N]
+    python -m examples.common.synthetic sfew --out DIR [--variant both|frames|aligned --train N --test N]
     python -m examples.common.synthetic sheet --out /tmp/synthetic_sheet.png
 """
 
 from __future__ import annotations
 
-from examples.ferplus.data import FERPLUS_CLASSES
+from examples.ferplus.formats import FERPLUS_CLASSES
 
-from .affectnet import AFFECTNET_CLASSES, AFFECTNET_HEADER, FERPLUS_TO_AFFECTNET, generate_affectnet
+from .affectnet import (
+    AFFECTNET_CLASSES,
+    AFFECTNET_HEADER,
+    AFFECTNET_LAYOUTS,
+    AFFECTNET_SPLITS,
+    FERPLUS_TO_AFFECTNET,
+    generate_affectnet,
+)
 from .annotate import OCCLUSION_LIST_TYPE, majority_label
 from .cli import main
 from .faces import OCCLUSIONS, sample_faces
 from .ferplus import (
     FER2013_EMOTION,
     FER2013_HEADER,
-    FER2013_USAGES,
     FERPLUS_FOLDERS,
     FERPLUS_HEADER,
+    FERPLUS_LAYOUTS,
+    FERPLUS_SPLITS,
     FERPLUS_VOTE_COLUMNS,
     generate_ferplus,
 )
@@ -97,27 +110,36 @@ from .occluders import (
     write_occluders,
 )
 from .pictures import place_on_canvas, render_with_synthetic
-from .rafdb import generate_rafdb
+from .rafdb import RAFDB_LAYOUTS, RAFDB_SPLITS, generate_rafdb
 from .render import Rendered, render, render_batch, render_faces
-from .sfew import generate_sfew
+from .sfew import SFEW_SPLITS, SFEW_VARIANTS, generate_sfew
 from .sheet import contact_sheet
+from .splits import Splits
 
 __all__ = [
     "AFFECTNET_CLASSES",
     "AFFECTNET_HEADER",
+    "AFFECTNET_LAYOUTS",
+    "AFFECTNET_SPLITS",
     "FER2013_EMOTION",
     "FER2013_HEADER",
-    "FER2013_USAGES",
     "FERPLUS_CLASSES",
     "FERPLUS_FOLDERS",
     "FERPLUS_HEADER",
+    "FERPLUS_LAYOUTS",
+    "FERPLUS_SPLITS",
     "FERPLUS_TO_AFFECTNET",
     "FERPLUS_VOTE_COLUMNS",
     "OCCLUDERS_FILE",
     "OCCLUSIONS",
     "OCCLUSION_LIST_TYPE",
+    "RAFDB_LAYOUTS",
+    "RAFDB_SPLITS",
+    "SFEW_SPLITS",
+    "SFEW_VARIANTS",
     "Occluders",
     "Rendered",
+    "Splits",
     "box_coverage",
     "contact_sheet",
     "generate_affectnet",

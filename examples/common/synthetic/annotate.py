@@ -1,6 +1,6 @@
 r"""Annotation: how many faces of each kind, class, occlusion and pose a split gets, and the annotators' votes.
 
-The FERPlus majority rule is :func:`examples.ferplus.data.majority_label` (the reader's, so writer and reader
+The FERPlus majority rule is :func:`examples.ferplus.formats.majority_label` (the reader's, so writer and reader
 cannot disagree); class names come from the datasets' data modules.
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from examples.ferplus.data import FERPLUS_CLASSES, majority_label
+from examples.ferplus.formats import FERPLUS_CLASSES, majority_label
 
 from .faces import sample_faces
 from .render import Rendered, render
@@ -166,6 +166,13 @@ def _render_plan(
         **sample_kwargs,
     )
     return render(p, size, channels=channels, generator=g), p
+
+
+def _attach_pose(rows: list[dict[str, Any]], params: dict[str, torch.Tensor]) -> None:
+    """Record each row's drawn pitch and roll (degrees) from the face parameters."""
+    for i, r in enumerate(rows):
+        r["pitch"] = float(torch.rad2deg(params["pitch"][i]))
+        r["roll"] = float(torch.rad2deg(params["roll"][i]))
 
 
 def _split_generator(seed: int, split: str) -> tuple[torch.Generator, random.Random]:

@@ -1,7 +1,7 @@
 r"""Face sampling: the expression model and the identity, pose, camera and occluder parameters of each face.
 
 :func:`sample_faces` draws one parameter set per face; :func:`examples.common.synthetic.render.render` draws it.
-Class indices are FERPlus's (:data:`examples.ferplus.data.FERPLUS_CLASSES`).
+Class indices are FERPlus's (:data:`examples.ferplus.formats.FERPLUS_CLASSES`).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import torch
 
-from examples.ferplus.data import FERPLUS_CLASSES
+from examples.ferplus.formats import FERPLUS_CLASSES
 
 __all__ = ["OCCLUSIONS", "sample_faces"]
 
@@ -125,7 +125,43 @@ def sample_faces(
     n = labels_t.numel()
     if n and (labels_t.min() < 0 or labels_t.max() >= len(FERPLUS_CLASSES)):
         raise ValueError(f"labels must be FERPlus classes 0..7, got {labels_t.tolist()[:10]}")
-    expr = _EXPR_TABLE[labels_t]
+    # The draws happen in this order (the same seed gives the same faces): expression, pose, identity, look,
+    # camera, occluder, then the degraded faces' camera.
+    p = _expression(labels_t, blend_labels, blend_weights, g)
+    p.update(_pose(n, g, face_scale, max_shift, yaw))
+    p.update(_identity(n, g))
+    p.update(_look(n, g))
+    p.update(_camera(n, g))
+    p["occlusion"] = _occlusion_codes(occlusion, n)
+    p.update(_occluder_look(n, g))
+    p["degraded"] = _flags(degraded, n)
+    p["nonface"] = _flags(nonface, n)
+    deg = p["degraded"]
+    p["aa"] = torch.where(deg, _uniform(n, 3.5, 6.0, g), p["aa"])
+    p["noise"] = torch.where(deg, _uniform(n, 0.08, 0.14, g), p["noise"])
+    p["contrast"] = torch.where(deg, _uniform(n, 0.3, 0.5, g), p["contrast"])
+    return p
+
+
+def _flags(values: Sequence[bool] | torch.Tensor | None, n: int) -> torch.Tensor:
+    return torch.zeros(n, dtype=torch.bool) if values is None else torch.as_tensor(values, dtype=torch.bool)
+
+
+_JITTER = (0.015, 0.01, 0.06, 0.01, 0.1, 0.01, 0.015, 0.015, 0.01, 0.01, 0.01, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1)
+_NONNEGATIVE = ("mouth_open", "teeth", "lip_raise", "mouth_asym", "brow_asym", "nose_wrinkle", "glabella",
+                "smile_lines", "clench")
+
+
+def _expression(
+    labels: torch.Tensor,
+    blend_labels: Sequence[int] | torch.Tensor | None,
+    blend_weights: Sequence[float] | torch.Tensor | None,
+    g: torch.Generator,
+) -> dict[str, torch.Tensor]:
+    """The expression parameters of each face (its class's, blended, at a random intensity, jittered), its
+    label and which mouth corner / brow side an asymmetric expression lifts."""
+    n = labels.numel()
+    expr = _EXPR_TABLE[labels]
     if blend_labels is not None:
         other = _EXPR_TABLE[torch.as_tensor(blend_labels, dtype=torch.long).reshape(-1)]
         w = torch.as_tensor(blend_weights if blend_weights is not None else [0.5] * n, dtype=torch.float32)
@@ -133,64 +169,88 @@ def sample_faces(
     neutral = _EXPR_TABLE[0]
     intensity = _uniform(n, 0.7, 1.2, g).reshape(-1, 1)
     expr = neutral + intensity * (expr - neutral)
-    jitter = torch.tensor(
-        [0.015, 0.01, 0.06, 0.01, 0.1, 0.01, 0.015, 0.015, 0.01, 0.01, 0.01, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1]
-    )
-    expr = expr + jitter * torch.randn(n, len(_EXPR), generator=g)
-    nonnegative = [_E[k] for k in ("mouth_open", "teeth", "lip_raise", "mouth_asym", "brow_asym", "nose_wrinkle",
-                                   "glabella", "smile_lines", "clench")]
+    expr = expr + torch.tensor(_JITTER) * torch.randn(n, len(_EXPR), generator=g)
+    nonnegative = [_E[k] for k in _NONNEGATIVE]
     expr[:, nonnegative] = expr[:, nonnegative].clamp_min(0.0)
     expr[:, _E["teeth"]] = expr[:, _E["teeth"]].clamp_max(1.0)
     expr[:, _E["eye_open"]] = expr[:, _E["eye_open"]].clamp(0.3, 2.0)
     p: dict[str, torch.Tensor] = {name: expr[:, i].contiguous() for i, name in enumerate(_EXPR)}
-    p["label"] = labels_t.clone()
+    p["label"] = labels.clone()
     p["side"] = torch.where(torch.rand(n, generator=g) < 0.5, -1.0, 1.0)  # which corner/brow/lip side
     p["brow_side"] = torch.where(torch.rand(n, generator=g) < 0.5, -1.0, 1.0)
-    # Pose: the face's place, size and in-plane rotation, and the yaw/pitch-like turn.
-    p["scale"] = _uniform(n, *face_scale, g)
-    p["tx"] = _uniform(n, -max_shift, max_shift, g)
-    p["ty"] = _uniform(n, -max_shift, max_shift, g)
-    p["roll"] = torch.deg2rad(_uniform(n, -10.0, 10.0, g))
+    return p
+
+
+def _pose(
+    n: int,
+    g: torch.Generator,
+    face_scale: tuple[float, float],
+    max_shift: float,
+    yaw: Sequence[float] | torch.Tensor | None,
+) -> dict[str, torch.Tensor]:
+    """The face's place, size and in-plane rotation, and the yaw/pitch-like turn (radians)."""
+    p = {
+        "scale": _uniform(n, *face_scale, g),
+        "tx": _uniform(n, -max_shift, max_shift, g),
+        "ty": _uniform(n, -max_shift, max_shift, g),
+        "roll": torch.deg2rad(_uniform(n, -10.0, 10.0, g)),
+    }
     yaw_deg = _uniform(n, -25.0, 25.0, g) if yaw is None else torch.as_tensor(yaw, dtype=torch.float32).reshape(-1)
     p["yaw"] = torch.deg2rad(yaw_deg)
     p["pitch"] = torch.deg2rad(_uniform(n, -10.0, 10.0, g))
-    # Identity.
-    p["head_w"] = _uniform(n, 0.70, 0.82, g)
-    p["head_h"] = _uniform(n, 0.93, 1.02, g)
-    p["head_cy"] = _uniform(n, 0.0, 0.06, g)
-    p["eye_dx"] = _uniform(n, 0.26, 0.32, g)
-    p["eye_y"] = _uniform(n, -0.2, -0.12, g)
-    p["eye_w"] = _uniform(n, 0.11, 0.14, g)
-    p["eye_h"] = _uniform(n, 0.055, 0.07, g)
-    p["gaze"] = _uniform(n, -0.25, 0.25, g)
-    p["brow_gap"] = _uniform(n, 0.16, 0.21, g)
-    p["brow_len"] = _uniform(n, 0.13, 0.17, g)
-    p["brow_th"] = _uniform(n, 0.028, 0.042, g)
-    p["nose_y"] = _uniform(n, 0.12, 0.2, g)
-    p["nose_w"] = _uniform(n, 0.05, 0.075, g)
-    p["nose_depth"] = _uniform(n, 0.12, 0.2, g)
+    return p
+
+
+#: Identity parameters drawn uniformly, in drawing order: (name, low, high).
+_IDENTITY = (
+    ("head_w", 0.70, 0.82),
+    ("head_h", 0.93, 1.02),
+    ("head_cy", 0.0, 0.06),
+    ("eye_dx", 0.26, 0.32),
+    ("eye_y", -0.2, -0.12),
+    ("eye_w", 0.11, 0.14),
+    ("eye_h", 0.055, 0.07),
+    ("gaze", -0.25, 0.25),
+    ("brow_gap", 0.16, 0.21),
+    ("brow_len", 0.13, 0.17),
+    ("brow_th", 0.028, 0.042),
+    ("nose_y", 0.12, 0.2),
+    ("nose_w", 0.05, 0.075),
+    ("nose_depth", 0.12, 0.2),
+)
+
+
+def _identity(n: int, g: torch.Generator) -> dict[str, torch.Tensor]:
+    """Head shape and the place and size of the facial parts."""
+    p = {name: _uniform(n, lo, hi, g) for name, lo, hi in _IDENTITY}
     p["mouth_y"] = p["nose_y"] + _uniform(n, 0.28, 0.34, g)
     p["mouth_w"] = _uniform(n, 0.19, 0.24, g)
     p["lip_th"] = _uniform(n, 0.022, 0.036, g)
+    return p
+
+
+_HAIR_PALETTE = (
+    (0.08, 0.06, 0.05),
+    (0.25, 0.16, 0.09),
+    (0.55, 0.38, 0.2),
+    (0.85, 0.72, 0.45),
+    (0.6, 0.6, 0.6),
+    (0.45, 0.15, 0.08),
+)
+_IRIS_PALETTE = ((0.25, 0.15, 0.08), (0.2, 0.35, 0.55), (0.25, 0.35, 0.2))
+
+
+def _look(n: int, g: torch.Generator) -> dict[str, torch.Tensor]:
+    """Skin, hair, eyes, clothes, background and light."""
     tone = torch.rand(n, generator=g)
     light, dark = torch.tensor([0.97, 0.82, 0.71]), torch.tensor([0.42, 0.27, 0.18])
     skin = light + tone.reshape(-1, 1) * (dark - light) + 0.03 * torch.randn(n, 3, generator=g)
-    p["skin"] = skin.clamp(0.05, 1.0)
-    hair_palette = torch.tensor(
-        [
-            [0.08, 0.06, 0.05],
-            [0.25, 0.16, 0.09],
-            [0.55, 0.38, 0.2],
-            [0.85, 0.72, 0.45],
-            [0.6, 0.6, 0.6],
-            [0.45, 0.15, 0.08],
-        ]
-    )
-    hair = hair_palette[_choice(n, (5, 4, 2, 1.5, 1, 1), g)] * _uniform(n, 0.8, 1.15, g).reshape(-1, 1)
+    p = {"skin": skin.clamp(0.05, 1.0)}
+    hair = torch.tensor(_HAIR_PALETTE)[_choice(n, (5, 4, 2, 1.5, 1, 1), g)] * _uniform(n, 0.8, 1.15, g).reshape(-1, 1)
     p["hair"] = hair.clamp(0.0, 1.0)
     p["hairline"] = torch.where(torch.rand(n, generator=g) < 0.08, torch.full((n,), -1.3), _uniform(n, -0.85, -0.58, g))
     p["hair_long"] = (torch.rand(n, generator=g) < 0.45).float()
-    p["iris"] = torch.tensor([[0.25, 0.15, 0.08], [0.2, 0.35, 0.55], [0.25, 0.35, 0.2]])[_choice(n, (6, 2, 1), g)]
+    p["iris"] = torch.tensor(_IRIS_PALETTE)[_choice(n, (6, 2, 1), g)]
     p["clothes"] = torch.rand(n, 3, generator=g)
     p["bg1"] = torch.rand(n, 3, generator=g)
     p["bg2"] = (p["bg1"] + 0.35 * torch.randn(n, 3, generator=g)).clamp(0, 1)
@@ -198,29 +258,27 @@ def sample_faces(
     p["bg_tex"] = _uniform(n, 0.0, 0.25, g)
     p["light_x"] = _uniform(n, -0.3, 0.3, g)
     p["light_y"] = _uniform(n, -0.2, 0.15, g)
-    # Camera: blur (edge width in pixels), noise, contrast, brightness.
-    p["aa"] = _uniform(n, 0.9, 1.7, g)
-    p["noise"] = _uniform(n, 0.0, 0.035, g)
-    p["contrast"] = _uniform(n, 0.75, 1.15, g)
-    p["brightness"] = _uniform(n, -0.08, 0.08, g)
-    p["occlusion"] = _occlusion_codes(occlusion, n)
-    # Occluder geometry and look (used only where an occluder is drawn).
-    p["occ_a"] = torch.rand(n, generator=g)
-    p["occ_b"] = torch.rand(n, generator=g)
-    p["occ_c"] = torch.rand(n, generator=g)
+    return p
+
+
+def _camera(n: int, g: torch.Generator) -> dict[str, torch.Tensor]:
+    """Blur (edge width in pixels), noise, contrast, brightness."""
+    return {
+        "aa": _uniform(n, 0.9, 1.7, g),
+        "noise": _uniform(n, 0.0, 0.035, g),
+        "contrast": _uniform(n, 0.75, 1.15, g),
+        "brightness": _uniform(n, -0.08, 0.08, g),
+    }
+
+
+def _occluder_look(n: int, g: torch.Generator) -> dict[str, torch.Tensor]:
+    """Occluder geometry and look (used only where an occluder is drawn)."""
+    p = {"occ_a": torch.rand(n, generator=g), "occ_b": torch.rand(n, generator=g), "occ_c": torch.rand(n, generator=g)}
     p["occ_col"] = torch.where(
         (torch.rand(n, generator=g) < 0.3).reshape(-1, 1),
         _uniform(n, 0.05, 0.95, g).reshape(-1, 1).expand(n, 3),
         torch.rand(n, 3, generator=g),
     ).contiguous()
     p["occ_tex"] = _uniform(n, 0.1, 0.45, g)
-    p["degraded"] = (
-        torch.zeros(n, dtype=torch.bool) if degraded is None else torch.as_tensor(degraded, dtype=torch.bool)
-    )
-    p["nonface"] = torch.zeros(n, dtype=torch.bool) if nonface is None else torch.as_tensor(nonface, dtype=torch.bool)
-    deg = p["degraded"]
-    p["aa"] = torch.where(deg, _uniform(n, 3.5, 6.0, g), p["aa"])
-    p["noise"] = torch.where(deg, _uniform(n, 0.08, 0.14, g), p["noise"])
-    p["contrast"] = torch.where(deg, _uniform(n, 0.3, 0.5, g), p["contrast"])
     return p
 

@@ -13,9 +13,9 @@ Keys and splits (the keys of the readers and of the subset lists):
 
 * FERPlus: splits ``train``, ``valid``, ``test``; key ``fer%07d`` of the row index, which is the ``Image name``
   without ``.png`` (rows without a name, which the readers drop, are stored too), 48 x 48.
-* AffectNet: splits ``train``, ``val``; key the image file's stem (the 56-hex id in layout 1, ``<n>`` in
-  layout 2); ``image_size`` x ``image_size``, in the pixels of the whole image (the reader later cuts the face
-  box out of it).
+* AffectNet: splits ``train``, ``val`` (the provider's names; ``val`` is the readers' ``test``); key the image
+  file's stem (the 56-hex id in the csv layout, ``<n>`` in the npy layout); ``image_size`` x ``image_size``,
+  in the pixels of the whole image (the reader later cuts the face box out of it).
 
 Coverage of region boxes (:func:`box_coverage`): boxes live in the network's input (say 224 x 224, the 48 x 48
 image resized), the mask in the written image. Pass ``image_size=(224, 224)`` and the boxes are scaled by

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import torch
 from PIL import Image
 
-from examples.ferplus.data import FERPLUS_CLASSES
+from examples.ferplus.formats import FERPLUS_CLASSES
 from region_attention.functional import reduce_landmarks
 
 from .faces import sample_faces

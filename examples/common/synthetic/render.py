@@ -17,7 +17,7 @@ Convention:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -270,18 +270,39 @@ def _landmarks_head(p: dict[str, torch.Tensor]) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _render_chunk(p: dict[str, torch.Tensor], size: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images ``(B, 3, S, S)`` in [0, 1] and the occluder's alpha ``(B, S, S)`` (see :class:`Rendered`)."""
-    b = p["label"].numel()
-    lin = (torch.arange(size, dtype=torch.float32) + 0.5) / size * 2.0 - 1.0
-    gx, gy = lin.reshape(1, 1, size), lin.reshape(1, size, 1)
+class _Face(NamedTuple):
+    """Where every pixel of a batch lies: image coordinates ``gx`` ``(1, 1, S)`` / ``gy`` ``(1, S, 1)``, head
+    coordinates ``hx``, ``hy`` (shift, scale and in-plane rotation undone) with one pixel ``aa_h`` in head units,
+    and face-surface coordinates ``fx``, ``fy`` (the yaw and pitch turn undone) with one pixel ``aa`` in face
+    units; ``fxn``, ``fyn``: the same for the nose, which sticks out and moves further. All ``(B, S, S)``."""
+
+    q: Callable[[str], torch.Tensor]
+    gx: torch.Tensor
+    gy: torch.Tensor
+    hx: torch.Tensor
+    hy: torch.Tensor
+    aa_h: torch.Tensor
+    fx: torch.Tensor
+    fy: torch.Tensor
+    aa: torch.Tensor
+    fxn: torch.Tensor
+    fyn: torch.Tensor
+
+
+def _per_face(p: dict[str, torch.Tensor], b: int) -> Callable[[str], torch.Tensor]:
+    """``q(name)``: the parameter ``name`` shaped ``(B, 1, 1)`` to broadcast over the pixels."""
 
     def q(name: str) -> torch.Tensor:
         return p[name].reshape(b, 1, 1)
 
-    def col(name: str) -> torch.Tensor:
-        return p[name].reshape(b, 3)
+    return q
 
+
+def _face_coordinates(p: dict[str, torch.Tensor], size: int) -> _Face:
+    b = p["label"].numel()
+    q = _per_face(p, b)
+    lin = (torch.arange(size, dtype=torch.float32) + 0.5) / size * 2.0 - 1.0
+    gx, gy = lin.reshape(1, 1, size), lin.reshape(1, size, 1)
     pix = 2.0 / size
     # Image -> head coordinates (undo shift, scale and in-plane rotation).
     sc = q("scale")
@@ -304,41 +325,57 @@ def _render_chunk(p: dict[str, torch.Tensor], size: int, g: torch.Generator) -> 
     hxn = hx - nd * torch.sin(yaw)
     fxn = rx * torch.sin((torch.asin((hxn / rx).clamp(-0.999, 0.999)) - yaw).clamp(-math.pi / 2, math.pi / 2))
     fyn = fy + nd * torch.sin(pitch)
+    return _Face(q, gx, gy, hx, hy, aa_h, fx, fy, aa, fxn, fyn)
 
-    # Background: two-colour gradient with a low-frequency texture.
+
+def _colour(p: dict[str, torch.Tensor], name: str) -> torch.Tensor:
+    return p[name].reshape(-1, 3)
+
+
+def _background(p: dict[str, torch.Tensor], face: _Face, size: int, g: torch.Generator) -> torch.Tensor:
+    """Two-colour gradient with a low-frequency texture: ``(B, 3, S, S)``."""
+    q, b = face.q, p["label"].numel()
     ang = q("bg_angle")
-    ramp = ((torch.cos(ang) * gx + torch.sin(ang) * gy) * 0.5 + 0.5).unsqueeze(1)
-    img = col("bg1")[:, :, None, None] * (1 - ramp) + col("bg2")[:, :, None, None] * ramp
+    ramp = ((torch.cos(ang) * face.gx + torch.sin(ang) * face.gy) * 0.5 + 0.5).unsqueeze(1)
+    img = _colour(p, "bg1")[:, :, None, None] * (1 - ramp) + _colour(p, "bg2")[:, :, None, None] * ramp
     img = img + q("bg_tex").unsqueeze(1) * _lowfreq(b, 3, size, 5, g)
-    img = img.clamp(0, 1).contiguous()
+    return img.clamp(0, 1).contiguous()
 
-    skin = col("skin")
-    hw, hh = q("head_w"), q("head_h")
+
+def _head(img: torch.Tensor, p: dict[str, torch.Tensor], face: _Face) -> torch.Tensor:
+    """Paint the clothes, neck, hair and the shaded head; returns the head's coverage."""
+    q, hx, hy, aa_h = face.q, face.hx, face.hy, face.aa_h
+    skin = _colour(p, "skin")
+    hw, hh, hcy = q("head_w"), q("head_h"), q("head_cy")
     # Clothes, neck, hair behind the head.
-    _paint(img, _ellipse(hx, hy, 0.0, hcy + hh * 1.75, hw * 1.9, hh * 0.85, aa_h), col("clothes"))
+    _paint(img, _ellipse(hx, hy, 0.0, hcy + hh * 1.75, hw * 1.9, hh * 0.85, aa_h), _colour(p, "clothes"))
     neck = _box(hx, hy, 0.0, hcy + hh * 0.95, hw * 0.55, hh * 0.5, 0.05, aa_h)
     _paint(img, neck, skin * 0.72)
     back_hair = _ellipse(hx, hy, 0.0, hcy - 0.08, hw * 1.14, hh * 1.06, aa_h)
     hair_bottom = torch.where(q("hair_long") > 0, hcy + hh * 0.9, hcy - hh * 0.3)
     back_hair = back_hair * _cov(hy - hair_bottom, 4 * aa_h) * (q("hairline") > -1.0).float()
-    _paint(img, back_hair, col("hair") * 0.8)
+    _paint(img, back_hair, _colour(p, "hair") * 0.8)
     # Head with soft shading (darker towards the outline, a light direction).
     head = _ellipse(hx, hy, 0.0, hcy, hw, hh, aa_h)
     r2 = (hx / hw) ** 2 + ((hy - hcy) / hh) ** 2
     shade = (1.0 - 0.22 * r2.clamp(0, 1) ** 3 - q("light_x") * hx / hw - q("light_y") * hy / hh).clamp(0.4, 1.2)
     _paint(img, head, skin[:, :, None, None] * shade.unsqueeze(1))
     # Hair on the head: above a hairline that dips at the sides, following the turn of the head.
-    hairline = q("hairline") + 0.3 * (fx / hw) ** 2
-    _paint(img, head * _cov(fy - hairline, 2 * aa), col("hair"))
+    hairline = q("hairline") + 0.3 * (face.fx / hw) ** 2
+    _paint(img, head * _cov(face.fy - hairline, 2 * face.aa), _colour(p, "hair"))
+    return head
 
-    def paint(cov: torch.Tensor, colour: torch.Tensor) -> None:
-        # Facial parts exist only on the head: outside it the turned coordinates are clamped and would repeat.
-        _paint(img, cov * head, colour)
 
-    dark = torch.tensor([0.08, 0.06, 0.06]).expand(b, 3)
+_Painter = Callable[[torch.Tensor, torch.Tensor], None]
+_DARK = (0.08, 0.06, 0.06)
+
+
+def _brows_and_lines(paint: _Painter, p: dict[str, torch.Tensor], face: _Face) -> None:
+    """Brows, frown lines between them, nose creases."""
+    q, fx, fy, aa = face.q, face.fx, face.fy, face.aa
+    skin = _colour(p, "skin")
     line_col = skin * 0.55
-    # Brows, frown lines, nose creases.
-    brow_col = skin * 0.25 + col("hair") * 0.3
+    brow_col = skin * 0.25 + _colour(p, "hair") * 0.3
     for s in (-1.0, 1.0):
         brow = _Brow(q, s)
         paint(_stroke(fx, fy, brow.cx, brow.hw, brow.curve, brow.th, aa), brow_col)
@@ -352,7 +389,13 @@ def _render_chunk(p: dict[str, torch.Tensor], size: int, g: torch.Generator) -> 
         yk = q("eye_y") + 0.01 + 0.05 * k
         c = _stroke(fx, fy, torch.zeros_like(yk), 0.075, lambda t, yk=yk: (yk - 0.02 * t * t, -0.04 * t), 0.011, aa)
         paint(c * wr, line_col)
-    # Eyes: white, iris, pupil, upper lid line.
+
+
+def _eyes(paint: _Painter, p: dict[str, torch.Tensor], face: _Face) -> None:
+    """Eyes: white, iris, pupil, upper lid line."""
+    q, fx, fy, aa = face.q, face.fx, face.fy, face.aa
+    b = p["label"].numel()
+    dark = torch.tensor(_DARK).expand(b, 3)
     for s in (-1.0, 1.0):
         eye = _Eye(q, s)
         white = _band(fx, fy, eye.cx, eye.hw, eye.top, eye.bottom, aa)
@@ -360,26 +403,37 @@ def _render_chunk(p: dict[str, torch.Tensor], size: int, g: torch.Generator) -> 
         icx = eye.cx + q("gaze") * eye.hw * 0.4
         icy = eye.centre(torch.zeros_like(icx))
         iris = _ellipse(fx, fy, icx, icy, eye.base_h * 1.05, eye.base_h * 1.05, aa) * white
-        paint(iris, col("iris"))
+        paint(iris, _colour(p, "iris"))
         paint(_ellipse(fx, fy, icx, icy, eye.base_h * 0.5, eye.base_h * 0.5, aa) * white, dark)
         paint(_stroke(fx, fy, eye.cx, eye.hw, eye.top_curve, 0.014 + 0.1 * eye.base_h * 0.2, aa), dark)
-    # Nose: side line (stronger when turned), tip highlight, nostrils.
+
+
+def _nose_and_smile_lines(paint: _Painter, p: dict[str, torch.Tensor], face: _Face) -> None:
+    """Nose: side line (stronger when turned), tip highlight, nostrils; the lines from its wings to the mouth."""
+    q, fxn, fyn, aa = face.q, face.fxn, face.fyn, face.aa
+    skin = _colour(p, "skin")
     nw, ny = q("nose_w"), q("nose_y")
-    turn = torch.sin(yaw)
+    turn = torch.sin(q("yaw"))
     side = torch.where(turn >= 0, -1.0, 1.0)
     c = _capsule(fxn, fyn, side * nw * 0.7, q("eye_y") + 0.04, side * nw * 1.05, ny - 0.03, 0.012, aa)
     paint(c * (0.25 + 2.0 * turn.abs()).clamp(0, 1), skin * 0.6)
     paint(_ellipse(fxn, fyn, 0.0, ny - 0.03, nw * 0.9, 0.045, aa) * 0.35, (skin * 1.15).clamp(0, 1))
     for s in (-1.0, 1.0):
         paint(_ellipse(fxn, fyn, s * nw * 0.6, ny + 0.005, 0.03, 0.016, aa), skin * 0.35)
-    # Smile lines from the nose wings to the mouth corners.
     mouth = _Mouth(q)
     sl = q("smile_lines").clamp(0, 1)
     for s in (-1.0, 1.0):
         corner_y = mouth.centre(torch.full_like(ny, s))[0]
-        c = _capsule(fx, fy, s * (nw + 0.06), ny - 0.03, s * (mouth.hw + 0.06), corner_y + 0.02, 0.013, aa)
-        paint(c * sl, line_col)
-    # Mouth: lips, the dark opening, teeth, the line between the lips.
+        c = _capsule(face.fx, face.fy, s * (nw + 0.06), ny - 0.03, s * (mouth.hw + 0.06), corner_y + 0.02, 0.013, aa)
+        paint(c * sl, skin * 0.55)
+
+
+def _mouth(paint: _Painter, p: dict[str, torch.Tensor], face: _Face) -> None:
+    """Mouth: lips, the dark opening, teeth, the line between the lips."""
+    q, fx, fy, aa = face.q, face.fx, face.fy, face.aa
+    b = p["label"].numel()
+    skin = _colour(p, "skin")
+    mouth = _Mouth(q)
     lip_col = skin * torch.tensor([0.82, 0.5, 0.5])
     paint(_band(fx, fy, 0.0, mouth.hw * 1.04, mouth.lip_top, mouth.lip_bottom, aa), lip_col)
     opening = _band(fx, fy, 0.0, mouth.hw, mouth.top, mouth.bottom, aa)
@@ -390,54 +444,64 @@ def _render_chunk(p: dict[str, torch.Tensor], size: int, g: torch.Generator) -> 
     teeth = opening * _cov(fy - teeth_edge, aa) * (q("teeth") > 0.05).float()
     paint(teeth, torch.tensor([0.93, 0.92, 0.86]).expand(b, 3))
     clench = q("clench").clamp(0, 1)
+    dark = torch.tensor(_DARK).expand(b, 3)
     paint(_stroke(fx, fy, 0.0, mouth.hw * 0.95, mouth.centre, 0.008, aa) * opening * clench, dark)
     closed = (1.0 - q("mouth_open") / 0.03).clamp(0, 1)
     paint(_stroke(fx, fy, 0.0, mouth.hw, mouth.centre, 0.014, aa) * closed, skin * 0.3)
 
-    occluder = _draw_occluders(img, p, hx, hy, aa_h, size, g)
-    if bool(p["nonface"].any()):
-        nf = p["nonface"].reshape(b, 1, 1, 1)
-        img = torch.where(nf, _nonface(p, gx, gy, aa_h, size, g), img)
-        occluder = occluder.masked_fill(nf[:, 0], 0.0)  # the whole picture is replaced
-    # Camera: contrast, brightness, sensor noise.
+
+def _camera(img: torch.Tensor, p: dict[str, torch.Tensor], face: _Face, g: torch.Generator) -> torch.Tensor:
+    """Contrast, brightness, sensor noise; clamped to [0, 1]."""
+    q = face.q
     mean = img.mean(dim=(1, 2, 3), keepdim=True)
     img = (img - mean) * q("contrast").unsqueeze(1) + mean + q("brightness").unsqueeze(1)
     img = img + q("noise").unsqueeze(1) * torch.randn(img.shape, generator=g)
-    return img.clamp_(0.0, 1.0), occluder
+    return img.clamp_(0.0, 1.0)
 
 
-def _draw_occluders(img, p, hx, hy, aa, size, g):  # type: ignore[no-untyped-def]
-    """Occluders drawn over the face in head coordinates, placed from the turned facial points.
+def _render_chunk(p: dict[str, torch.Tensor], size: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images ``(B, 3, S, S)`` in [0, 1] and the occluder's alpha ``(B, S, S)`` (see :class:`Rendered`): the
+    background, the head, the facial parts back to front, the occluder, then the camera."""
+    face = _face_coordinates(p, size)
+    img = _background(p, face, size, g)
+    head = _head(img, p, face)
 
-    Returns the alpha ``(B, S, S)`` with which the occluder was composited (zero where there is none).
-    """
-    b = img.shape[0]
-    kinds = p["occlusion"]
-    if not bool((kinds > 0).any()):
-        return torch.zeros(b, size, size)  # no random draws here: the stream stays as it always was
+    def paint(cov: torch.Tensor, colour: torch.Tensor) -> None:
+        # Facial parts exist only on the head: outside it the turned coordinates are clamped and would repeat.
+        _paint(img, cov * head, colour)
+
+    _brows_and_lines(paint, p, face)
+    _eyes(paint, p, face)
+    _nose_and_smile_lines(paint, p, face)
+    _mouth(paint, p, face)
+    occluder = _draw_occluders(img, p, face.hx, face.hy, face.aa_h, size, g)
+    if bool(p["nonface"].any()):
+        nf = p["nonface"].reshape(-1, 1, 1, 1)
+        img = torch.where(nf, _nonface(p, face.gx, face.gy, face.aa_h, size, g), img)
+        occluder = occluder.masked_fill(nf[:, 0], 0.0)  # the whole picture is replaced
+    return _camera(img, p, face, g), occluder
+
+
+def _occluder_shapes(
+    p: dict[str, torch.Tensor], hx: torch.Tensor, hy: torch.Tensor, aa: torch.Tensor
+) -> tuple[dict[int, torch.Tensor], torch.Tensor, torch.Tensor]:
+    """The coverage of each occluder kind (code -> ``(B, S, S)``, every face drawn with its own parameters),
+    placed from the turned facial points, and the hands' finger stripes and the mask's pleats."""
+    b = hx.shape[0]
     lm = _landmarks_head(p)  # (B, 68, 2)
 
     def q(t: torch.Tensor) -> torch.Tensor:
         return t.reshape(b, 1, 1)
 
     oa, ob, oc = q(p["occ_a"]), q(p["occ_b"]), q(p["occ_c"])
-    tex = _lowfreq(b, 1, size, 6, g)[:, 0]
-    base = p["occ_col"]
     eye_l, eye_r = lm[:, 36:42].mean(1), lm[:, 42:48].mean(1)
-    brow_y = q(lm[:, 17:27, 1].mean(1))
-    mouth_top = q(lm[:, 48:60, 1].min(1).values)
-    nose_tip = lm[:, 30]
     hw, hh, hcy = q(p["head_w"]), q(p["head_h"]), q(p["head_cy"])
-    textured = 1.0 + q(p["occ_tex"]) * tex
-    cover = torch.zeros_like(hx)
-    shading = torch.ones_like(hx)
     # upper: a hat brim / band / hand over the forehead and brows.
-    edge = brow_y + 0.05 + 0.12 * oa + (ob - 0.5) * 0.25 * hx
+    edge = q(lm[:, 17:27, 1].mean(1)) + 0.05 + 0.12 * oa + (ob - 0.5) * 0.25 * hx
     upper = _cov(hy - edge, aa) * _cov(hx.abs() - hw * (1.1 + 0.3 * oc), aa)
     # bottom: a hand, scarf or object over the mouth and chin.
-    edge = mouth_top - 0.03 - 0.12 * oa + (ob - 0.5) * 0.3 * hx
-    half = 0.55 + 0.5 * oc
-    bottom = _cov(edge - hy, aa) * _cov(hx.abs() - half, aa)
+    edge = q(lm[:, 48:60, 1].min(1).values) - 0.03 - 0.12 * oa + (ob - 0.5) * 0.3 * hx
+    bottom = _cov(edge - hy, aa) * _cov(hx.abs() - (0.55 + 0.5 * oc), aa)
     # left / right: a hand-like blob over one side with finger stripes.
     cy = -0.05 + 0.35 * ob
     rxb, ryb = 0.33 + 0.15 * oa, 0.5 + 0.25 * oc
@@ -456,27 +520,38 @@ def _draw_occluders(img, p, hx, hy, aa, size, g):  # type: ignore[no-untyped-def
     )
     glasses = torch.maximum(glasses, torch.maximum(bridge, arms))
     # mask: over the nose tip, mouth and chin, with pleats and straps.
-    top = q(nose_tip[:, 1]) - 0.03 + 0.06 * oa
+    top = q(lm[:, 30, 1]) - 0.03 + 0.06 * oa
     mask = _ellipse(hx, hy, 0.0, hcy + 0.1, hw * 0.98, hh * 0.98, aa) * _cov(top - hy, aa)
     straps = torch.maximum(
         _capsule(hx, hy, -hw * 0.9, top + 0.05, -hw * 1.1, top - 0.15, 0.015, aa),
         _capsule(hx, hy, hw * 0.9, top + 0.05, hw * 1.1, top - 0.15, 0.015, aa),
     )
     pleats = 1.0 - 0.12 * (torch.sin((hy - top) * 45.0) > 0.7).float()
-    kind = q(kinds)
-    for code, cov, sh in (
-        (1, upper, None),
-        (2, bottom, None),
-        (3, left, fingers),
-        (4, right, fingers),
-        (5, glasses, None),
-        (6, torch.maximum(mask, straps), pleats),
-    ):
+    shapes = {1: upper, 2: bottom, 3: left, 4: right, 5: glasses, 6: torch.maximum(mask, straps)}
+    return shapes, fingers, pleats
+
+
+def _draw_occluders(img, p, hx, hy, aa, size, g):  # type: ignore[no-untyped-def]
+    """Occluders drawn over the face in head coordinates, placed from the turned facial points.
+
+    Returns the alpha ``(B, S, S)`` with which the occluder was composited (zero where there is none).
+    """
+    b = img.shape[0]
+    kinds = p["occlusion"]
+    if not bool((kinds > 0).any()):
+        return torch.zeros(b, size, size)  # no random draws here: the stream stays as it always was
+    tex = _lowfreq(b, 1, size, 6, g)[:, 0]
+    textured = 1.0 + p["occ_tex"].reshape(b, 1, 1) * tex
+    shapes, fingers, pleats = _occluder_shapes(p, hx, hy, aa)
+    cover = torch.zeros_like(hx)
+    shading = torch.ones_like(hx)
+    kind = kinds.reshape(b, 1, 1)
+    for code, sh in ((1, None), (2, None), (3, fingers), (4, fingers), (5, None), (6, pleats)):
         sel = (kind == code).float()
-        cover = torch.maximum(cover, cov * sel)
+        cover = torch.maximum(cover, shapes[code] * sel)
         if sh is not None:
             shading = torch.where(kind == code, sh, shading)
-    colour = base.clone()
+    colour = p["occ_col"].clone()
     is_glasses = (kinds == 5).reshape(b, 1)
     colour = torch.where(is_glasses, colour * 0.18, colour)
     is_hand = ((kinds == 3) | (kinds == 4)).reshape(b, 1)
