@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+import torch
 from torch import Tensor, nn
 
 from region_attention import FeatureRegionAttentionNetwork, RegionAttentionNetwork, RegionCropper
-from region_attention.backbones import load_checkpoint, resnet18, resnet18_split, vgg16
+from region_attention.backbones import classifier_prefixes, load_checkpoint, resnet18, resnet18_split, timm_split, vgg16
 
 if TYPE_CHECKING:
     from .engine.config import RunConfig
@@ -66,6 +68,80 @@ SPLIT_BACKBONES: dict[str, tuple[Callable[..., tuple[nn.Module, nn.Module]], dic
     "resnet18": (resnet18_split, {"layer3": 256, "layer4": 512}),
     "small": (small_cnn_split, {"layer3": 64, "layer4": 128}),
 }
+
+
+#: ``--backbone timm:NAME``: any timm model (``timm:convnext_tiny``, ``timm:vit_small_patch16_224``), created with
+#: ``pretrained=False`` and no classifier; ``--pretrained PATH`` loads its weights from a local file.
+TIMM_PREFIX = "timm:"
+
+
+def timm_name(backbone: str) -> str | None:
+    """The timm model name of ``--backbone timm:NAME``, or ``None`` for a built-in backbone."""
+    return backbone[len(TIMM_PREFIX) :] if backbone.startswith(TIMM_PREFIX) else None
+
+
+def default_split(backbone: str) -> str:
+    """``--split-at`` when not given: ``layer3`` for the built-in backbones, the last index (``-1``: the last
+    stage of a CNN, the last block of a ViT, as ``timm_split(model, None)``) for a timm model."""
+    return "-1" if timm_name(backbone) is not None else "layer3"
+
+
+def timm_model(name: str, image_size: int, checkpoint: str | None = None) -> nn.Module:
+    """``timm.create_model(name, pretrained=False, num_classes=0)`` (vision transformers at ``image_size``),
+    with the weights of ``checkpoint`` (``.safetensors`` or ``.pth``) loaded by ``load_checkpoint``; a
+    classifier in the file is dropped (the model has none). Nothing downloads."""
+    import timm
+
+    kwargs: dict[str, Any] = {"pretrained": False, "num_classes": 0}
+    if _is_token_model(name):
+        kwargs["img_size"] = image_size
+    model: nn.Module = timm.create_model(name, **kwargs)
+    if checkpoint is not None:
+        load_checkpoint(model, checkpoint, drop_prefixes=classifier_prefixes(model))
+    return model
+
+
+@functools.cache
+def _meta_model(name: str) -> nn.Module:
+    """The model built on the meta device (no memory, no weights): enough to check a name and a split index."""
+    import timm
+
+    with torch.device("meta"):
+        model: nn.Module = timm.create_model(name, pretrained=False, num_classes=0)
+    return model
+
+
+def _is_token_model(name: str) -> bool:
+    model = _meta_model(name)
+    return all(hasattr(model, a) for a in ("patch_embed", "blocks", "num_prefix_tokens"))
+
+
+def backbone_problem(backbone: str, split_at: str) -> str | None:
+    """What is wrong with ``--backbone`` and ``--split-at`` (one line for the command line), or ``None``."""
+    name = timm_name(backbone)
+    if name is None:
+        if backbone not in BACKBONES:
+            return (f"--backbone must be one of {', '.join(sorted(BACKBONES))} or timm:NAME (a timm model), "
+                    f"got {backbone!r}")
+        if split_at not in SPLIT_POINTS:
+            return f"--split-at must be one of {', '.join(SPLIT_POINTS)} for --backbone {backbone}, got {split_at!r}"
+        return None
+    try:
+        import timm
+    except ImportError:
+        return f"--backbone {backbone} needs timm: pip install 'region-attention[timm]'"
+    if not timm.is_model(name):
+        return f"--backbone: timm has no model {name!r} (see timm.list_models())"
+    try:
+        at = int(split_at)
+    except ValueError:
+        return (f"--split-at must be an index of timm's forward_intermediates (an int; -1: the last) for --backbone "
+                f"{backbone}, got {split_at!r}")
+    try:
+        timm_split(_meta_model(name), at)
+    except (TypeError, ValueError) as err:
+        return f"--backbone {backbone} --split-at {split_at}: {err}"
+    return None
 
 
 class BaselineOutput(NamedTuple):
@@ -125,6 +201,9 @@ def build_model(cfg: RunConfig | Mapping[str, Any], num_classes: int) -> nn.Modu
     (a :class:`RunConfig`, or the ``config`` dict of a checkpoint; one written before ``--regions-on`` existed
     is an image-level RAN)."""
     cfg = _config(cfg)
+    name = timm_name(cfg.backbone)
+    if name is not None:
+        return _build_timm(cfg, name, num_classes)
     make, dim = BACKBONES[cfg.backbone]
     if cfg.model == "ran" and cfg.regions_on == "features":
         if cfg.backbone not in SPLIT_BACKBONES:
@@ -144,5 +223,38 @@ def build_model(cfg: RunConfig | Mapping[str, Any], num_classes: int) -> nn.Modu
     )
 
 
-__all__ = ["BACKBONES", "SPLIT_BACKBONES", "SPLIT_POINTS", "WholeFaceBaseline", "build_cropper", "build_model",
-           "is_ran_output", "small_cnn", "small_cnn_split", "uses_landmarks"]
+def _build_timm(cfg: RunConfig, name: str, num_classes: int) -> nn.Module:
+    """:func:`build_model` for ``--backbone timm:NAME``; the feature size is the model's own."""
+    model = timm_model(name, cfg.image_size, cfg.pretrained)
+    if cfg.model == "ran" and cfg.regions_on == "features":
+        trunk, head = timm_split(model, int(cfg.split_at))
+        return FeatureRegionAttentionNetwork(
+            trunk, head, num_classes=num_classes, cropper=build_cropper(cfg), roi_size=cfg.roi_size,
+            variant=cfg.variant, dropout=cfg.dropout, channels_last=cfg.channels_last,
+        )
+    dim = int(getattr(model, "head_hidden_size", None) or model.num_features)
+    if cfg.model == "baseline":
+        return WholeFaceBaseline(model, dim, num_classes, dropout=cfg.dropout)
+    return RegionAttentionNetwork(
+        model, dim, num_classes, cropper=build_cropper(cfg), variant=cfg.variant, dropout=cfg.dropout,
+        region_batching=cfg.region_batching, channels_last=cfg.channels_last,
+    )
+
+
+__all__ = [
+    "BACKBONES",
+    "SPLIT_BACKBONES",
+    "SPLIT_POINTS",
+    "TIMM_PREFIX",
+    "WholeFaceBaseline",
+    "backbone_problem",
+    "build_cropper",
+    "build_model",
+    "default_split",
+    "is_ran_output",
+    "small_cnn",
+    "small_cnn_split",
+    "timm_model",
+    "timm_name",
+    "uses_landmarks",
+]

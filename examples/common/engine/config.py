@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..models import BACKBONES
+from ..models import BACKBONES, backbone_problem, default_split
 from ..subsets import parse_subset_arg
 
 #: Training recipes. "paper": Sec. IV-B of the paper. "authors": the released FERPlus code.
@@ -76,16 +76,20 @@ class RunConfig:
     # Model
     model: str = option("ran", "RAN, or the backbone on the whole face alone (the paper's baseline)",
                         choices=("ran", "baseline"))
-    backbone: str = option("resnet18", "feature extractor", choices=tuple(sorted(BACKBONES)))
-    pretrained: str | None = option(None, "backbone checkpoint file (e.g. MS-Celeb-1M ResNet-18)", type=Path,
-                                    metavar="PATH")
+    backbone: str = option("resnet18", f"feature extractor: {', '.join(sorted(BACKBONES))}, or timm:NAME for any "
+                           "timm model (e.g. timm:convnext_tiny, timm:vit_small_patch16_224; needs timm)",
+                           metavar="NAME")
+    pretrained: str | None = option(None, "backbone checkpoint file (e.g. MS-Celeb-1M ResNet-18; for timm:NAME the "
+                                    "model's .safetensors or .pth weights)", type=Path, metavar="PATH")
     dropout: float = option(0.0, "dropout before the classifier", type=float)
     regions_on: str = option("image", "where the regions come from: crops of the image, one backbone pass each "
                              "(image, the paper), or pooled from one feature map of the whole face (features, "
                              "the one-pass model)", choices=("image", "features"))
     roi_size: int = option(7, "--regions-on features: cells per side of each pooled region", type=int)
-    split_at: str = option("layer3", "--regions-on features: the backbone's last stage before the regions are "
-                           "pooled (the rest runs per region)", choices=("layer3", "layer4"))
+    split_at: str = option(None, "--regions-on features: the backbone's last stage before the regions are "
+                           "pooled (the rest runs per region): layer3 or layer4; for timm:NAME an index of timm's "
+                           "forward_intermediates, a stage of a CNN or a block of a ViT, negative from the end "
+                           "(default None: layer3; -1, the last, for timm:NAME)", metavar="AT")
     radius: float = option(0.4, "landmark regions: half-side as a fraction of the face", type=float)
     num_regions: int = option(5, "random regions: how many", type=int)
     image_size: int = option(224, "side of the face images and of every region, in pixels", type=int)
@@ -141,6 +145,8 @@ class RunConfig:
             set_(self, f"_{name}_pairs", pairs)
         if self.milestones is not None:
             set_(self, "milestones", sorted(int(m) for m in self.milestones))
+        if self.split_at is None:  # the backbone's own default; old runs stored layer3
+            set_(self, "split_at", default_split(str(self.backbone)))
         problems = [p for p in _problems(self) if p]
         if problems:
             raise ValueError("; ".join(problems))
@@ -220,6 +226,7 @@ def _problems(cfg: RunConfig) -> list[str | None]:
     optional = cfg.eval_batch_size, cfg.max_steps_per_epoch, cfg.holdout_fraction, cfg.face_margin
     return [
         None if cfg.recipe in RECIPES else f"--recipe must be one of {', '.join(RECIPES)}, got {cfg.recipe!r}",
+        backbone_problem(cfg.backbone, str(cfg.split_at)),
         check(cfg.epochs >= 1, "--epochs", ">= 1", cfg.epochs),
         check(cfg.batch_size >= 1, "--batch-size", ">= 1", cfg.batch_size),
         check(cfg.lr > 0, "--lr", "> 0", cfg.lr),
