@@ -32,13 +32,16 @@ What it measures (medians of interleaved runs; ResNet-18, 224 x 224, batch 16, p
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import json
 import os
 import resource
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -430,11 +433,13 @@ def timm_pair(name: str, size: int, device: torch.device, channels_last: bool = 
 
     def create() -> nn.Module:
         torch.manual_seed(0)
-        kwargs = {"img_size": size} if "vit" in name else {}
-        return timm.create_model(name, pretrained=False, num_classes=0, **kwargs)
+        kwargs: dict[str, Any] = {"img_size": size} if "vit" in name else {}
+        model: nn.Module = timm.create_model(name, pretrained=False, num_classes=0, **kwargs)
+        return model
 
     backbone = create()
-    bare: nn.Module = nn.Sequential(backbone, nn.Linear(backbone.num_features, 8))
+    dim: Any = backbone.num_features
+    bare: nn.Module = nn.Sequential(backbone, nn.Linear(int(dim), 8))
     trunk, head = timm_split(create())
     one: nn.Module = FeatureRegionAttentionNetwork(trunk, head, num_classes=8, cropper=RegionCropper(size),
                                                    channels_last=channels_last)
@@ -455,15 +460,16 @@ def run_timm(args: argparse.Namespace, device: torch.device) -> dict[str, dict[s
         models = timm_pair(name, size, device, args.channels_last)
         for m in models.values():
             m.eval()
-        infer = {which: (lambda m=m: m(image)) for which, m in models.items()}
+        infer: dict[str, Callable[[], object]] = {which: functools.partial(m, image) for which, m in models.items()}
         with torch.inference_mode(), autocast(device, args.amp):
             inference = interleaved_medians(infer, args.repeats * 4, args.warmup * 2, device)
         for m in models.values():
             m.train()
-        steps = {which: one_pass_step(which, m, device, args.amp) for which, m in models.items()}
-        training = interleaved_medians(
-            {which: (lambda s=s: s(images, target)) for which, s in steps.items()}, args.repeats, args.warmup, device
-        )
+        steps: dict[str, Callable[[], object]] = {
+            which: functools.partial(one_pass_step(which, m, device, args.amp), images, target)
+            for which, m in models.items()
+        }
+        training = interleaved_medians(steps, args.repeats, args.warmup, device)
         out[name] = {"inference_s": inference, "training_step_s": training}
         del models, steps
     return out

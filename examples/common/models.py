@@ -232,7 +232,8 @@ def _build_timm(cfg: RunConfig, name: str, num_classes: int) -> nn.Module:
             trunk, head, num_classes=num_classes, cropper=build_cropper(cfg), roi_size=cfg.roi_size,
             variant=cfg.variant, dropout=cfg.dropout, channels_last=cfg.channels_last,
         )
-    dim = int(getattr(model, "head_hidden_size", None) or model.num_features)
+    size: Any = getattr(model, "head_hidden_size", None) or getattr(model, "num_features", None)
+    dim = int(size)
     if cfg.model == "baseline":
         return WholeFaceBaseline(model, dim, num_classes, dropout=cfg.dropout)
     return RegionAttentionNetwork(
