@@ -426,8 +426,10 @@ def report_one_pass(args: argparse.Namespace, device: torch.device, figures: dic
 TIMM_MODELS = {"convnext_tiny": "ConvNeXt-T", "vit_small_patch16_224": "ViT-S/16"}
 
 
-def timm_pair(name: str, size: int, device: torch.device, channels_last: bool = False) -> dict[str, nn.Module]:
-    """``one-pass``: FeatureRegionAttentionNetwork on ``timm_split(model)`` (default split, roi_size 7);
+def timm_pair(
+    name: str, size: int, device: torch.device, channels_last: bool = False, at: int | None = None
+) -> dict[str, nn.Module]:
+    """``one-pass``: FeatureRegionAttentionNetwork on ``timm_split(model, at)`` (default: the last; roi_size 7);
     ``bare``: the same timm model (no classifier) and a linear classifier on the whole face. Random weights."""
     import timm
 
@@ -440,7 +442,7 @@ def timm_pair(name: str, size: int, device: torch.device, channels_last: bool = 
     backbone = create()
     dim: Any = backbone.num_features
     bare: nn.Module = nn.Sequential(backbone, nn.Linear(int(dim), 8))
-    trunk, head = timm_split(create())
+    trunk, head = timm_split(create(), at)
     one: nn.Module = FeatureRegionAttentionNetwork(trunk, head, num_classes=8, cropper=RegionCropper(size),
                                                    channels_last=channels_last)
     models = {"one-pass": one.to(device), "bare": bare.to(device)}
@@ -456,8 +458,11 @@ def run_timm(args: argparse.Namespace, device: torch.device) -> dict[str, dict[s
     images = torch.rand(bsz, 3, size, size, generator=gen).to(device)
     target = torch.randint(0, 8, (bsz,), generator=gen).to(device)
     out: dict[str, dict[str, dict[str, float]]] = {}
-    for name in args.timm_models:
-        models = timm_pair(name, size, device, args.channels_last)
+    splits = args.timm_split_at or [None] * len(args.timm_models)
+    if len(splits) != len(args.timm_models):
+        raise SystemExit(f"--timm-split-at: one index per --timm-models entry ({len(args.timm_models)}), got {splits}")
+    for name, at in zip(args.timm_models, splits, strict=True):
+        models = timm_pair(name, size, device, args.channels_last, at)
         for m in models.values():
             m.eval()
         infer: dict[str, Callable[[], object]] = {which: functools.partial(m, image) for which, m in models.items()}
@@ -486,7 +491,8 @@ def report_timm(args: argparse.Namespace, device: torch.device, figures: dict[st
                      f"{t['one-pass'] / t['bare']:.2f}x", f"{s['bare'] * 1000:.0f}", f"{s['one-pass'] * 1000:.0f}",
                      f"{s['one-pass'] / s['bare']:.2f}x"])
     print_table(
-        f"6. timm backbones at {args.image_size}px, default split (batch-1 inference; training step, batch "
+        f"6. timm backbones at {args.image_size}px, split at {args.timm_split_at or 'the last'} (batch-1 inference; "
+        "training step, batch "
         f"{args.one_pass_batch_size})",
         ["backbone", "bare ms", "one-pass ms", "ratio", "bare ms/step", "one-pass ms/step", "ratio"], rows,
     )
@@ -569,6 +575,8 @@ def main() -> None:
                         choices=["training", "inference", "memory", "pipeline", "one-pass", "timm"])
     parser.add_argument("--timm-models", nargs="*", default=list(TIMM_MODELS), metavar="NAME",
                         help="timm models of part 6 (default: %(default)s)")
+    parser.add_argument("--timm-split-at", nargs="*", type=int, default=None, metavar="AT",
+                        help="part 6: timm_split index per --timm-models entry (default: the last of each)")
     parser.add_argument("--one-pass-batch-size", type=int, default=8, help="training batch of part 5")
     parser.add_argument("--amp", choices=["bf16", "fp16"], default=None, help="autocast for our GPU pipeline")
     parser.add_argument("--channels-last", action="store_true")
