@@ -114,7 +114,9 @@ def _axis_matrix(lo: Tensor, hi: Tensor, scale: float, size: int, out: int, grid
     pos = (start[..., None, None] + bins[:, None] * step + offsets[None, :] * step / grid).flatten(-2)
     valid = (pos >= -1.0) & (pos <= size)
     cells = torch.arange(size, device=lo.device, dtype=lo.dtype)
-    hat = (1.0 - (pos.clamp(0.0, size - 1)[..., None] - cells).abs()).clamp_min(0.0)
+    # clamp to [0, size - 1]; full_like, not clamp(max=size - 1): size may be symbolic in an ONNX export
+    clamped = torch.minimum(pos.clamp(min=0.0), torch.full_like(pos, size - 1))
+    hat = (1.0 - (clamped[..., None] - cells).abs()).clamp_min(0.0)
     hat = hat * valid[..., None]
     return hat.reshape(*hat.shape[:-2], out, grid, size).sum(-2) / grid
 
