@@ -74,13 +74,19 @@ if [ -z "${SKIP_CROP:-}" ]; then
 fi
 
 timeout 200 "$PY" benchmarks/train_step.py --device cuda --amp bf16 --channels-last --loader-workers 8 \
-    --skip memory inference one-pass --json "$out/train_step.json" >"$out/train_step.log" 2>&1
+    --skip memory inference one-pass timm --json "$out/train_step.json" >"$out/train_step.log" 2>&1
 status+=("train step: $(grep 'ours / authors' "$out/train_step.log" || echo "did not finish (see train_step.log)")")
 
 timeout 200 "$PY" benchmarks/train_step.py --device cuda --amp bf16 --channels-last \
-    --skip training inference memory pipeline --json "$out/train_step_one_pass.json" \
+    --skip training inference memory pipeline timm --json "$out/train_step_one_pass.json" \
     >"$out/train_step_one_pass.log" 2>&1
 status+=("one-pass step: $(grep 'one-pass step / bare step' "$out/train_step_one_pass.log" || echo "did not finish")")
+
+# Part 6: ConvNeXt-T and ViT-S/16 from timm at 224 px, one-pass (default split) against the bare model.
+timeout 200 "$PY" benchmarks/train_step.py --device cuda --amp bf16 --channels-last \
+    --skip training inference memory pipeline one-pass --json "$out/train_step_timm.json" \
+    >"$out/train_step_timm.log" 2>&1
+status+=("timm one-pass: $(grep -c 'one-pass inference / bare' "$out/train_step_timm.log")/2 rows (see train_step_timm.log)")
 
 echo
 echo "GPU check summary"
@@ -88,3 +94,4 @@ echo "-----------------"
 for s in "${status[@]}"; do echo "- $s"; done
 tail -n 30 "$out/train_step.log"
 tail -n 25 "$out/train_step_one_pass.log"
+tail -n 9 "$out/train_step_timm.log"

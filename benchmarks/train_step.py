@@ -21,19 +21,27 @@ What it measures (medians of interleaved runs; ResNet-18, 224 x 224, batch 16, p
    default ``roi_size`` 7 and split): batch-1 inference against the bare ResNet-18 on the whole face and the
    image-level RAN; a training step at ``--one-pass-batch-size`` (8) against the bare backbone's step on the
    whole faces and the image-level RAN with per-region batching; the peak memory of one training step of
-   each (fresh processes). Only this part: ``--skip training inference memory pipeline``.
+   each (fresh processes). Only this part: ``--skip training inference memory pipeline timm``.
+6. timm backbones at the image size (224 px): ConvNeXt-T and ViT-S/16 (``--timm-models``), split by
+   ``timm_split`` at its default (the last stage or block: the head is the model's own final norm and pooling),
+   in the one-pass model against the bare timm model with a linear classifier on the whole face: batch-1
+   inference and a training step at ``--one-pass-batch-size``. Only this part:
+   ``--skip training inference memory pipeline one-pass`` (needs timm).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import json
 import os
 import resource
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -44,7 +52,7 @@ import contextlib
 
 from _common import interleaved_medians, machine_description, print_table, sync
 from region_attention import FeatureRegionAttentionNetwork, RegionAttentionLoss, RegionAttentionNetwork, RegionCropper
-from region_attention.backbones import resnet18, resnet18_split
+from region_attention.backbones import resnet18, resnet18_split, timm_split
 
 #: The paper's five regions as (left, top, right, bottom) fractions; the authors put the whole face last.
 PAPER_BOXES = [(0, 0, 0.75, 0.75), (0.25, 0, 1, 0.75), (0.125, 0.25, 0.875, 1), (0.05, 0.05, 0.95, 0.95),
@@ -410,6 +418,90 @@ def report_one_pass(args: argparse.Namespace, device: torch.device, figures: dic
     print(f"image-level step / one-pass step: {s['image-level'] / s['one-pass']:.2f}x (target >= 3)")
 
 
+# ------------------------------------------------------------------------------------------------------
+# 6. timm backbones: the one-pass model against the bare timm model.
+# ------------------------------------------------------------------------------------------------------
+
+#: Row label -> timm model name of part 6.
+TIMM_MODELS = {"convnext_tiny": "ConvNeXt-T", "vit_small_patch16_224": "ViT-S/16"}
+
+
+def timm_pair(
+    name: str, size: int, device: torch.device, channels_last: bool = False, at: int | None = None
+) -> dict[str, nn.Module]:
+    """``one-pass``: FeatureRegionAttentionNetwork on ``timm_split(model, at)`` (default: the last; roi_size 7);
+    ``bare``: the same timm model (no classifier) and a linear classifier on the whole face. Random weights."""
+    import timm
+
+    def create() -> nn.Module:
+        torch.manual_seed(0)
+        kwargs: dict[str, Any] = {"img_size": size} if "vit" in name else {}
+        model: nn.Module = timm.create_model(name, pretrained=False, num_classes=0, **kwargs)
+        return model
+
+    backbone = create()
+    dim: Any = backbone.num_features
+    bare: nn.Module = nn.Sequential(backbone, nn.Linear(int(dim), 8))
+    trunk, head = timm_split(create(), at)
+    one: nn.Module = FeatureRegionAttentionNetwork(trunk, head, num_classes=8, cropper=RegionCropper(size),
+                                                   channels_last=channels_last)
+    models = {"one-pass": one.to(device), "bare": bare.to(device)}
+    if channels_last:
+        models = {k: m.to(memory_format=torch.channels_last) for k, m in models.items()}
+    return models
+
+
+def run_timm(args: argparse.Namespace, device: torch.device) -> dict[str, dict[str, dict[str, float]]]:
+    size, bsz = args.image_size, args.one_pass_batch_size
+    gen = torch.Generator().manual_seed(0)
+    image = torch.rand(1, 3, size, size, generator=gen).to(device)
+    images = torch.rand(bsz, 3, size, size, generator=gen).to(device)
+    target = torch.randint(0, 8, (bsz,), generator=gen).to(device)
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    splits = args.timm_split_at or [None] * len(args.timm_models)
+    if len(splits) != len(args.timm_models):
+        raise SystemExit(f"--timm-split-at: one index per --timm-models entry ({len(args.timm_models)}), got {splits}")
+    for name, at in zip(args.timm_models, splits, strict=True):
+        models = timm_pair(name, size, device, args.channels_last, at)
+        for m in models.values():
+            m.eval()
+        infer: dict[str, Callable[[], object]] = {which: functools.partial(m, image) for which, m in models.items()}
+        with torch.inference_mode(), autocast(device, args.amp):
+            inference = interleaved_medians(infer, args.repeats * 4, args.warmup * 2, device)
+        for m in models.values():
+            m.train()
+        steps: dict[str, Callable[[], object]] = {
+            which: functools.partial(one_pass_step(which, m, device, args.amp), images, target)
+            for which, m in models.items()
+        }
+        training = interleaved_medians(steps, args.repeats, args.warmup, device)
+        out[name] = {"inference_s": inference, "training_step_s": training}
+        del models, steps
+    return out
+
+
+def report_timm(args: argparse.Namespace, device: torch.device, figures: dict[str, object]) -> None:
+    res = run_timm(args, device)
+    figures["timm"] = res
+    rows = []
+    for name, r in res.items():
+        t, s = r["inference_s"], r["training_step_s"]
+        label = TIMM_MODELS.get(name, name)
+        rows.append([label, f"{t['bare'] * 1000:.1f}", f"{t['one-pass'] * 1000:.1f}",
+                     f"{t['one-pass'] / t['bare']:.2f}x", f"{s['bare'] * 1000:.0f}", f"{s['one-pass'] * 1000:.0f}",
+                     f"{s['one-pass'] / s['bare']:.2f}x"])
+    print_table(
+        f"6. timm backbones at {args.image_size}px, split at {args.timm_split_at or 'the last'} (batch-1 inference; "
+        "training step, batch "
+        f"{args.one_pass_batch_size})",
+        ["backbone", "bare ms", "one-pass ms", "ratio", "bare ms/step", "one-pass ms/step", "ratio"], rows,
+    )
+    for name, r in res.items():
+        t = r["inference_s"]
+        print(f"{TIMM_MODELS.get(name, name)} one-pass inference / bare: {t['one-pass'] / t['bare']:.2f}x "
+              "(target <= 1.3)")
+
+
 def _pipeline_epoch(name, loader, model, opt, scaler, crit, target, device, amp, limit=None) -> int:
     seen = 0
     for i, (x, _) in enumerate(loader):
@@ -480,7 +572,11 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="small images and few repeats, for a smoke test")
     parser.add_argument("--skip", nargs="*", default=[],
-                        choices=["training", "inference", "memory", "pipeline", "one-pass"])
+                        choices=["training", "inference", "memory", "pipeline", "one-pass", "timm"])
+    parser.add_argument("--timm-models", nargs="*", default=list(TIMM_MODELS), metavar="NAME",
+                        help="timm models of part 6 (default: %(default)s)")
+    parser.add_argument("--timm-split-at", nargs="*", type=int, default=None, metavar="AT",
+                        help="part 6: timm_split index per --timm-models entry (default: the last of each)")
     parser.add_argument("--one-pass-batch-size", type=int, default=8, help="training batch of part 5")
     parser.add_argument("--amp", choices=["bf16", "fp16"], default=None, help="autocast for our GPU pipeline")
     parser.add_argument("--channels-last", action="store_true")
@@ -547,6 +643,9 @@ def main() -> None:
 
     if "one-pass" not in args.skip:
         report_one_pass(args, device, figures)
+
+    if "timm" not in args.skip and args.timm_models:
+        report_timm(args, device, figures)
 
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))

@@ -19,7 +19,10 @@ DOCS = ROOT / "docs"
 PAGES = sorted(DOCS.glob("*.rst"))
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 #: Pages whose snippets need an optional extra; where it is missing the page is skipped, with the reason.
-NEEDS = {"deployment.rst": (("onnx", "onnxscript", "onnxruntime"), "pip install 'region-attention[onnx]'")}
+NEEDS = {
+    "deployment.rst": (("onnx", "onnxscript", "onnxruntime"), "pip install 'region-attention[onnx]'"),
+    "backbones.rst": (("timm", "safetensors"), "pip install 'region-attention[timm]'"),
+}
 
 
 def test_pages_found():

@@ -7,14 +7,36 @@ builds the networks from it.
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import Any
 
+import torch
 from torch import nn
 
-from region_attention.backbones import SPLIT_POINTS, load_checkpoint, resnet18, resnet18_split, vgg16
+from region_attention.backbones import (
+    SPLIT_POINTS,
+    classifier_prefixes,
+    load_checkpoint,
+    resnet18,
+    resnet18_split,
+    timm_split,
+    vgg16,
+)
 
-__all__ = ["BACKBONES", "SPLIT_BACKBONES", "SPLIT_POINTS", "small_cnn", "small_cnn_split"]
+__all__ = [
+    "BACKBONES",
+    "SPLIT_BACKBONES",
+    "SPLIT_POINTS",
+    "TIMM_PREFIX",
+    "backbone_problem",
+    "default_split",
+    "small_cnn",
+    "small_cnn_split",
+    "timm_model",
+    "timm_name",
+]
 
 
 def small_cnn(checkpoint: str | None = None, widths: tuple[int, ...] = (16, 32, 64, 128)) -> nn.Sequential:
@@ -65,3 +87,80 @@ SPLIT_BACKBONES: dict[str, Callable[..., tuple[nn.Module, nn.Module]]] = {
     "resnet18": resnet18_split,
     "small": small_cnn_split,
 }
+
+
+#: ``--backbone timm:NAME``: any timm model (``timm:convnext_tiny``, ``timm:vit_small_patch16_224``), created with
+#: ``pretrained=False`` and no classifier; ``--pretrained PATH`` loads its weights from a local file.
+TIMM_PREFIX = "timm:"
+
+
+def timm_name(backbone: str) -> str | None:
+    """The timm model name of ``--backbone timm:NAME``, or ``None`` for a built-in backbone."""
+    return backbone[len(TIMM_PREFIX) :] if backbone.startswith(TIMM_PREFIX) else None
+
+
+def default_split(backbone: str) -> str:
+    """``--split-at`` when not given: ``layer3`` for the built-in backbones, the last index (``-1``: the last
+    stage of a CNN, the last block of a ViT, as ``timm_split(model, None)``) for a timm model."""
+    return "-1" if timm_name(backbone) is not None else "layer3"
+
+
+def timm_model(name: str, image_size: int, checkpoint: str | None = None) -> nn.Module:
+    """``timm.create_model(name, pretrained=False, num_classes=0)`` (vision transformers at ``image_size``),
+    with the weights of ``checkpoint`` (``.safetensors`` or ``.pth``) loaded by ``load_checkpoint``; a
+    classifier in the file is dropped (the model has none). Nothing downloads."""
+    import timm
+
+    kwargs: dict[str, Any] = {"pretrained": False, "num_classes": 0}
+    if _is_token_model(name):
+        kwargs["img_size"] = image_size
+    model: nn.Module = timm.create_model(name, **kwargs)
+    if checkpoint is not None:
+        load_checkpoint(model, checkpoint, drop_prefixes=classifier_prefixes(model))
+    return model
+
+
+@functools.cache
+def _meta_model(name: str) -> nn.Module:
+    """The model built on the meta device (no memory, no weights): enough to check a name and a split index."""
+    import timm
+
+    with torch.device("meta"):
+        model: nn.Module = timm.create_model(name, pretrained=False, num_classes=0)
+    return model
+
+
+def _is_token_model(name: str) -> bool:
+    model = _meta_model(name)
+    return all(hasattr(model, a) for a in ("patch_embed", "blocks", "num_prefix_tokens"))
+
+
+def backbone_problem(backbone: str, split_at: str | None) -> str | None:
+    """What is wrong with ``--backbone`` and ``--split-at`` (one line for the command line), or ``None``;
+    ``split_at=None``: no split (the image-level model), only the name is checked."""
+    name = timm_name(backbone)
+    if name is None:
+        if backbone not in BACKBONES:
+            return (f"--backbone must be one of {', '.join(sorted(BACKBONES))} or timm:NAME (a timm model), "
+                    f"got {backbone!r}")
+        if split_at is not None and split_at not in SPLIT_POINTS:
+            return f"--split-at must be one of {', '.join(SPLIT_POINTS)} for --backbone {backbone}, got {split_at!r}"
+        return None
+    try:
+        import timm
+    except ImportError:
+        return f"--backbone {backbone} needs timm: pip install 'region-attention[timm]'"
+    if not timm.is_model(name):
+        return f"--backbone: timm has no model {name!r} (see timm.list_models())"
+    if split_at is None:
+        return None
+    try:
+        at = int(split_at)
+    except ValueError:
+        return (f"--split-at must be an index of timm's forward_intermediates (an int; -1: the last) for --backbone "
+                f"{backbone}, got {split_at!r}")
+    try:
+        timm_split(_meta_model(name), at)
+    except (TypeError, ValueError) as err:
+        return f"--backbone {backbone} --split-at {split_at}: {err}"
+    return None

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 from torch import Tensor, nn
 
 from region_attention import FeatureRegionAttentionNetwork, RegionAttentionNetwork, RegionCropper
+from region_attention.backbones import timm_split
 
-from .backbones import BACKBONES, SPLIT_BACKBONES, SPLIT_POINTS, small_cnn, small_cnn_split
+from .backbones import BACKBONES, SPLIT_BACKBONES, SPLIT_POINTS, small_cnn, small_cnn_split, timm_model, timm_name
+
+_T = TypeVar("_T")
 
 
 class ModelConfig(Protocol):
@@ -38,9 +41,9 @@ class ModelConfig(Protocol):
     @property
     def regions_on(self) -> str: ...
     @property
-    def split_at(self) -> str: ...
+    def split_at(self) -> str | None: ...
     @property
-    def roi_size(self) -> int: ...
+    def roi_size(self) -> int | None: ...
     @property
     def region_batching(self) -> str: ...
     @property
@@ -95,14 +98,18 @@ def build_model(cfg: ModelConfig, num_classes: int) -> nn.Module:
     split at ``split_at``, regions pooled to ``roi_size``) or the whole-face baseline of a run's configuration
     (a ``RunConfig``; a checkpoint's ``config`` dict becomes one with ``RunConfig.from_dict``, and one written
     before ``--regions-on`` existed is an image-level RAN)."""
+    name = timm_name(cfg.backbone)
+    if name is not None:
+        return _build_timm(cfg, name, num_classes)
     make, dim = BACKBONES[cfg.backbone]
     if cfg.model == "ran" and cfg.regions_on == "features":
         if cfg.backbone not in SPLIT_BACKBONES:
             raise ValueError(f"--regions-on features needs a backbone that can be split ("
                              f"{', '.join(sorted(SPLIT_BACKBONES))}), got --backbone {cfg.backbone}")
-        trunk, head = SPLIT_BACKBONES[cfg.backbone](cfg.split_at, cfg.pretrained)
+        trunk, head = SPLIT_BACKBONES[cfg.backbone](_one_pass(cfg.split_at, "split_at"), cfg.pretrained)
         return FeatureRegionAttentionNetwork(
-            trunk, head, dim, num_classes, cropper=build_cropper(cfg), roi_size=cfg.roi_size, variant=cfg.variant,
+            trunk, head, dim, num_classes, cropper=build_cropper(cfg), roi_size=_one_pass(cfg.roi_size, "roi_size"),
+            variant=cfg.variant,
             dropout=cfg.dropout, channels_last=cfg.channels_last,
         )
     backbone = make(cfg.pretrained)
@@ -110,6 +117,32 @@ def build_model(cfg: ModelConfig, num_classes: int) -> nn.Module:
         return WholeFaceBaseline(backbone, dim, num_classes, dropout=cfg.dropout)
     return RegionAttentionNetwork(
         backbone, dim, num_classes, cropper=build_cropper(cfg), variant=cfg.variant, dropout=cfg.dropout,
+        region_batching=cfg.region_batching, channels_last=cfg.channels_last,
+    )
+
+
+def _one_pass(value: _T | None, name: str) -> _T:
+    """A one-pass option of a ``regions_on="features"`` configuration (the engine fills in their defaults)."""
+    if value is None:
+        raise ValueError(f"regions_on='features' needs {name} (the run configuration gives it)")
+    return value
+
+
+def _build_timm(cfg: ModelConfig, name: str, num_classes: int) -> nn.Module:
+    """:func:`build_model` for ``--backbone timm:NAME``; the feature size is the model's own."""
+    model = timm_model(name, cfg.image_size, cfg.pretrained)
+    if cfg.model == "ran" and cfg.regions_on == "features":
+        trunk, head = timm_split(model, int(_one_pass(cfg.split_at, "split_at")))
+        return FeatureRegionAttentionNetwork(
+            trunk, head, num_classes=num_classes, cropper=build_cropper(cfg), roi_size=_one_pass(cfg.roi_size, "roi_size"),
+            variant=cfg.variant, dropout=cfg.dropout, channels_last=cfg.channels_last,
+        )
+    size: Any = getattr(model, "head_hidden_size", None) or getattr(model, "num_features", None)
+    dim = int(size)
+    if cfg.model == "baseline":
+        return WholeFaceBaseline(model, dim, num_classes, dropout=cfg.dropout)
+    return RegionAttentionNetwork(
+        model, dim, num_classes, cropper=build_cropper(cfg), variant=cfg.variant, dropout=cfg.dropout,
         region_batching=cfg.region_batching, channels_last=cfg.channels_last,
     )
 

@@ -10,6 +10,7 @@ from einops import rearrange
 from torch import Tensor, nn
 from typing_extensions import override
 
+from ._feature_dim import feature_dim_of, head_feature_dim, image_channels
 from ._validation import (
     check_bool,
     check_choice,
@@ -202,7 +203,11 @@ class RegionAttentionNetwork(_RegionAttentionHead):
     Args:
         backbone: any module mapping ``(N, C, h, w)`` images to ``(N, feature_dim)`` features (a trailing
             ``(1, 1)`` spatial size is accepted), e.g. :func:`region_attention.backbones.resnet18`.
-        feature_dim: :math:`D`, the size of the backbone's features.
+        feature_dim: :math:`D`, the size of the backbone's features; ``None`` (default) reads it from the
+            backbone's ``head_hidden_size`` or ``num_features`` (timm's convention; not for a module with a
+            classifier, ``num_classes > 0``) or else measures it with one forward pass of a zero batch of
+            ``cropper.output_size`` images in eval mode without gradients, which changes no parameter, buffer or
+            train/eval mode.
         num_classes: number of classes of the classifier.
         cropper: a :class:`~region_attention.RegionCropper`; ``None`` is the paper's default, the whole
             face plus the five fixed regions, at 224 x 224.
@@ -247,8 +252,8 @@ class RegionAttentionNetwork(_RegionAttentionHead):
     def __init__(
         self,
         backbone: nn.Module,
-        feature_dim: int,
-        num_classes: int,
+        feature_dim: int | None = None,
+        num_classes: int | None = None,
         *,
         cropper: RegionCropper | None = None,
         variant: str = "paper",
@@ -261,10 +266,15 @@ class RegionAttentionNetwork(_RegionAttentionHead):
         owner = type(self).__name__
         if not isinstance(backbone, nn.Module):
             raise TypeError(f"{owner} expected backbone to be an nn.Module, got {type(backbone).__name__}")
-        bias = _check_head_arguments(owner, feature_dim, num_classes, variant, dropout, attention_bias)
-        check_choice(region_batching, "region_batching", REGION_BATCHING, owner)
         if cropper is not None and not isinstance(cropper, RegionCropper):
             raise TypeError(f"{owner} expected cropper to be a RegionCropper or None, got {type(cropper).__name__}")
+        if num_classes is None:
+            raise TypeError(f"{owner} missing the required argument num_classes")
+        if feature_dim is None:
+            size = (cropper or RegionCropper(224)).output_size
+            feature_dim = feature_dim_of(backbone, (2, image_channels(backbone), *size), owner, "backbone")
+        bias = _check_head_arguments(owner, feature_dim, num_classes, variant, dropout, attention_bias)
+        check_choice(region_batching, "region_batching", REGION_BATCHING, owner)
         self.feature_dim = feature_dim
         self.num_classes = num_classes
         self.variant = variant
@@ -349,7 +359,10 @@ class FeatureRegionAttentionNetwork(_RegionAttentionHead):
             :func:`region_attention.backbones.resnet18_split`.
         head: maps pooled regions ``(N, C', roi_size, roi_size)`` to ``(N, feature_dim)`` features (a
             trailing ``(1, 1)`` spatial size is accepted), e.g. the second part of ``resnet18_split``.
-        feature_dim: :math:`D`, the size of the head's features.
+        feature_dim: :math:`D`, the size of the head's features; ``None`` (default) reads the head's
+            ``num_features`` (set by :func:`~region_attention.backbones.timm_split`) or else measures it with one
+            forward pass of the trunk (a zero image of ``cropper.output_size``) and of the head, in eval mode without
+            gradients, changing no parameter, buffer or train/eval mode.
         num_classes: number of classes of the classifier.
         cropper: a :class:`~region_attention.RegionCropper` that supplies the boxes and the mask (its
             ``output_size`` and ``antialias`` are not used: nothing is cropped); ``None`` is the paper's
@@ -386,8 +399,8 @@ class FeatureRegionAttentionNetwork(_RegionAttentionHead):
         self,
         trunk: nn.Module,
         head: nn.Module,
-        feature_dim: int,
-        num_classes: int,
+        feature_dim: int | None = None,
+        num_classes: int | None = None,
         *,
         cropper: RegionCropper | None = None,
         roi_size: int | tuple[int, int] = 7,
@@ -402,15 +415,19 @@ class FeatureRegionAttentionNetwork(_RegionAttentionHead):
         for name, module in (("trunk", trunk), ("head", head)):
             if not isinstance(module, nn.Module):
                 raise TypeError(f"{owner} expected {name} to be an nn.Module, got {type(module).__name__}")
-        bias = _check_head_arguments(owner, feature_dim, num_classes, variant, dropout, attention_bias)
         if cropper is not None and not isinstance(cropper, RegionCropper):
             raise TypeError(f"{owner} expected cropper to be a RegionCropper or None, got {type(cropper).__name__}")
+        if num_classes is None:
+            raise TypeError(f"{owner} missing the required argument num_classes")
+        self.cropper = cropper if cropper is not None else RegionCropper(224)
+        self.align = RegionAlign(roi_size, sampling_ratio)
+        if feature_dim is None:
+            feature_dim = head_feature_dim(trunk, head, self.cropper.output_size, self.align.output_size, owner)
+        bias = _check_head_arguments(owner, feature_dim, num_classes, variant, dropout, attention_bias)
         self.feature_dim = feature_dim
         self.num_classes = num_classes
         self.variant = variant
         self.channels_last = bool(channels_last)
-        self.cropper = cropper if cropper is not None else RegionCropper(224)
-        self.align = RegionAlign(roi_size, sampling_ratio)
         self.trunk = trunk
         self.head = head
         self._build_head(feature_dim, num_classes, variant, dropout, bias)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..backbones import BACKBONES, SPLIT_POINTS
+from ..backbones import BACKBONES, backbone_problem, default_split
 from ..subsets import parse_subset_arg
 
 #: Training recipes. "paper": Sec. IV-B of the paper. "authors": the released FERPlus code.
@@ -89,9 +89,11 @@ class RunConfig:
     # Model
     model: str = option("ran", "RAN, or the backbone on the whole face alone (the paper's baseline)",
                         choices=("ran", "baseline"))
-    backbone: str = option("resnet18", "feature extractor", choices=tuple(sorted(BACKBONES)))
-    pretrained: str | None = option(None, "backbone checkpoint file (e.g. MS-Celeb-1M ResNet-18)", type=Path,
-                                    metavar="PATH")
+    backbone: str = option("resnet18", f"feature extractor: {', '.join(sorted(BACKBONES))}, or timm:NAME for any "
+                           "timm model (e.g. timm:convnext_tiny, timm:vit_small_patch16_224; needs timm)",
+                           metavar="NAME")
+    pretrained: str | None = option(None, "backbone checkpoint file (e.g. MS-Celeb-1M ResNet-18; for timm:NAME the "
+                                    "model's .safetensors or .pth weights)", type=Path, metavar="PATH")
     dropout: float = option(0.0, "dropout before the classifier", type=float)
     regions_on: str = option("image", "where the regions come from: crops of the image, one backbone pass each "
                              "(image, the paper), or pooled from one feature map of the whole face (features, "
@@ -99,8 +101,10 @@ class RunConfig:
     roi_size: int | None = option(None, "--regions-on features: cells per side of each pooled region (default "
                                   "with --regions-on features: 7)", type=int)
     split_at: str | None = option(None, "--regions-on features: the backbone's last stage before the regions are "
-                                  "pooled, the rest runs per region (default with --regions-on features: layer3)",
-                                  choices=SPLIT_POINTS)
+                                  "pooled (the rest runs per region): layer3 or layer4; for timm:NAME an index of "
+                                  "timm's forward_intermediates, a stage of a CNN or a block of a ViT, negative from "
+                                  "the end (default with --regions-on features: layer3; -1, the last, for "
+                                  "timm:NAME)", metavar="AT")
     radius: float = option(0.4, "landmark regions: half-side as a fraction of the face", type=float)
     num_regions: int = option(5, "random regions: how many", type=int)
     image_size: int = option(224, "side of the face images and of every region, in pixels", type=int)
@@ -164,7 +168,7 @@ class RunConfig:
             set_(self, "milestones", sorted(int(m) for m in self.milestones))
         if self.regions_on == "features":  # the one-pass options' defaults; refused without it (see _problems)
             set_(self, "roi_size", 7 if self.roi_size is None else self.roi_size)
-            set_(self, "split_at", "layer3" if self.split_at is None else self.split_at)
+            set_(self, "split_at", default_split(str(self.backbone)) if self.split_at is None else self.split_at)
         problems = [p for p in _problems(self) if p]
         if problems:
             raise ValueError("; ".join(problems))
@@ -254,6 +258,7 @@ def _problems(cfg: RunConfig) -> list[str | None]:
     bad_milestones = [m for m in cfg.milestones if m < 1]
     return [
         None if cfg.recipe in RECIPES else f"--recipe must be one of {', '.join(RECIPES)}, got {cfg.recipe!r}",
+        backbone_problem(cfg.backbone, cfg.split_at),
         check(cfg.epochs >= 1, "--epochs", ">= 1", cfg.epochs),
         check(cfg.batch_size >= 1, "--batch-size", ">= 1", cfg.batch_size),
         check(cfg.lr > 0, "--lr", "> 0", cfg.lr),

@@ -16,11 +16,11 @@ How it is computed:
     For a fixed sampling grid the RoIAlign rules of the two axes are independent, so the op is separable:
     per box, a row matrix :math:`W_y` ``(oh, h)`` and a column matrix :math:`W_x` ``(ow, w)`` hold the
     bilinear weights of the ``sampling_ratio`` samples of each output bin, averaged, and the pooled region
-    is :math:`W_y F W_x^\top`. The contraction order is chosen so the intermediate,
-    ``(B, K, C, oh, w)`` or ``(B, K, C, h, ow)``, is never larger than the pooled output times the
-    sampling grid, ``(B, K, C, oh, ow, s, s)``; when both are larger (a big map, a small grid) the
-    samples are gathered directly at that size instead. The weights are built from the box values on
-    the device, without synchronising with it.
+    is :math:`W_y F W_x^\top`: two batched matrix products, the first over all boxes of an image at once.
+    The contraction order is chosen so the intermediate, ``(B, C, h, K ow)`` or ``(B, C, w, K oh)``, is
+    never larger than the pooled output times the sampling grid, ``(B, K, C, oh, ow, s, s)``; when both
+    are larger (a big map, a small grid) the samples are gathered directly at that size instead. The
+    weights are built from the box values on the device, without synchronising with it.
 """
 
 from __future__ import annotations
@@ -79,11 +79,28 @@ def _axis_weights(
     return low_index, high_index, w_low, w_high
 
 
-def _dense(low: Tensor, high: Tensor, w_low: Tensor, w_high: Tensor, size: int, out: int, grid: int) -> Tensor:
-    """The ``(B, K, out, size)`` matrix: bilinear weights of each bin's samples, averaged over the grid."""
-    cells = torch.arange(size, device=low.device)
-    mat = w_low[..., None] * (low[..., None] == cells) + w_high[..., None] * (high[..., None] == cells)
-    return mat.reshape(*mat.shape[:-2], out, grid, size).sum(-2) / grid
+def _axis_matrix(lo: Tensor, hi: Tensor, scale: float, size: int, out: int, grid: int) -> Tensor:
+    """The ``(B, K, out, size)`` matrix: bilinear weights of each bin's samples, averaged over the grid.
+
+    With torchvision's border rules a sample at ``pos`` (clamped to ``[0, size - 1]``, zero when more than one
+    cell outside the map) weighs cell ``c`` by the hat function ``max(0, 1 - |pos - c|)``: ``1 - frac`` on its
+    lower cell and ``frac`` on the upper one. Built directly in a few whole-tensor ops (a batch-1 forward of the
+    one-pass model is otherwise dominated by the dispatch of many tiny ones).
+    """
+    start = lo * scale - 0.5
+    bin_size = (hi * scale - 0.5 - start) / out
+    bins = torch.arange(out, device=lo.device, dtype=lo.dtype)
+    offsets = torch.arange(grid, device=lo.device, dtype=lo.dtype) + 0.5
+    step = bin_size[..., None, None]
+    # the same arithmetic, in the same order, as torchvision's kernel: start + i * bin + (s + 0.5) * bin / grid
+    pos = (start[..., None, None] + bins[:, None] * step + offsets[None, :] * step / grid).flatten(-2)
+    valid = (pos >= -1.0) & (pos <= size)
+    cells = torch.arange(size, device=lo.device, dtype=lo.dtype)
+    # clamp to [0, size - 1]; full_like, not clamp(max=size - 1): size may be symbolic in an ONNX export
+    clamped = torch.minimum(pos.clamp(min=0.0), torch.full_like(pos, size - 1))
+    hat = (1.0 - (clamped[..., None] - cells).abs()).clamp_min(0.0)
+    hat = hat * valid[..., None]
+    return hat.reshape(*hat.shape[:-2], out, grid, size).sum(-2) / grid
 
 
 def region_align(
@@ -193,22 +210,28 @@ def _region_align(
     b = boxes.detach().to(work)
     if mask is not None:  # absent regions pool a valid dummy box (the first map cell): no NaN from their values
         b = torch.where(mask.unsqueeze(-1), b, b.new_tensor([0.0, 0.0, 1.0, 1.0]))
-    y_low, y_high, wy_low, wy_high = _axis_weights(b[..., 1], b[..., 3], h / image_size[0], h, oh, grid)
-    x_low, x_high, wx_low, wx_high = _axis_weights(b[..., 0], b[..., 2], w / image_size[1], w, ow, grid)
-
     bound = oh * ow * grid * grid  # per (b, k, c): the pooled output times the sampling grid
     if min(oh * w, h * ow) <= bound:
-        wy = _dense(y_low, y_high, wy_low, wy_high, h, oh, grid)  # (B, K, oh, h)
-        wx = _dense(x_low, x_high, wx_low, wx_high, w, ow, grid)  # (B, K, ow, w)
-        if oh * w <= h * ow:
-            rows = torch.einsum("bkih,bchw->bkciw", wy, fmap)  # (B, K, C, oh, w)
-            out = torch.einsum("bkciw,bkjw->bkcij", rows, wx)
+        # Two batched matrix products. The first contracts one axis of the map for all K boxes at once (one GEMM
+        # per image, no copy of the map per box); the second contracts the other axis box by box. The axis that
+        # leaves the smaller intermediate goes first: (B, C, h, K * ow) or (B, C, w, K * oh).
+        wy = _axis_matrix(b[..., 1], b[..., 3], h / image_size[0], h, oh, grid)  # (B, K, oh, h)
+        wx = _axis_matrix(b[..., 0], b[..., 2], w / image_size[1], w, ow, grid)  # (B, K, ow, w)
+        if h * ow <= oh * w:
+            cols = fmap.reshape(bsz, channels * h, w) @ wx.reshape(bsz, k * ow, w).transpose(1, 2)
+            cols = cols.reshape(bsz, channels, h, k, ow).permute(0, 3, 2, 1, 4).reshape(bsz * k, h, channels * ow)
+            out = wy.reshape(bsz * k, oh, h) @ cols  # (B * K, oh, C * ow)
+            out = out.reshape(bsz, k, oh, channels, ow).permute(0, 1, 3, 2, 4)
         else:
-            cols = torch.einsum("bchw,bkjw->bkchj", fmap, wx)  # (B, K, C, h, ow)
-            out = torch.einsum("bkih,bkchj->bkcij", wy, cols)
-        return out.to(feature_map.dtype)
+            rows = fmap.transpose(2, 3).reshape(bsz, channels * w, h) @ wy.reshape(bsz, k * oh, h).transpose(1, 2)
+            rows = rows.reshape(bsz, channels, w, k, oh).permute(0, 3, 2, 1, 4).reshape(bsz * k, w, channels * oh)
+            out = wx.reshape(bsz * k, ow, w) @ rows  # (B * K, ow, C * oh)
+            out = out.reshape(bsz, k, ow, channels, oh).permute(0, 1, 3, 4, 2)
+        return out.contiguous().to(feature_map.dtype)
 
     # Gather the samples themselves: four taps of (B, C, K * oh*s * ow*s) each, the bound exactly.
+    y_low, y_high, wy_low, wy_high = _axis_weights(b[..., 1], b[..., 3], h / image_size[0], h, oh, grid)
+    x_low, x_high, wx_low, wx_high = _axis_weights(b[..., 0], b[..., 2], w / image_size[1], w, ow, grid)
     flat = fmap.flatten(2)  # (B, C, h * w)
     total = flat.new_zeros(())
     for yi, wy_ in ((y_low, wy_low), (y_high, wy_high)):

@@ -1,0 +1,128 @@
+"""``--backbone timm:NAME`` in the example scripts: options, the models they build, timm weights from a local file,
+and a tiny run that trains, resumes and is read back by predict.py. Tiny timm models, nothing downloads."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+import torch
+
+timm = pytest.importorskip("timm", reason="--backbone timm:NAME needs timm: pip install 'region-attention[timm]'")
+
+from examples.affectnet.train import build_parser as affectnet_parser  # noqa: E402
+from examples.common.engine import load_checkpoint_file, resolve_config  # noqa: E402
+from examples.common.models import build_model  # noqa: E402
+from examples.common.synthetic import generate_ferplus  # noqa: E402
+from examples.ferplus.train import build_parser as ferplus_parser  # noqa: E402
+from examples.ferplus.train import main as ferplus_main  # noqa: E402
+from examples.predict import main as predict  # noqa: E402
+from examples.rafdb.train import build_parser as rafdb_parser  # noqa: E402
+from examples.sfew.train import build_parser as sfew_parser  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from region_attention import FeatureRegionAttentionNetwork, RegionAttentionNetwork  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+PARSERS = {"ferplus": ferplus_parser, "affectnet": affectnet_parser, "rafdb": rafdb_parser, "sfew": sfew_parser}
+
+
+@pytest.mark.parametrize("script", sorted(PARSERS))
+def test_every_script_takes_a_timm_backbone_and_its_split_index(script, tmp_path):
+    parser = PARSERS[script]()
+    base = ["--data-dir", str(tmp_path), "--output-dir", str(tmp_path / "out")]
+    cfg = resolve_config(
+        parser.parse_args([*base, "--backbone", "timm:resnet10t", "--regions-on", "features", "--split-at", "3"])
+    )
+    assert (cfg.backbone, cfg.regions_on, cfg.split_at) == ("timm:resnet10t", "features", "3")
+    assert resolve_config(parser.parse_args([*base, "--backbone", "timm:resnet10t"])).split_at == "-1"  # the last
+    assert resolve_config(parser.parse_args(base)).split_at == "layer3"  # the built-in default is unchanged
+    assert "timm:NAME" in parser.format_help()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--backbone", "timm:no_such_net"], r"--backbone: timm has no model 'no_such_net'"),
+        (["--backbone", "resnet"], r"--backbone must be one of resnet18, small, vgg16 or timm:NAME .*got 'resnet'"),
+        (["--backbone", "timm:resnet10t", "--split-at", "layer3"], r"--split-at must be an index of timm's"),
+        (["--backbone", "timm:resnet10t", "--split-at", "5"], r"--split-at 5: timm_split expected at in \[-5, 4\]"),
+        (["--split-at", "2"], r"--split-at must be one of layer3, layer4 for --backbone resnet18, got '2'"),
+    ],
+)
+def test_bad_backbone_or_split_is_one_line_and_status_2(args, message, tmp_path, capsys):
+    with pytest.raises(ValueError, match=message):
+        resolve_config(ferplus_parser().parse_args(["--data-dir", str(tmp_path), *args]))
+    with pytest.raises(SystemExit) as exit_info:
+        ferplus_main(["--data-dir", str(tmp_path), "--output-dir", str(tmp_path / "out"), *args])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+
+
+def _cfg(**kw):
+    return resolve_config(argparse.Namespace(image_size=32, **kw))
+
+
+def test_build_model_with_timm_backbones():
+    cnn = build_model(_cfg(backbone="timm:resnet10t", regions_on="features", roi_size=2, split_at="3"), 7)
+    assert isinstance(cnn, FeatureRegionAttentionNetwork) and cnn.feature_dim == 512
+    vit = build_model(_cfg(backbone="timm:test_vit", regions_on="features", roi_size=2, split_at="0"), 7)
+    assert isinstance(vit, FeatureRegionAttentionNetwork) and len(vit.head.blocks) > 0  # blocks run per region
+    image_level = build_model(_cfg(backbone="timm:test_vit"), 7)
+    assert isinstance(image_level, RegionAttentionNetwork)
+    baseline = build_model(_cfg(backbone="timm:convnext_atto", model="baseline"), 7)
+    assert type(baseline).__name__ == "WholeFaceBaseline"
+    for model in (cnn, vit, image_level, baseline):
+        assert model.eval()(torch.rand(2, 3, 32, 32)).logits.shape == (2, 7)
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
+def test_pretrained_loads_timm_weights_from_a_local_file(tmp_path, suffix):
+    """A timm weight file with its 1000-class classifier loads into the classifier-free backbone of both
+    networks, every other weight exactly."""
+    torch.manual_seed(3)
+    source = timm.create_model("resnet10t", pretrained=False)
+    path = tmp_path / f"resnet10t{suffix}"
+    if suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file(source.state_dict(), str(path))
+    else:
+        torch.save(source.state_dict(), path)
+    expected = {k: v for k, v in source.state_dict().items() if not k.startswith("fc.")}
+    image_level = build_model(_cfg(backbone="timm:resnet10t", pretrained=str(path)), 7)
+    one_pass = build_model(_cfg(backbone="timm:resnet10t", pretrained=str(path), regions_on="features"), 7)
+    got_image = image_level.backbone.state_dict()
+    got_split = {**one_pass.trunk.state_dict(), **one_pass.head.state_dict()}
+    for key, value in expected.items():
+        torch.testing.assert_close(got_image[key], value, rtol=0, atol=0)
+        torch.testing.assert_close(got_split[key], value, rtol=0, atol=0)
+    torch.save({"conv1.0.weight": torch.zeros(1)}, tmp_path / "wrong.pth")
+    with pytest.raises(ValueError, match=r"shape mismatch"):
+        build_model(_cfg(backbone="timm:resnet10t", pretrained=str(tmp_path / "wrong.pth")), 7)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("backbone", "split"), [("timm:resnet10t", "3"), ("timm:test_vit", "0")])
+def test_timm_one_pass_run_trains_resumes_and_predicts(tmp_path, backbone, split):
+    data = tmp_path / "data"
+    generate_ferplus(data, n_train=32, n_valid=16, n_test=16, seed=5)
+    out = tmp_path / "run"
+    common = ["--data-dir", str(data), "--output-dir", str(out), "--backbone", backbone, "--image-size", "32"]
+    common += ["--batch-size", "16", "--workers", "0", "--device", "cpu", "--regions-on", "features", "--roi-size", "2"]
+    split_args = ["--split-at", split]
+    ferplus_main([*common, *split_args, "--epochs", "1"])
+    ferplus_main([*common, *split_args, "--epochs", "2", "--resume"])
+    ckpt = load_checkpoint_file(out / "checkpoints" / "last.pt")
+    assert (ckpt["config"]["backbone"], ckpt["config"]["split_at"]) == (backbone, split)  # the model's identity
+    with pytest.raises(ValueError, match=r"split_at: checkpoint '.+' vs now '-1'"):
+        ferplus_main([*common, "--epochs", "3", "--resume"])  # the default split
+    faces = tmp_path / "faces"
+    faces.mkdir()
+    Image.frombytes("L", (48, 48), bytes((torch.rand(48 * 48) * 255).byte().tolist())).save(faces / "a.png")
+    results = predict(["--checkpoint", str(out / "checkpoints" / "last.pt"), str(faces / "a.png")])
+    assert len(results) == 1
+    probs = [p for _, p in results[0]["top"]]
+    assert (probs == sorted(probs, reverse=True) and abs(sum(probs) - 1) < 1e-4) or len(probs) < 8
