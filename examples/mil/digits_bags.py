@@ -469,7 +469,7 @@ def run_protocol(
 
     todo = sorted(specs, key=lambda s: (-s.bag_mean * s.train_bags, POOLS.index(s.pool), s.seed))
     results: list[dict[str, Any]] = []
-    with tqdm(total=len(todo), desc="runs", unit="run", disable=not progress, dynamic_ncols=True) as bar:
+    with tqdm(total=len(todo), desc="runs", unit="run", disable=not progress) as bar:
 
         def done(result: dict[str, Any]) -> None:
             results.append(result)
@@ -565,9 +565,14 @@ def plot_results(results: Sequence[dict[str, Any]], path: Path) -> None:
     os.replace(tmp, path)
 
 
+def sort_results(results: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Results in table order: pool, bag mean, training bags, seed."""
+    return sorted(results, key=lambda r: (POOLS.index(r["pool"]), r["bag_mean"], r["train_bags"], r["seed"]))
+
+
 def write_json(path: Path, config: dict[str, Any], results: Sequence[dict[str, Any]]) -> None:
-    """Atomically write ``{"config": ..., "results": [...]}`` (sorted: pool, bag mean, training bags, seed)."""
-    ordered = sorted(results, key=lambda r: (POOLS.index(r["pool"]), r["bag_mean"], r["train_bags"], r["seed"]))
+    """Atomically write ``{"config": ..., "results": [...]}`` (in :func:`sort_results` order)."""
+    ordered = sort_results(results)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps({"config": config, "results": ordered}, indent=1) + "\n")
     os.replace(tmp, path)
@@ -675,8 +680,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_float,
         default=None,
         metavar="X",
-        help="Adam's learning rate (default: 5e-4 * sqrt(batch size): the authors' 5e-4 at batch "
-        "size 1, 4e-3 at 64)",
+        help="Adam's learning rate (default: 5e-4 * sqrt(batch size): the authors' 5e-4 at batch size 1, 4e-3 at 64)",
     )
     p.add_argument(
         "--workers",
@@ -804,6 +808,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             write_json(args.json, config, results)
 
     run_protocol(proto, specs, workers=args.workers, progress=not args.no_progress, on_result=save)
+    results = sort_results(results)
     config["wall_seconds"] = round(time.perf_counter() - start, 1)
     config["workers"] = args.workers
     if args.json is not None:
