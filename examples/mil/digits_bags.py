@@ -555,6 +555,7 @@ def plot_results(results: Sequence[dict[str, Any]], path: Path) -> None:
         ax.set_title(f"mean bag length {mean}")
         ax.set_xlabel("training bags")
         ax.grid(alpha=0.3)
+    axes[0][0].set_ylim(top=1.005)  # an AUC ends at 1; the error bars (standard deviations) need not
     axes[0][0].set_ylabel("test bag AUC")
     axes[0][-1].legend(fontsize=8, loc="lower right")
     fig.tight_layout()
