@@ -283,7 +283,6 @@ def test_unknown_pool_is_a_value_error():
         mil.BagClassifier("attn")
 
 
-@pytest.mark.slow
 def test_a_run_is_deterministic_and_learns_something():
     proto = mil.Protocol(epochs=2, test_bags=60, batch_size=8, lr=2e-3)
     spec = mil.RunSpec("gated_attention", 10, 32, 0)
@@ -324,7 +323,6 @@ def test_command_line_mistakes_are_one_line_and_exit_2(capsys, argv, needle):
     assert len(err) == 1 and "error:" in err[0] and needle in err[0], err
 
 
-@pytest.mark.slow
 def test_json_exists_resume_and_config_mismatch(tmp_path, capsys):
     out = tmp_path / "r.json"
     first = mil.main([*TINY, "--pools", "mean", "--json", str(out)])
