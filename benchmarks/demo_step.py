@@ -35,15 +35,23 @@ def step_fn(settings: dict, channels_last: bool, batch: int, size: int, seed: in
     """One training step of a demo model on a fixed random batch (the model trains in place)."""
     torch.manual_seed(seed)
     training = {k: v for k, v in DEMO_TRAINING.items() if k not in ("workers", "device", "hflip")}
-    cfg = RunConfig.from_dict({**RECIPES["paper"], **training, **settings, "image_size": size,
-                               "channels_last": channels_last})
+    cfg = RunConfig.from_dict(
+        {**RECIPES["paper"], **training, **settings, "image_size": size, "channels_last": channels_last}
+    )
     model = build_model(cfg, 8)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     model.train()
     # the demo's FERPlus task in majority mode: plain cross-entropy, no class weights
-    task = Task(name="ferplus", class_names=tuple(map(str, range(8))), train=None, valid=None, test=None,
-                test_keys=[], test_labels=torch.zeros(0, dtype=torch.long))
+    task = Task(
+        name="ferplus",
+        class_names=tuple(map(str, range(8))),
+        train=None,
+        valid=None,
+        test=None,
+        test_keys=[],
+        test_labels=torch.zeros(0, dtype=torch.long),
+    )
     criterion = build_criterion(task, cfg, model)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     images = torch.rand(batch, 3, size, size)
@@ -75,18 +83,36 @@ def main() -> None:
     rows, figures = [], {}
     for name, label, _ in DEMO_MODELS:
         first, last = times[f"{name}/nchw"], times[f"{name}/channels_last"]
-        figures[name] = {"nchw_ms": 1e3 * first, "channels_last_ms": 1e3 * last, "speedup": first / last,
-                         "channels_last_images_per_s": args.batch_size / last}
-        rows.append([label, f"{1e3 * first:.1f}", f"{1e3 * last:.1f}", f"{first / last:.2f}x",
-                     f"{args.batch_size / last:.0f}"])
+        figures[name] = {
+            "nchw_ms": 1e3 * first,
+            "channels_last_ms": 1e3 * last,
+            "speedup": first / last,
+            "channels_last_images_per_s": args.batch_size / last,
+        }
+        rows.append(
+            [label, f"{1e3 * first:.1f}", f"{1e3 * last:.1f}", f"{first / last:.2f}x", f"{args.batch_size / last:.0f}"]
+        )
     machine = machine_description(torch.device("cpu"))
-    print_table(f"Demo training step, batch {args.batch_size}, {args.image_size} px, median of {args.repeats} "
-                f"interleaved runs ({machine})",
-                ["model", "NCHW ms", "channels-last ms", "speed-up", "channels-last images/s"], rows)
+    print_table(
+        f"Demo training step, batch {args.batch_size}, {args.image_size} px, median of {args.repeats} "
+        f"interleaved runs ({machine})",
+        ["model", "NCHW ms", "channels-last ms", "speed-up", "channels-last images/s"],
+        rows,
+    )
     if args.json is not None:
-        args.json.write_text(json.dumps({"machine": machine, "batch_size": args.batch_size,
-                                         "image_size": args.image_size, "repeats": args.repeats,
-                                         "models": figures}, indent=2) + "\n")
+        args.json.write_text(
+            json.dumps(
+                {
+                    "machine": machine,
+                    "batch_size": args.batch_size,
+                    "image_size": args.image_size,
+                    "repeats": args.repeats,
+                    "models": figures,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
 
 
 if __name__ == "__main__":

@@ -128,9 +128,7 @@ def gated_cases(quick: bool, repeats: int) -> None:
     def step(x: torch.Tensor, mask: torch.Tensor | None, fused: bool) -> Callable[[], object]:
         """One forward and backward pass: with ``fused=False`` through the plain path (every row scored by the
         autograd expression), else through the library's own dispatch."""
-        plain = (
-            {"_use_fused": lambda x: False} if has_fused else {"_present": lambda x, m: None}
-        )
+        plain = {"_use_fused": lambda x: False} if has_fused else {"_present": lambda x, m: None}
 
         def run() -> object:
             saved = {name: getattr(gated_mod, name) for name in plain}

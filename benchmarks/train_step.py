@@ -55,13 +55,19 @@ from region_attention import FeatureRegionAttentionNetwork, RegionAttentionLoss,
 from region_attention.backbones import resnet18, resnet18_split, timm_split
 
 #: The paper's five regions as (left, top, right, bottom) fractions; the authors put the whole face last.
-PAPER_BOXES = [(0, 0, 0.75, 0.75), (0.25, 0, 1, 0.75), (0.125, 0.25, 0.875, 1), (0.05, 0.05, 0.95, 0.95),
-               (0.075, 0.075, 0.925, 0.925)]
+PAPER_BOXES = [
+    (0, 0, 0.75, 0.75),
+    (0.25, 0, 1, 0.75),
+    (0.125, 0.25, 0.875, 1),
+    (0.05, 0.05, 0.95, 0.95),
+    (0.075, 0.075, 0.925, 0.925),
+]
 
 
 # ------------------------------------------------------------------------------------------------------
 # The authors' approach, rebuilt from the description of their released code (not their code).
 # ------------------------------------------------------------------------------------------------------
+
 
 def pil_regions(image, size: int):
     """Their data path for one face: a PIL crop + resize + ToTensor per region, whole face last."""
@@ -224,7 +230,7 @@ def run_inference(args: argparse.Namespace, device: torch.device) -> dict[str, f
         torch.manual_seed(0)
         m = RegionAttentionNetwork(resnet18(), 512, 8, cropper=RegionCropper(size), region_batching=batching)
         m = m.to(device).eval()
-        fns[f"RAN batch-1, {batching}"] = (lambda m=m: m(image))
+        fns[f"RAN batch-1, {batching}"] = lambda m=m: m(image)
     backbone = resnet18().to(device).eval()
     fns["backbone on the whole face"] = lambda: backbone(image)
     with torch.inference_mode():
@@ -279,9 +285,19 @@ def run_memory(args: argparse.Namespace) -> dict[str, dict[str, int]]:
     out = {}
     for which in ("backbone", "joint", "per_region"):
         res = subprocess.run(
-            [sys.executable, __file__, "--_memory-child", which, "--image-size", str(args.image_size),
-             "--device", args.device],
-            capture_output=True, text=True, check=True,
+            [
+                sys.executable,
+                __file__,
+                "--_memory-child",
+                which,
+                "--image-size",
+                str(args.image_size),
+                "--device",
+                args.device,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
             env={**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())},
         )
         out[which] = json.loads(res.stdout.strip().splitlines()[-1])
@@ -302,13 +318,15 @@ def one_pass_model(which: str, size: int, device: torch.device, channels_last: b
     cropper = RegionCropper(size)
     if which == "one-pass":
         trunk, head = resnet18_split("layer3")
-        model: nn.Module = FeatureRegionAttentionNetwork(trunk, head, 512, 8, cropper=cropper,
-                                                         channels_last=channels_last)
+        model: nn.Module = FeatureRegionAttentionNetwork(
+            trunk, head, 512, 8, cropper=cropper, channels_last=channels_last
+        )
     elif which == "bare":
         model = nn.Sequential(resnet18(), nn.Linear(512, 8))
     else:
-        model = RegionAttentionNetwork(resnet18(), 512, 8, cropper=cropper, region_batching="per_region",
-                                       channels_last=channels_last)
+        model = RegionAttentionNetwork(
+            resnet18(), 512, 8, cropper=cropper, region_batching="per_region", channels_last=channels_last
+        )
     model = model.to(device)
     return model.to(memory_format=torch.channels_last) if channels_last else model
 
@@ -382,12 +400,27 @@ def one_pass_memory_child(which: str, size: int, bsz: int, device_name: str, amp
 def run_one_pass_memory(args: argparse.Namespace) -> dict[str, dict[str, int]]:
     out = {}
     for which in ONE_PASS_MODELS:
-        cmd = [sys.executable, __file__, "--_one-pass-memory-child", which, "--image-size", str(args.image_size),
-               "--one-pass-batch-size", str(args.one_pass_batch_size), "--device", args.device]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--_one-pass-memory-child",
+            which,
+            "--image-size",
+            str(args.image_size),
+            "--one-pass-batch-size",
+            str(args.one_pass_batch_size),
+            "--device",
+            args.device,
+        ]
         cmd += ["--amp", args.amp] if args.amp else []
         cmd += ["--channels-last"] if args.channels_last else []
-        res = subprocess.run(cmd, capture_output=True, text=True, check=True,
-                             env={**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())})
+        res = subprocess.run(
+            cmd,
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())},
+        )
         out[which] = json.loads(res.stdout.strip().splitlines()[-1])
     return out
 
@@ -397,22 +430,48 @@ def report_one_pass(args: argparse.Namespace, device: torch.device, figures: dic
     mem = run_one_pass_memory(args)
     res["training_step_memory"] = mem  # type: ignore[assignment]
     figures["one_pass"] = res
-    names = {"one-pass": "one-pass RAN (layer3 map, roi_size 7)", "bare": "bare ResNet-18 on the whole face",
-             "image-level": "image-level RAN (per-region batching)"}
+    names = {
+        "one-pass": "one-pass RAN (layer3 map, roi_size 7)",
+        "bare": "bare ResNet-18 on the whole face",
+        "image-level": "image-level RAN (per-region batching)",
+    }
     t = res["inference_s"]
-    rows = [[names[w], f"{t[w] * 1000:.1f}", f"{t[w] / t['bare']:.2f}x", f"{t['image-level'] / t[w]:.2f}x"]
-            for w in ONE_PASS_MODELS]
+    rows = [
+        [names[w], f"{t[w] * 1000:.1f}", f"{t[w] / t['bare']:.2f}x", f"{t['image-level'] / t[w]:.2f}x"]
+        for w in ONE_PASS_MODELS
+    ]
     print_table("5a. one-pass model: batch-1 inference", ["model", "ms", "vs bare", "image-level / this"], rows)
     s = res["training_step_s"]
     bsz = args.one_pass_batch_size
-    rows = [[names[w], f"{s[w] * 1000:.0f}", f"{bsz / s[w]:.1f}", f"{s[w] / s['bare']:.2f}x",
-             f"{s['image-level'] / s[w]:.2f}x"] for w in ONE_PASS_MODELS]
-    print_table(f"5b. one-pass model: training step, batch {bsz}",
-                ["model", "ms/step", "images/s", "vs bare", "image-level / this"], rows)
-    rows = [[names[w], f"{mem[w]['peak_bytes'] / 2**20:.0f}", f"{mem[w]['increase_bytes'] / 2**20:.0f}",
-             f"{mem[w]['increase_bytes'] / max(mem['image-level']['increase_bytes'], 1):.2f}"] for w in ONE_PASS_MODELS]
-    print_table(f"5c. one-pass model: peak memory of a training step, batch {bsz} (MiB)",
-                ["model", "peak", "increase during the step", "vs image-level"], rows)
+    rows = [
+        [
+            names[w],
+            f"{s[w] * 1000:.0f}",
+            f"{bsz / s[w]:.1f}",
+            f"{s[w] / s['bare']:.2f}x",
+            f"{s['image-level'] / s[w]:.2f}x",
+        ]
+        for w in ONE_PASS_MODELS
+    ]
+    print_table(
+        f"5b. one-pass model: training step, batch {bsz}",
+        ["model", "ms/step", "images/s", "vs bare", "image-level / this"],
+        rows,
+    )
+    rows = [
+        [
+            names[w],
+            f"{mem[w]['peak_bytes'] / 2**20:.0f}",
+            f"{mem[w]['increase_bytes'] / 2**20:.0f}",
+            f"{mem[w]['increase_bytes'] / max(mem['image-level']['increase_bytes'], 1):.2f}",
+        ]
+        for w in ONE_PASS_MODELS
+    ]
+    print_table(
+        f"5c. one-pass model: peak memory of a training step, batch {bsz} (MiB)",
+        ["model", "peak", "increase during the step", "vs image-level"],
+        rows,
+    )
     print(f"one-pass inference / bare backbone: {t['one-pass'] / t['bare']:.2f}x (target <= 1.3)")
     print(f"one-pass step / bare step: {s['one-pass'] / s['bare']:.2f}x (target <= 1.4)")
     print(f"image-level step / one-pass step: {s['image-level'] / s['one-pass']:.2f}x (target >= 3)")
@@ -443,8 +502,9 @@ def timm_pair(
     dim: Any = backbone.num_features
     bare: nn.Module = nn.Sequential(backbone, nn.Linear(int(dim), 8))
     trunk, head = timm_split(create(), at)
-    one: nn.Module = FeatureRegionAttentionNetwork(trunk, head, num_classes=8, cropper=RegionCropper(size),
-                                                   channels_last=channels_last)
+    one: nn.Module = FeatureRegionAttentionNetwork(
+        trunk, head, num_classes=8, cropper=RegionCropper(size), channels_last=channels_last
+    )
     models = {"one-pass": one.to(device), "bare": bare.to(device)}
     if channels_last:
         models = {k: m.to(memory_format=torch.channels_last) for k, m in models.items()}
@@ -487,19 +547,29 @@ def report_timm(args: argparse.Namespace, device: torch.device, figures: dict[st
     for name, r in res.items():
         t, s = r["inference_s"], r["training_step_s"]
         label = TIMM_MODELS.get(name, name)
-        rows.append([label, f"{t['bare'] * 1000:.1f}", f"{t['one-pass'] * 1000:.1f}",
-                     f"{t['one-pass'] / t['bare']:.2f}x", f"{s['bare'] * 1000:.0f}", f"{s['one-pass'] * 1000:.0f}",
-                     f"{s['one-pass'] / s['bare']:.2f}x"])
+        rows.append(
+            [
+                label,
+                f"{t['bare'] * 1000:.1f}",
+                f"{t['one-pass'] * 1000:.1f}",
+                f"{t['one-pass'] / t['bare']:.2f}x",
+                f"{s['bare'] * 1000:.0f}",
+                f"{s['one-pass'] * 1000:.0f}",
+                f"{s['one-pass'] / s['bare']:.2f}x",
+            ]
+        )
     print_table(
         f"6. timm backbones at {args.image_size}px, split at {args.timm_split_at or 'the last'} (batch-1 inference; "
         "training step, batch "
         f"{args.one_pass_batch_size})",
-        ["backbone", "bare ms", "one-pass ms", "ratio", "bare ms/step", "one-pass ms/step", "ratio"], rows,
+        ["backbone", "bare ms", "one-pass ms", "ratio", "bare ms/step", "one-pass ms/step", "ratio"],
+        rows,
     )
     for name, r in res.items():
         t = r["inference_s"]
-        print(f"{TIMM_MODELS.get(name, name)} one-pass inference / bare: {t['one-pass'] / t['bare']:.2f}x "
-              "(target <= 1.3)")
+        print(
+            f"{TIMM_MODELS.get(name, name)} one-pass inference / bare: {t['one-pass'] / t['bare']:.2f}x (target <= 1.3)"
+        )
 
 
 def _pipeline_epoch(name, loader, model, opt, scaler, crit, target, device, amp, limit=None) -> int:
@@ -536,15 +606,25 @@ def run_gpu_pipeline(args: argparse.Namespace, device: torch.device) -> dict[str
     results = {}
     for name in ("authors", "ours"):
         loader = torch.utils.data.DataLoader(
-            JpegFaces(jpegs, size, name), batch_size=bsz, num_workers=args.loader_workers, pin_memory=True,
-            persistent_workers=args.loader_workers > 0, drop_last=True,
+            JpegFaces(jpegs, size, name),
+            batch_size=bsz,
+            num_workers=args.loader_workers,
+            pin_memory=True,
+            persistent_workers=args.loader_workers > 0,
+            drop_last=True,
         )
         torch.manual_seed(0)
         if name == "authors":
             model: nn.Module = AuthorsRAN(resnet18(), 512, 8).to(device)
         else:
-            model = RegionAttentionNetwork(resnet18(), 512, 8, cropper=RegionCropper(size),
-                                           region_batching=args.region_batching, channels_last=args.channels_last)
+            model = RegionAttentionNetwork(
+                resnet18(),
+                512,
+                8,
+                cropper=RegionCropper(size),
+                region_batching=args.region_batching,
+                channels_last=args.channels_last,
+            )
             model = model.to(device)
             if args.channels_last:
                 model = model.to(memory_format=torch.channels_last)
@@ -571,12 +651,24 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="small images and few repeats, for a smoke test")
-    parser.add_argument("--skip", nargs="*", default=[],
-                        choices=["training", "inference", "memory", "pipeline", "one-pass", "timm"])
-    parser.add_argument("--timm-models", nargs="*", default=list(TIMM_MODELS), metavar="NAME",
-                        help="timm models of part 6 (default: %(default)s)")
-    parser.add_argument("--timm-split-at", nargs="*", type=int, default=None, metavar="AT",
-                        help="part 6: timm_split index per --timm-models entry (default: the last of each)")
+    parser.add_argument(
+        "--skip", nargs="*", default=[], choices=["training", "inference", "memory", "pipeline", "one-pass", "timm"]
+    )
+    parser.add_argument(
+        "--timm-models",
+        nargs="*",
+        default=list(TIMM_MODELS),
+        metavar="NAME",
+        help="timm models of part 6 (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--timm-split-at",
+        nargs="*",
+        type=int,
+        default=None,
+        metavar="AT",
+        help="part 6: timm_split index per --timm-models entry (default: the last of each)",
+    )
     parser.add_argument("--one-pass-batch-size", type=int, default=8, help="training batch of part 5")
     parser.add_argument("--amp", choices=["bf16", "fp16"], default=None, help="autocast for our GPU pipeline")
     parser.add_argument("--channels-last", action="store_true")
@@ -585,22 +677,30 @@ def main() -> None:
     parser.add_argument("--gpu-batches", type=int, default=30)
     parser.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
     parser.add_argument("--_memory-child", dest="memory_child", default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--_one-pass-memory-child", dest="one_pass_memory_child", default=None,
-                        help=argparse.SUPPRESS)
+    parser.add_argument("--_one-pass-memory-child", dest="one_pass_memory_child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child:
         memory_child(args.memory_child, args.image_size, args.device)
         return
     if args.one_pass_memory_child:
-        one_pass_memory_child(args.one_pass_memory_child, args.image_size, args.one_pass_batch_size, args.device,
-                              args.amp, args.channels_last)
+        one_pass_memory_child(
+            args.one_pass_memory_child,
+            args.image_size,
+            args.one_pass_batch_size,
+            args.device,
+            args.amp,
+            args.channels_last,
+        )
         return
     if args.quick:
         args.image_size, args.batch_size, args.repeats, args.warmup, args.gpu_batches = 64, 4, 2, 1, 4
         args.one_pass_batch_size = 2
     device = torch.device(args.device)
-    figures: dict[str, object] = {"machine": machine_description(device), "image_size": args.image_size,
-                                  "batch_size": args.batch_size}
+    figures: dict[str, object] = {
+        "machine": machine_description(device),
+        "image_size": args.image_size,
+        "batch_size": args.batch_size,
+    }
     print(f"# {figures['machine']}; ResNet-18, {args.image_size}px, batch {args.batch_size}, 5 regions + whole face")
 
     if "training" not in args.skip:
@@ -636,8 +736,10 @@ def main() -> None:
         print_table(
             f"4. GPU training pipeline from JPEG ({args.loader_workers} loader workers)",
             ["pipeline", "images/s"],
-            [["authors: PIL regions in the DataLoader, fp32", f"{ips['authors']:.0f}"],
-             [f"ours: crop on GPU, amp={args.amp}, channels_last={args.channels_last}", f"{ips['ours']:.0f}"]],
+            [
+                ["authors: PIL regions in the DataLoader, fp32", f"{ips['authors']:.0f}"],
+                [f"ours: crop on GPU, amp={args.amp}, channels_last={args.channels_last}", f"{ips['ours']:.0f}"],
+            ],
         )
         print(f"ours / authors: {ips['ours'] / ips['authors']:.2f}x (target >= 3)")
 

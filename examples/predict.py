@@ -78,8 +78,9 @@ def load_image(path: Path, size: int, record: dict | None = None) -> tuple[torch
     from PIL import Image
 
     record = record or PLAIN_READING
-    dataset = ImageListDataset([ImageRecord(str(path), path, 0)], size, fit=record.get("fit") or "stretch",
-                               channels=record["image_channels"])
+    dataset = ImageListDataset(
+        [ImageRecord(str(path), path, 0)], size, fit=record.get("fit") or "stretch", channels=record["image_channels"]
+    )
     image = dataset[0][0]
     try:
         with Image.open(path) as opened:
@@ -107,14 +108,17 @@ def read_landmarks(path: Path) -> dict[str, torch.Tensor]:
         except ValueError:
             raise ValueError(f"{path}, line {number}: expected '<image> x1 y1 ... x5 y5', got {line!r}") from None
         if numbers.numel() not in (10, 136):
-            raise ValueError(f"{path}, line {number}: expected 10 numbers (5 points) or 136 (68 points) after the "
-                             f"image name, got {numbers.numel()}")
+            raise ValueError(
+                f"{path}, line {number}: expected 10 numbers (5 points) or 136 (68 points) after the "
+                f"image name, got {numbers.numel()}"
+            )
         points[name] = reduce_landmarks(numbers.reshape(1, -1, 2))[0]
     return points
 
 
-def landmarks_for(files: list[Path], table: dict[str, torch.Tensor], sizes: list[tuple[int, int]],
-                  size: int) -> torch.Tensor:
+def landmarks_for(
+    files: list[Path], table: dict[str, torch.Tensor], sizes: list[tuple[int, int]], size: int
+) -> torch.Tensor:
     """``(N, 5, 2)`` points of every image, mapped into the ``size x size`` network input."""
     out = []
     for path, (width, height) in zip(files, sizes, strict=True):
@@ -125,40 +129,82 @@ def landmarks_for(files: list[Path], table: dict[str, torch.Tensor], sizes: list
     return torch.stack(out)
 
 
-USAGE = ("%(prog)s --checkpoint CKPT (FACE... | --detect PHOTO...) [--landmarks FILE]\n"
-         "        [--attention-figure PNG] [--json OUT] [--device DEVICE] [--top N] [options]")
+USAGE = (
+    "%(prog)s --checkpoint CKPT (FACE... | --detect PHOTO...) [--landmarks FILE]\n"
+    "        [--attention-figure PNG] [--json OUT] [--device DEVICE] [--top N] [options]"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = ScriptParser(prog="examples/predict.py", usage=USAGE, description=__doc__,
-                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ScriptParser(
+        prog="examples/predict.py",
+        usage=USAGE,
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     required = parser.add_argument_group("required arguments")
-    required.add_argument("--checkpoint", type=Path, required=True, metavar="CKPT",
-                          help="best.pt or last.pt of an example run (required)")
+    required.add_argument(
+        "--checkpoint", type=Path, required=True, metavar="CKPT", help="best.pt or last.pt of an example run (required)"
+    )
     inputs = parser.add_argument_group("inputs (face images, or photos with --detect; one of the two)")
-    inputs.add_argument("images", nargs="*", type=Path, metavar="FACE",
-                        help="pre-cropped face images, or folders of them")
-    inputs.add_argument("--detect", nargs="+", type=Path, default=[], metavar="PHOTO",
-                        help="photos (or folders of them) in which MTCNN finds every face (needs facenet-pytorch; "
-                             "default: none, the inputs are pre-cropped faces)")
-    inputs.add_argument("--face-margin", type=float, default=0.1, metavar="F",
-                        help="--detect: grow the square face crop by this fraction of its side on each side "
-                             "(default: %(default)s)")
-    inputs.add_argument("--min-face-score", type=float, default=0.9, metavar="P",
-                        help="--detect: smallest detector confidence kept as a face (default: %(default)s)")
-    inputs.add_argument("--landmarks", type=Path, default=None, metavar="FILE",
-                        help="face images: 5 (or 68) points per image, for checkpoints with landmark regions "
-                             "(default: none)")
+    inputs.add_argument(
+        "images", nargs="*", type=Path, metavar="FACE", help="pre-cropped face images, or folders of them"
+    )
+    inputs.add_argument(
+        "--detect",
+        nargs="+",
+        type=Path,
+        default=[],
+        metavar="PHOTO",
+        help="photos (or folders of them) in which MTCNN finds every face (needs facenet-pytorch; "
+        "default: none, the inputs are pre-cropped faces)",
+    )
+    inputs.add_argument(
+        "--face-margin",
+        type=float,
+        default=0.1,
+        metavar="F",
+        help="--detect: grow the square face crop by this fraction of its side on each side (default: %(default)s)",
+    )
+    inputs.add_argument(
+        "--min-face-score",
+        type=float,
+        default=0.9,
+        metavar="P",
+        help="--detect: smallest detector confidence kept as a face (default: %(default)s)",
+    )
+    inputs.add_argument(
+        "--landmarks",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="face images: 5 (or 68) points per image, for checkpoints with landmark regions (default: none)",
+    )
     outputs = parser.add_argument_group("outputs")
-    outputs.add_argument("--top", type=int, default=3, metavar="N",
-                         help="predictions printed per face (default: %(default)s)")
-    outputs.add_argument("--json", type=Path, default=None, metavar="OUT",
-                         help="write per face: image, box, landmarks, probabilities to this JSON file "
-                              "(default: none)")
-    outputs.add_argument("--attention-figure", type=Path, default=None, metavar="PNG",
-                         help="write the attention figure of a RAN checkpoint to this PNG (default: none)")
-    outputs.add_argument("--max-figure-faces", type=int, default=8, metavar="N",
-                         help="faces in the attention figure (default: %(default)s)")
+    outputs.add_argument(
+        "--top", type=int, default=3, metavar="N", help="predictions printed per face (default: %(default)s)"
+    )
+    outputs.add_argument(
+        "--json",
+        type=Path,
+        default=None,
+        metavar="OUT",
+        help="write per face: image, box, landmarks, probabilities to this JSON file (default: none)",
+    )
+    outputs.add_argument(
+        "--attention-figure",
+        type=Path,
+        default=None,
+        metavar="PNG",
+        help="write the attention figure of a RAN checkpoint to this PNG (default: none)",
+    )
+    outputs.add_argument(
+        "--max-figure-faces",
+        type=int,
+        default=8,
+        metavar="N",
+        help="faces in the attention figure (default: %(default)s)",
+    )
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: %(default)s)")
     return parser
 
@@ -171,15 +217,20 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if args.detect and args.landmarks is not None:
         parser.error("--detect finds the landmarks itself; drop --landmarks")
     if not (args.face_margin >= 0 and math.isfinite(args.face_margin)) or not 0 <= args.min_face_score <= 1:
-        parser.error(f"expected --face-margin >= 0 and --min-face-score in [0, 1], got {args.face_margin} and "
-                     f"{args.min_face_score}")
+        parser.error(
+            f"expected --face-margin >= 0 and --min-face-score in [0, 1], got {args.face_margin} and "
+            f"{args.min_face_score}"
+        )
     for option, value in (("--top", args.top), ("--max-figure-faces", args.max_figure_faces)):
         if value < 1:
             parser.error(f"{option} must be >= 1, got {value}")
     for option, path in (("--json", args.json), ("--attention-figure", args.attention_figure)):
         if path is not None:
-            problem = (f"{option} {path} is a folder; give a file name" if path.is_dir()
-                       else writable_problem(path.parent, f"{option} {path}:"))
+            problem = (
+                f"{option} {path} is a folder; give a file name"
+                if path.is_dir()
+                else writable_problem(path.parent, f"{option} {path}:")
+            )
             if problem:
                 parser.error(problem)
     problem = device_problem(args.device)
@@ -194,8 +245,10 @@ def predict(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[d
     ckpt = load_checkpoint_file(args.checkpoint)
     cfg, classes = RunConfig.from_dict(ckpt["config"]), ckpt["class_names"]
     if uses_landmarks(cfg) and args.landmarks is None and not args.detect:
-        parser.error("this checkpoint was trained with landmark regions (--regions landmarks): give --landmarks "
-                     "FILE with 5 (or 68) points per image")
+        parser.error(
+            "this checkpoint was trained with landmark regions (--regions landmarks): give --landmarks "
+            "FILE with 5 (or 68) points per image"
+        )
     if args.landmarks is not None and not uses_landmarks(cfg):
         parser.error("this checkpoint's regions do not use landmarks (they would be ignored); drop --landmarks")
     try:  # every weight is in the checkpoint
@@ -215,8 +268,9 @@ def predict(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[d
             return []
         files = [Path(f.image) for f in faces]
         names = [f"{f.image} [{', '.join(f'{v:.0f}' for v in f.box)}]" for f in faces]
-        records = [{"image": f.image, "box": list(f.box), "landmarks": f.landmarks.tolist(), "score": f.score}
-                   for f in faces]
+        records = [
+            {"image": f.image, "box": list(f.box), "landmarks": f.landmarks.tolist(), "score": f.score} for f in faces
+        ]
         images = torch.stack([f.face for f in faces])
         if ckpt["config"]["image_channels"] == "L":
             images = grey_like_training(images)
@@ -228,8 +282,10 @@ def predict(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[d
         loaded = [load_image(f, size, ckpt["config"]) for f in files]
         names = [str(f) for f in files]
         images = torch.stack([image for image, _ in loaded]).to(args.device)
-        records = [{"image": str(f), "box": [0.0, 0.0, float(w), float(h)], "landmarks": None} for f, (_, (w, h))
-                   in zip(files, loaded, strict=True)]
+        records = [
+            {"image": str(f), "box": [0.0, 0.0, float(w), float(h)], "landmarks": None}
+            for f, (_, (w, h)) in zip(files, loaded, strict=True)
+        ]
         if args.landmarks is not None:
             table = read_landmarks(args.landmarks)
             landmarks = landmarks_for(files, table, [s for _, s in loaded], size).to(args.device)
@@ -244,8 +300,14 @@ def predict(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[d
     for label, record, p in zip(names, records, probs, strict=True):
         top = torch.topk(p, min(args.top, len(classes)))
         ranked = [(classes[i], float(v)) for v, i in zip(top.values, top.indices, strict=True)]
-        results.append({**record, "probabilities": dict(zip(classes, p.tolist(), strict=True)),
-                        "prediction": ranked[0][0], "top": ranked})
+        results.append(
+            {
+                **record,
+                "probabilities": dict(zip(classes, p.tolist(), strict=True)),
+                "prediction": ranked[0][0],
+                "top": ranked,
+            }
+        )
         print(f"{label}: " + ", ".join(f"{name} {value:.3f}" for name, value in ranked))
     write_json(args.json, results)
     if args.attention_figure is not None and is_ran_output(out):
@@ -253,9 +315,15 @@ def predict(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[d
 
         n = min(len(files), args.max_figure_faces)
         titles = [f"{f.name}: {r['prediction']}" for f, r in zip(files[:n], results[:n], strict=True)]
-        plot_attention(images[:n].cpu(), out.regions.boxes[:n].cpu(), out.relation_attention.weights[:n].cpu(),
-                       args.attention_figure, titles=titles, mask=out.regions.mask[:n].cpu(),
-                       crops=None if out.regions.crops is None else out.regions.crops[:n].cpu())  # one-pass: none
+        plot_attention(
+            images[:n].cpu(),
+            out.regions.boxes[:n].cpu(),
+            out.relation_attention.weights[:n].cpu(),
+            args.attention_figure,
+            titles=titles,
+            mask=out.regions.mask[:n].cpu(),
+            crops=None if out.regions.crops is None else out.regions.crops[:n].cpu(),
+        )  # one-pass: none
         print(f"attention figure: {args.attention_figure}")
     return results
 

@@ -169,8 +169,11 @@ def test_non_finite_weights_are_refused_naming_the_keys(tmp_path):
     torch.save({"state_dict": state}, path)
     model = resnet18()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    with pytest.raises(ValueError, match=r"NaN or infinite values in 2 tensor\(s\): layer1\.0\.conv1\.weight, "
-                                         r"fc\.bias"):
+    with pytest.raises(
+        ValueError,
+        match=r"NaN or infinite values in 2 tensor\(s\): layer1\.0\.conv1\.weight, "
+        r"fc\.bias",
+    ):
         load_checkpoint(model, path)
     for key, value in model.state_dict().items():  # nothing was loaded
         assert torch.equal(value, before[key]), key

@@ -27,8 +27,17 @@ NEEDS = {
 
 def test_pages_found():
     names = {p.stem for p in PAGES}
-    assert {"index", "quickstart", "conventions", "method", "paper_vs_code", "beyond_faces", "examples",
-            "benchmarks", "api"} <= names
+    assert {
+        "index",
+        "quickstart",
+        "conventions",
+        "method",
+        "paper_vs_code",
+        "beyond_faces",
+        "examples",
+        "benchmarks",
+        "api",
+    } <= names
 
 
 #: Pages whose snippets take seconds (a training run, exports, ResNet-18s): in the full suite only.
@@ -36,7 +45,8 @@ SLOW_PAGES = {"beyond_faces.rst", "conventions.rst", "cropping.rst", "deployment
 
 
 @pytest.mark.parametrize(
-    "page", [pytest.param(p, marks=pytest.mark.slow) if p.name in SLOW_PAGES else p for p in PAGES],
+    "page",
+    [pytest.param(p, marks=pytest.mark.slow) if p.name in SLOW_PAGES else p for p in PAGES],
     ids=[p.name for p in PAGES],
 )
 def test_snippets_run(page: Path, monkeypatch: pytest.MonkeyPatch) -> None:

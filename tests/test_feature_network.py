@@ -24,8 +24,9 @@ LANDMARKS = torch.tensor(
 
 
 def tiny_trunk() -> nn.Module:
-    return nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-                         nn.Conv2d(8, 16, 3, stride=2, padding=1))
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 16, 3, stride=2, padding=1)
+    )
 
 
 def tiny_head(dim: int = 12) -> nn.Module:
@@ -112,8 +113,9 @@ def test_identity_trunk_and_mean_head_by_hand(whole_position):
     torch.manual_seed(1)
     cropper = RegionCropper(8, whole_position=whole_position)
     head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
-    model = FeatureRegionAttentionNetwork(nn.Identity(), head, 3, 4, cropper=cropper, roi_size=4,
-                                          sampling_ratio=3).double()
+    model = FeatureRegionAttentionNetwork(
+        nn.Identity(), head, 3, 4, cropper=cropper, roi_size=4, sampling_ratio=3
+    ).double()
     with torch.no_grad():
         model.self_pool.query.weight.mul_(10)
         model.relation_pool.query.weight.mul_(10)
@@ -155,8 +157,9 @@ def test_embed_is_region_align_then_head():
 def test_the_post_feature_head_is_shared():
     """One implementation after the region features: the same method, classes and parameter names."""
     assert FeatureRegionAttentionNetwork.forward_features is RegionAttentionNetwork.forward_features
-    image_level = RegionAttentionNetwork(nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()), 12, 5,
-                                         cropper=RegionCropper(16))
+    image_level = RegionAttentionNetwork(
+        nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()), 12, 5, cropper=RegionCropper(16)
+    )
     one_pass = make_model()
     for name in ("self_pool", "relation_pool", "dropout", "classifier"):
         assert type(getattr(image_level, name)) is type(getattr(one_pass, name)), name
@@ -185,9 +188,7 @@ def test_default_cropper_repr_and_properties():
     model = FeatureRegionAttentionNetwork(tiny_trunk(), tiny_head(), 12, 5, roi_size=(3, 2), dropout=0.25)
     assert model.cropper.output_size == (224, 224) and model.whole_index == 0
     assert model.roi_size == (3, 2) and model.sampling_ratio == 2
-    assert model.extra_repr() == (
-        "feature_dim=12, num_classes=5, variant='paper', roi_size=(3, 2), sampling_ratio=2"
-    )
+    assert model.extra_repr() == ("feature_dim=12, num_classes=5, variant='paper', roi_size=(3, 2), sampling_ratio=2")
     assert "(align): RegionAlign(output_size=(3, 2), sampling_ratio=2)" in repr(model)
     assert model.dropout.p == 0.25
 
@@ -240,8 +241,9 @@ def test_export_dynamic_batch():
             out = self.model(images)
             return out.logits, out.relation_attention.weights
 
-    program = torch.export.export(Logits(), (torch.rand(3, 3, 40, 40),),
-                                  dynamic_shapes={"images": {0: torch.export.Dim("batch", min=1)}})
+    program = torch.export.export(
+        Logits(), (torch.rand(3, 3, 40, 40),), dynamic_shapes={"images": {0: torch.export.Dim("batch", min=1)}}
+    )
     for bsz in (1, 5):
         images = torch.rand(bsz, 3, 40, 40)
         with torch.no_grad():

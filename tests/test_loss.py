@@ -157,8 +157,13 @@ def test_region_attention_loss_soft_targets_match_cross_entropy():
     logits = torch.randn(4, 3, generator=gen, dtype=torch.float64)
     probs = torch.softmax(torch.randn(4, 3, generator=gen, dtype=torch.float64), -1)
     got = RegionAttentionLoss().from_parts(logits, probs).classification
-    loop = sum(-sum(p * math.log(q) for p, q in zip(pr, qr, strict=True))
-               for pr, qr in zip(probs.tolist(), torch.softmax(logits, -1).tolist(), strict=True)) / 4
+    loop = (
+        sum(
+            -sum(p * math.log(q) for p, q in zip(pr, qr, strict=True))
+            for pr, qr in zip(probs.tolist(), torch.softmax(logits, -1).tolist(), strict=True)
+        )
+        / 4
+    )
     assert got.dtype == torch.float64
     torch.testing.assert_close(got, torch.tensor(loop, dtype=torch.float64))
 
@@ -177,8 +182,13 @@ def test_custom_classification_callable_replaces_cross_entropy():
     criterion = RegionAttentionLoss(0.05, classification=multi_target)
     out = criterion.from_parts(logits, target, gates, whole_index=0)
     assert calls == [(torch.float32, (6, 8))]  # called once, on float32 logits, with the target as given
-    loop = sum(-max(math.log(t) + lp for t, lp in zip(tr, lr, strict=True))
-               for tr, lr in zip(target.tolist(), F.log_softmax(logits.float(), -1).tolist(), strict=True)) / 6
+    loop = (
+        sum(
+            -max(math.log(t) + lp for t, lp in zip(tr, lr, strict=True))
+            for tr, lr in zip(target.tolist(), F.log_softmax(logits.float(), -1).tolist(), strict=True)
+        )
+        / 6
+    )
     torch.testing.assert_close(out.classification, torch.tensor(loop), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(out.total, out.classification + RF.region_biased_loss(gates, margin=0.05))
     assert "classification=multi_target" in repr(criterion)

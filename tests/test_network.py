@@ -227,6 +227,11 @@ def test_state_dict_keys_are_unchanged():
         "classifier.bias",
     ]
     assert [name for name, _ in model.named_children()] == [
-        "cropper", "backbone", "self_pool", "relation_pool", "dropout", "classifier"
+        "cropper",
+        "backbone",
+        "self_pool",
+        "relation_pool",
+        "dropout",
+        "classifier",
     ]
     assert model.extra_repr() == "feature_dim=12, num_classes=5, variant='authors', region_batching='joint'"

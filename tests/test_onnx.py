@@ -74,9 +74,7 @@ def _export_and_compare(model: nn.Module, tmp_path: Path, batch_sizes: tuple[int
     model.eval()
     example = torch.rand(2, *IMAGE)
     batch = torch.export.Dim("batch", min=1, max=1024)
-    program = torch.onnx.export(
-        model, (example,), dynamo=True, verbose=False, dynamic_shapes={"images": {0: batch}}
-    )
+    program = torch.onnx.export(model, (example,), dynamo=True, verbose=False, dynamic_shapes={"images": {0: batch}})
     assert program is not None
     path = tmp_path / "model.onnx"
     program.save(str(path))

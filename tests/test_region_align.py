@@ -75,9 +75,7 @@ def torchvision_reference(fmap, boxes, image_size, output_size, grid):
     sy, sx = h / height, w / width
     boxes = boxes.clone()
     boxes[..., 0::2] *= sx / sy
-    out = torchvision.ops.roi_align(
-        fmap, list(boxes), output_size, spatial_scale=sy, sampling_ratio=grid, aligned=True
-    )
+    out = torchvision.ops.roi_align(fmap, list(boxes), output_size, spatial_scale=sy, sampling_ratio=grid, aligned=True)
     return out.reshape(boxes.shape[0], boxes.shape[1], *out.shape[1:])
 
 
@@ -256,9 +254,7 @@ def test_export_dynamic_batch(grid):
     fmap = torch.randn(3, 3, 16, 12, generator=gen)
     boxes = random_boxes(3, 6, 64, 48, gen, dtype=torch.float32)
     batch = torch.export.Dim("batch", min=1)
-    program = torch.export.export(
-        model, (fmap, boxes), dynamic_shapes={"fmap": {0: batch}, "boxes": {0: batch}}
-    )
+    program = torch.export.export(model, (fmap, boxes), dynamic_shapes={"fmap": {0: batch}, "boxes": {0: batch}})
     for bsz in (1, 7):
         f2 = torch.randn(bsz, 3, 16, 12, generator=gen)
         b2 = random_boxes(bsz, 6, 64, 48, gen, dtype=torch.float32)

@@ -18,7 +18,7 @@ from torch import nn
 
 import region_attention as ra
 
-SNIPPET = '''
+SNIPPET = """
 import torch
 from torch import Tensor
 from typing_extensions import assert_type
@@ -42,7 +42,7 @@ assert_type(out, ra.RANOutput)
 assert_type(ra.RegionAttentionLoss()(out, torch.zeros(2, dtype=torch.long)), ra.RANLossOutput)
 assert_type(ra.RegionBiasedLoss()(self_out.gates, mask), Tensor)
 assert_type(ra.RegionAlign(4)(torch.randn(2, 8, 8, 8), torch.zeros(2, 3, 4), 32), Tensor)
-'''
+"""
 
 MODULES = {
     ra.SelfAttentionPool: ra.SelfAttentionOutput,
@@ -63,9 +63,21 @@ def test_mypy_sees_the_output_types(tmp_path: Path) -> None:
     snippet = tmp_path / "snippet.py"
     snippet.write_text(textwrap.dedent(SNIPPET))
     result = subprocess.run(
-        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", "--cache-dir", str(tmp_path / "cache"),
-         "--ignore-missing-imports", str(snippet)],
-        capture_output=True, text=True, check=False, cwd=tmp_path,
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--strict",
+            "--no-incremental",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--ignore-missing-imports",
+            str(snippet),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stdout + result.stderr
 

@@ -55,10 +55,14 @@ def main() -> Path:
     fig = plt.figure(figsize=(12, 7.0), dpi=100)
     grid = fig.add_gridspec(2, 6, height_ratios=[2.2, 1.0], hspace=0.32, wspace=0.08)
     panels = [
-        (grid[0, 0:2], fixed, "fixed position cropping\n(boxes=\"paper\")", names),
+        (grid[0, 0:2], fixed, 'fixed position cropping\n(boxes="paper")', names),
         (grid[0, 2:4], random, "random cropping\n(scale 0.7-0.95, one draw)", None),
-        (grid[0, 4:6], marks, "landmark-based cropping\n(radius 0.4, border=\"shift\")",
-         ["eye (image left)", "eye (image right)", "nose tip", "mouth corner", "mouth corner"]),
+        (
+            grid[0, 4:6],
+            marks,
+            'landmark-based cropping\n(radius 0.4, border="shift")',
+            ["eye (image left)", "eye (image right)", "nose tip", "mouth corner", "mouth corner"],
+        ),
     ]
     for cell, regions, title, labels in panels:
         ax = fig.add_subplot(cell)
@@ -68,12 +72,27 @@ def main() -> Path:
             colour = colours[(k - 1) % len(colours)]
             # Each outline is drawn k - 1 pixels inside its box so that boxes sharing an edge stay visible.
             inset = float(k - 1)
-            ax.add_patch(Rectangle((x1 + inset, y1 + inset), x2 - x1 - 2 * inset, y2 - y1 - 2 * inset,
-                                   fill=False, lw=2, ec=colour,
-                                   label=f"{k}: {labels[k - 1]}" if labels is not None else None))
+            ax.add_patch(
+                Rectangle(
+                    (x1 + inset, y1 + inset),
+                    x2 - x1 - 2 * inset,
+                    y2 - y1 - 2 * inset,
+                    fill=False,
+                    lw=2,
+                    ec=colour,
+                    label=f"{k}: {labels[k - 1]}" if labels is not None else None,
+                )
+            )
         if labels is not None:
-            ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.01), ncol=3, fontsize=8, frameon=False,
-                      handlelength=1.2, columnspacing=0.8)
+            ax.legend(
+                loc="upper center",
+                bbox_to_anchor=(0.5, -0.01),
+                ncol=3,
+                fontsize=8,
+                frameon=False,
+                handlelength=1.2,
+                columnspacing=0.8,
+            )
         if regions is marks:
             ax.scatter(points[0, :, 0], points[0, :, 1], s=30, c=colours, edgecolors="black", zorder=3)
         ax.set_xlim(0, SIZE)
@@ -92,8 +111,7 @@ def main() -> Path:
             for side in ax.spines.values():
                 side.set_edgecolor(colours[k - 1])
                 side.set_linewidth(2.5)
-    fig.suptitle("The regions of one face; below, the fixed regions resized to the backbone's input size",
-                 fontsize=11)
+    fig.suptitle("The regions of one face; below, the fixed regions resized to the backbone's input size", fontsize=11)
     path = HERE / "regions.png"
     fig.savefig(path, bbox_inches="tight")
     plt.close(fig)

@@ -200,10 +200,24 @@ class AffectNetSplit:
         idx = torch.as_tensor(indices, dtype=torch.int64)
         labels = self.labels_[idx]
         num_classes = len(self.report.get("class_counts", AFFECTNET_CLASSES))
-        report = {"split": name or self.name, "layout": self.layout, "source": self.report.get("source"),
-                  "kept": len(idx), "class_counts": class_counts(labels, AFFECTNET_CLASSES[:num_classes])}
-        return AffectNetSplit(name or self.name, self.layout, self.image_root, self.paths.take(idx), self.boxes[idx],
-                              self.landmarks[idx], labels, self.lines[idx], report)
+        report = {
+            "split": name or self.name,
+            "layout": self.layout,
+            "source": self.report.get("source"),
+            "kept": len(idx),
+            "class_counts": class_counts(labels, AFFECTNET_CLASSES[:num_classes]),
+        }
+        return AffectNetSplit(
+            name or self.name,
+            self.layout,
+            self.image_root,
+            self.paths.take(idx),
+            self.boxes[idx],
+            self.landmarks[idx],
+            labels,
+            self.lines[idx],
+            report,
+        )
 
     def dataset(self, image_size: int = 224, margin: float = 0.0, **kwargs: Any) -> AffectNetDataset:
         return AffectNetDataset(self, image_size=image_size, margin=margin, **kwargs)
@@ -232,8 +246,10 @@ def parse_landmarks(text: str, path: Path | str, line: int, only_used: bool = Fa
         return None
     parts = text.split(";")
     if len(parts) != 136:
-        raise ValueError(f"{path}, line {line}: facial_landmarks has {len(parts)} values, expected 136 "
-                         "(68 points as x1;y1;x2;y2;...)")
+        raise ValueError(
+            f"{path}, line {line}: facial_landmarks has {len(parts)} values, expected 136 "
+            "(68 points as x1;y1;x2;y2;...)"
+        )
     try:
         return [float(parts[i]) for i in _KEEP_VALUES] if only_used else [float(p) for p in parts]
     except ValueError:
@@ -337,8 +353,9 @@ class _Builder:
         self.rows += 1
         self.dropped[f"{code} {EXPRESSION_CODES[code]}"] += 1
 
-    def add_row(self, code: int, rel: str, box: Sequence[float], kept_points: Sequence[float] | None,
-                line: int) -> None:
+    def add_row(
+        self, code: int, rel: str, box: Sequence[float], kept_points: Sequence[float] | None, line: int
+    ) -> None:
         """A kept row; ``kept_points``: the 30 values of :data:`_KEEP_VALUES` (or None: no landmarks)."""
         self.rows += 1
         key = _key(rel)
@@ -360,17 +377,30 @@ class _Builder:
         labels = _from_array(self.labels, torch.int64)
         kept = _from_array(self.points, torch.float32).reshape(n, _NUM_KEEP, 2)
         report = {
-            "split": self.name, "layout": self.layout, "source": self.source, "rows": self.rows,
+            "split": self.name,
+            "layout": self.layout,
+            "source": self.source,
+            "rows": self.rows,
             "dropped": dict(sorted(self.dropped.items(), key=lambda kv: int(kv[0].split()[0]))),
             "dropped_total": sum(self.dropped.values()),
-            "kept": n, "class_counts": class_counts(labels, AFFECTNET_CLASSES[: self.num_classes]),
-            "without_landmarks": self.no_landmarks, "duplicate_ids": len(self.duplicates),
+            "kept": n,
+            "class_counts": class_counts(labels, AFFECTNET_CLASSES[: self.num_classes]),
+            "without_landmarks": self.no_landmarks,
+            "duplicate_ids": len(self.duplicates),
         }
         if self.duplicates:
             report["duplicate_examples"] = self.duplicates[:5]
-        return AffectNetSplit(self.name, self.layout, self.image_root, PathTable.from_strings(self.paths),
-                              _from_array(self.boxes, torch.float32).reshape(n, 4), _reduce_kept(kept),
-                              labels, _from_array(self.lines, torch.int64), report)
+        return AffectNetSplit(
+            self.name,
+            self.layout,
+            self.image_root,
+            PathTable.from_strings(self.paths),
+            _from_array(self.boxes, torch.float32).reshape(n, 4),
+            _reduce_kept(kept),
+            labels,
+            _from_array(self.lines, torch.int64),
+            report,
+        )
 
 
 _NAN_POINTS = array("f", [math.nan] * (2 * _NUM_KEEP))
@@ -399,13 +429,19 @@ def _parse_code(text: str, path: Path | str, line: int | None) -> int:
         raise ValueError(f"{where}: expression {text!r} is not an integer code 0-10")
     code = int(text)
     if not 0 <= code < len(EXPRESSION_CODES):
-        raise ValueError(f"{where}: expression {code} is outside 0-10 "
-                         f"({', '.join(f'{i} {n}' for i, n in enumerate(EXPRESSION_CODES))})")
+        raise ValueError(
+            f"{where}: expression {code} is outside 0-10 "
+            f"({', '.join(f'{i} {n}' for i, n in enumerate(EXPRESSION_CODES))})"
+        )
     return code
 
 
-def read_affectnet_csv(csv_path: str | Path, image_root: str | Path, classes: int = 8, name: str = "train",
-                       ) -> AffectNetSplit:
+def read_affectnet_csv(
+    csv_path: str | Path,
+    image_root: str | Path,
+    classes: int = 8,
+    name: str = "train",
+) -> AffectNetSplit:
     """Read ``training.csv`` / ``validation.csv`` (see the module docstring); images are not opened.
 
     Malformed rows raise ValueError naming the file and the 1-based line.
@@ -425,8 +461,10 @@ def _read_affectnet_rows(handle: Any, csv_path: Path, builder: _Builder, num_cla
     header = [h.strip() for h in next(csv.reader([first]))]
     missing = [c for c in CSV_COLUMNS if c not in header]
     if missing:
-        raise ValueError(f"{csv_path}: missing column(s) {', '.join(missing)}; header is {','.join(header)!r}, "
-                         f"expected {','.join(CSV_COLUMNS)},valence,arousal")
+        raise ValueError(
+            f"{csv_path}: missing column(s) {', '.join(missing)}; header is {','.join(header)!r}, "
+            f"expected {','.join(CSV_COLUMNS)},valence,arousal"
+        )
     at = [header.index(c) for c in CSV_COLUMNS]
     width = len(header)
     # Rows have no quoted fields (no commas inside a field), so a plain split is exact and several times faster
@@ -451,8 +489,10 @@ def _read_affectnet_rows(handle: Any, csv_path: Path, builder: _Builder, num_cla
         except ValueError:
             raise ValueError(f"{csv_path}, line {line}: face box {fx},{fy},{fw},{fh} is not four numbers") from None
         if not (box[2] > 0 and box[3] > 0 and all(map(math.isfinite, box))):
-            raise ValueError(f"{csv_path}, line {line}: face box (x {fx}, y {fy}, width {fw}, height {fh}) "
-                             "must be finite with a positive width and height")
+            raise ValueError(
+                f"{csv_path}, line {line}: face box (x {fx}, y {fy}, width {fw}, height {fh}) "
+                "must be finite with a positive width and height"
+            )
         builder.add_row(code, rel, box, parse_landmarks(lm, csv_path, line, only_used=True), line)
     return builder.build()
 
@@ -478,8 +518,12 @@ def _read_npy_item(args: tuple[Path, str]) -> tuple[str, int | str, list[float] 
     return ident, code, [float(v) for v in values]
 
 
-def read_affectnet_npy(split_dir: str | Path, classes: int = 8, name: str = "train", workers: int = 8,
-                       ) -> AffectNetSplit:
+def read_affectnet_npy(
+    split_dir: str | Path,
+    classes: int = 8,
+    name: str = "train",
+    workers: int = 8,
+) -> AffectNetSplit:
     """Read one split folder of the npy layout (``images/``, ``annotations/``); every ``<id>_exp.npy`` is one
     image ``images/<id>.jpg`` (the whole image is the face). Annotations are read with ``workers`` threads."""
     num_classes = _check_classes(classes)
@@ -514,19 +558,23 @@ def detect_layout(data_dir: str | Path) -> tuple[str, dict[str, Path]]:
     if all((lists / f).is_file() for f in CSV_FILES.values()):
         root = next((data_dir / r for r in IMAGE_ROOTS if (data_dir / r).is_dir()), None)
         if root is None:
-            raise DataFolderError(f"found {lists} but no image folder: expected one of "
-                                    f"{', '.join(str(data_dir / r) for r in IMAGE_ROOTS)}")
+            raise DataFolderError(
+                f"found {lists} but no image folder: expected one of "
+                f"{', '.join(str(data_dir / r) for r in IMAGE_ROOTS)}"
+            )
         return "csv", {"lists": lists, "images": root}
     npy = {s: data_dir / f for s, f in NPY_FOLDERS.items()}
     if all((p / "annotations").is_dir() and (p / "images").is_dir() for p in npy.values()):
         return "npy", npy
     raise DataFolderError(
         f"no AffectNet data in {data_dir}: expected Manually_Annotated_file_lists/training.csv and validation.csv "
-        "with Manually_Annotated_Images/, or train_set/ and val_set/ each with images/ and annotations/")
+        "with Manually_Annotated_Images/, or train_set/ and val_set/ each with images/ and annotations/"
+    )
 
 
-def load_affectnet(data_dir: str | Path, classes: int = 8, layout: str = "auto", check_files: bool = True,
-                   workers: int = 8) -> dict[str, AffectNetSplit]:
+def load_affectnet(
+    data_dir: str | Path, classes: int = 8, layout: str = "auto", check_files: bool = True, workers: int = 8
+) -> dict[str, AffectNetSplit]:
     """``{"train": ..., "test": ...}`` (the provider's validation set is the test set) from ``data_dir``.
 
     ``check_files``: look for every kept image (``os.stat``, cheap); the indices of missing ones go into
@@ -537,12 +585,16 @@ def load_affectnet(data_dir: str | Path, classes: int = 8, layout: str = "auto",
     found, paths = detect_layout(data_dir)
     if layout != "auto" and layout != found:
         data_dir = Path(data_dir)
-        paths = ({"lists": data_dir / "Manually_Annotated_file_lists", "images": data_dir / IMAGE_ROOTS[0]}
-                 if layout == "csv" else {s: data_dir / f for s, f in NPY_FOLDERS.items()})
+        paths = (
+            {"lists": data_dir / "Manually_Annotated_file_lists", "images": data_dir / IMAGE_ROOTS[0]}
+            if layout == "csv"
+            else {s: data_dir / f for s, f in NPY_FOLDERS.items()}
+        )
         found = layout
     if found == "csv":
-        splits = {s: read_affectnet_csv(paths["lists"] / f, paths["images"], classes, name=s)
-                  for s, f in CSV_FILES.items()}
+        splits = {
+            s: read_affectnet_csv(paths["lists"] / f, paths["images"], classes, name=s) for s, f in CSV_FILES.items()
+        }
     else:
         splits = {s: read_affectnet_npy(paths[s], classes, name=s, workers=workers) for s in NPY_FOLDERS}
     if check_files:
@@ -587,8 +639,13 @@ def _draft_scale(size: tuple[int, int], new: tuple[int, int]) -> int:
     raise RuntimeError(f"unexpected JPEG draft size {new} for {size}")
 
 
-def load_face(path: str | Path, box: Sequence[float] | None, margin: float, size: int, source: str = "",
-              ) -> tuple[Image.Image, tuple[float, float, float, float]]:
+def load_face(
+    path: str | Path,
+    box: Sequence[float] | None,
+    margin: float,
+    size: int,
+    source: str = "",
+) -> tuple[Image.Image, tuple[float, float, float, float]]:
     """Decode ``path`` and return the ``size x size`` RGB face crop and the crop box ``(left, top, width,
     height)`` in pixels of the original image (see the module docstring). ``box``: ``(x, y, w, h)`` or None /
     NaN for the whole image (``margin`` is not applied then). Errors raise :class:`BadImageError` naming the
@@ -603,8 +660,10 @@ def load_face(path: str | Path, box: Sequence[float] | None, margin: float, size
                 x, y, w, h = (float(v) for v in box)
                 if x + w <= 0 or y + h <= 0 or x >= width or y >= height:
                     where = f" ({source})" if source else ""
-                    raise BadImageError(f"AffectNet face box (x {x:g}, y {y:g}, width {w:g}, height {h:g}) of {path}"
-                                        f"{where} lies entirely outside the {width} x {height} image; {SKIP_HINT}")
+                    raise BadImageError(
+                        f"AffectNet face box (x {x:g}, y {y:g}, width {w:g}, height {h:g}) of {path}"
+                        f"{where} lies entirely outside the {width} x {height} image; {SKIP_HINT}"
+                    )
                 left, top, cw, ch = x - margin * w, y - margin * h, w * (1 + 2 * margin), h * (1 + 2 * margin)
             k = 1
             if im.format == "JPEG":
@@ -636,8 +695,13 @@ class AffectNetDataset(Dataset):
         """The split's :meth:`AffectNetSplit.fingerprint`."""
         return self.split.fingerprint()
 
-    def __init__(self, split: AffectNetSplit, image_size: int = 224, margin: float = 0.0,
-                 transform: Callable[[Tensor], Tensor] | None = None) -> None:
+    def __init__(
+        self,
+        split: AffectNetSplit,
+        image_size: int = 224,
+        margin: float = 0.0,
+        transform: Callable[[Tensor], Tensor] | None = None,
+    ) -> None:
         if image_size < 1:
             raise ValueError(f"image_size must be positive, got {image_size}")
         if not 0.0 <= margin <= 2.0:
@@ -657,8 +721,9 @@ class AffectNetDataset(Dataset):
         """The uint8 ``(3, S, S)`` face and its float32 ``(5, 2)`` landmarks in crop pixels."""
         line = int(self.split.lines[index])
         source = f"{self.split.report.get('source')}, line {line}" if line else ""
-        face, crop = load_face(self.split.path(index), self.split.boxes[index].tolist(), self.margin, self.image_size,
-                               source)
+        face, crop = load_face(
+            self.split.path(index), self.split.boxes[index].tolist(), self.margin, self.image_size, source
+        )
         s = self.image_size
         image = torch.frombuffer(bytearray(face.tobytes()), dtype=torch.uint8).reshape(s, s, 3).permute(2, 0, 1)
         return image.contiguous(), map_points(self.split.landmarks[index], crop, s)
@@ -692,8 +757,12 @@ def _collate_list(batch: list[Any]) -> list[Any]:
     return batch
 
 
-def verify_images(dataset: AffectNetDataset, workers: int = 0, batch_size: int = 64,
-                  progress: Callable[[int, int], None] | None = None) -> list[tuple[int, str]]:
+def verify_images(
+    dataset: AffectNetDataset,
+    workers: int = 0,
+    batch_size: int = 64,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[tuple[int, str]]:
     """Load every image of ``dataset`` as training will (``workers`` DataLoader processes); returns ``(index,
     error message naming the path)`` of those that fail, in index order."""
     loader = DataLoader(_Verify(dataset), batch_size=batch_size, num_workers=workers, collate_fn=_collate_list)
@@ -707,8 +776,14 @@ def verify_images(dataset: AffectNetDataset, workers: int = 0, batch_size: int =
     return sorted(bad)
 
 
-def check_images(split: AffectNetSplit, *, skip_bad: bool, image_size: int, margin: float = 0.0, workers: int = 0,
-                 ) -> tuple[AffectNetSplit, list[dict[str, str]]]:
+def check_images(
+    split: AffectNetSplit,
+    *,
+    skip_bad: bool,
+    image_size: int,
+    margin: float = 0.0,
+    workers: int = 0,
+) -> tuple[AffectNetSplit, list[dict[str, str]]]:
     """Deal with unreadable images of ``split``.
 
     Without ``skip_bad`` a missing file raises :class:`BadImageError` (naming it and how many are missing) and a
@@ -719,8 +794,10 @@ def check_images(split: AffectNetSplit, *, skip_bad: bool, image_size: int, marg
     if not skip_bad:
         if split.missing:
             shown = ", ".join(str(split.path(i)) for i in split.missing[:3])
-            raise BadImageError(f"{len(split.missing)} image(s) of the {split.name} split listed in "
-                                f"{split.report.get('source')} are missing, e.g. {shown}; {SKIP_HINT}")
+            raise BadImageError(
+                f"{len(split.missing)} image(s) of the {split.name} split listed in "
+                f"{split.report.get('source')} are missing, e.g. {shown}; {SKIP_HINT}"
+            )
         return split, []
     bad = {i: f"AffectNet image not found: {split.path(i)}" for i in split.missing}
     present = torch.tensor([i for i in range(len(split)) if i not in bad], dtype=torch.int64)
@@ -729,8 +806,12 @@ def check_images(split: AffectNetSplit, *, skip_bad: bool, image_size: int, marg
         bad[int(present[j])] = message
     keep = [i for i in range(len(split)) if i not in bad]
     kept = split.take(keep)
-    kept.report = {**split.report, "kept": len(keep), "class_counts": kept.report["class_counts"],
-                   "bad_images": len(bad)}
+    kept.report = {
+        **split.report,
+        "kept": len(keep),
+        "class_counts": kept.report["class_counts"],
+        "bad_images": len(bad),
+    }
     entries = [{"path": str(split.path(i)), "error": bad[i]} for i in sorted(bad)]
     return kept, entries
 

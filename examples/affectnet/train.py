@@ -51,13 +51,32 @@ BALANCE_MODES = ("none", "oversample", "weighted-loss")
 
 #: The authors' released AffectNet scripts (docs: "Paper vs released code"): plain and oversampled, with the
 #: authors' seven AffectNet regions.
-AUTHORS_AFFECTNET: dict[str, Any] = {**engine.RECIPES["authors"], "lr": 0.01, "epochs": 40, "milestones": [12, 20, 32],
-                                     "batch_size": 256, "margin": 0.03, "regions": "authors"}
-AUTHORS_AFFECTNET_OVERSAMPLED: dict[str, Any] = {**AUTHORS_AFFECTNET, "lr": 0.015, "epochs": 20,
-                                                 "milestones": [6, 10, 16], "margin": 0.02}
+AUTHORS_AFFECTNET: dict[str, Any] = {
+    **engine.RECIPES["authors"],
+    "lr": 0.01,
+    "epochs": 40,
+    "milestones": [12, 20, 32],
+    "batch_size": 256,
+    "margin": 0.03,
+    "regions": "authors",
+}
+AUTHORS_AFFECTNET_OVERSAMPLED: dict[str, Any] = {
+    **AUTHORS_AFFECTNET,
+    "lr": 0.015,
+    "epochs": 20,
+    "milestones": [6, 10, 16],
+    "margin": 0.02,
+}
 
-DATA_OPTIONS = (*engine.REGION_OPTIONS, "classes", "balance", "face_margin", "holdout_fraction", "skip_bad_images",
-                "layout")
+DATA_OPTIONS = (
+    *engine.REGION_OPTIONS,
+    "classes",
+    "balance",
+    "face_margin",
+    "holdout_fraction",
+    "skip_bad_images",
+    "layout",
+)
 DATA_CHOICES = {"layout": LAYOUTS, "balance": BALANCE_MODES}
 DATA_DEFAULTS = {"classes": 8, "balance": "none", "face_margin": 0.0, "holdout_fraction": 0.05, "layout": "auto"}
 
@@ -69,21 +88,32 @@ def affectnet_recipes(balance: str = "none") -> dict[str, dict[str, Any]]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    return engine.script_parser("examples/affectnet/train.py", __doc__, "AffectNet", DATA_OPTIONS,
-                                recipes=affectnet_recipes(), choices=DATA_CHOICES, defaults=DATA_DEFAULTS)
+    return engine.script_parser(
+        "examples/affectnet/train.py",
+        __doc__,
+        "AffectNet",
+        DATA_OPTIONS,
+        recipes=affectnet_recipes(),
+        choices=DATA_CHOICES,
+        defaults=DATA_DEFAULTS,
+    )
 
 
 def _balance(cfg: engine.RunConfig, labels: Any, class_names: tuple[str, ...]) -> tuple[Any, Any, dict[str, Any]]:
     """``(sampling weights, class weights, report)`` of ``--balance``."""
     balance: dict[str, Any] = {"mode": cfg.balance}
     if cfg.balance == "oversample":
-        balance["description"] = ("every epoch draws len(train) images with replacement, each with probability "
-                                  "proportional to 1 / count(its class): classes are drawn equally often")
+        balance["description"] = (
+            "every epoch draws len(train) images with replacement, each with probability "
+            "proportional to 1 / count(its class): classes are drawn equally often"
+        )
         return balanced_sample_weights(labels, len(class_names)), None, balance
     if cfg.balance == "weighted-loss":
         class_weight = inverse_frequency_weights(labels, len(class_names))
-        balance["description"] = ("cross-entropy weighted by inverse class frequency, weight_c = N / (C * count_c) "
-                                  "over the training images (weighted mean over the batch)")
+        balance["description"] = (
+            "cross-entropy weighted by inverse class frequency, weight_c = N / (C * count_c) "
+            "over the training images (weighted mean over the batch)"
+        )
         balance["class_weights"] = {n: round(float(w), 6) for n, w in zip(class_names, class_weight, strict=True)}
         return None, class_weight, balance
     balance["description"] = "uniform shuffling, plain cross-entropy"
@@ -99,8 +129,9 @@ def make_task(cfg: engine.RunConfig) -> engine.Task:
     for name in ("train", "test"):
         if skip:
             engine.log(f"checking the {len(splits[name])} {name} images (--skip-bad-images) ...")
-        splits[name], entries = check_images(splits[name], skip_bad=skip, image_size=size, margin=margin,
-                                             workers=cfg.workers)
+        splits[name], entries = check_images(
+            splits[name], skip_bad=skip, image_size=size, margin=margin, workers=cfg.workers
+        )
         bad += entries
     provider_train, test = splits["train"], splits["test"]
     layout = provider_train.layout
@@ -110,9 +141,13 @@ def make_task(cfg: engine.RunConfig) -> engine.Task:
     train_weights, class_weight, balance = _balance(cfg, train.labels(), class_names)
 
     report: dict[str, Any] = {
-        "layout": layout, "classes": num_classes, "face_margin": margin if layout == "csv" else None,
-        "provider_train": provider_train.report, "train": train.report,
-        **({"holdout": holdout.report} if holdout is not None else {}), "test": test.report,
+        "layout": layout,
+        "classes": num_classes,
+        "face_margin": margin if layout == "csv" else None,
+        "provider_train": provider_train.report,
+        "train": train.report,
+        **({"holdout": holdout.report} if holdout is not None else {}),
+        "test": test.report,
         "holdout_fraction": cfg.holdout_fraction,
         "bad_images": {"checked": skip, "count": len(bad), "examples": bad[:20]},
     }
@@ -121,12 +156,17 @@ def make_task(cfg: engine.RunConfig) -> engine.Task:
         "balance": balance,
         "regions": cfg.regions,
         "test_set": "the provider's validation set (validation.csv / val_set), evaluated once",
-        "model_selection": (f"{len(hold_idx)} training images held out (stratified by class, seed {cfg.seed})"
-                            if holdout is not None else "none (no holdout): the last epoch is reported"),
+        "model_selection": (
+            f"{len(hold_idx)} training images held out (stratified by class, seed {cfg.seed})"
+            if holdout is not None
+            else "none (no holdout): the last epoch is reported"
+        ),
     }
     if layout == "npy":
-        notes["subset_matching"] = ("npy layout: image ids are the file names in val_set/images, which match the "
-                                    "published 56-hex ids of the occlusion/pose lists only if the files are named so")
+        notes["subset_matching"] = (
+            "npy layout: image ids are the file names in val_set/images, which match the "
+            "published 56-hex ids of the occlusion/pose lists only if the files are named so"
+        )
     return engine.Task(
         name="affectnet",
         class_names=class_names,

@@ -141,8 +141,10 @@ def backbone_problem(backbone: str, split_at: str | None) -> str | None:
     name = timm_name(backbone)
     if name is None:
         if backbone not in BACKBONES:
-            return (f"--backbone must be one of {', '.join(sorted(BACKBONES))} or timm:NAME (a timm model), "
-                    f"got {backbone!r}")
+            return (
+                f"--backbone must be one of {', '.join(sorted(BACKBONES))} or timm:NAME (a timm model), "
+                f"got {backbone!r}"
+            )
         if split_at is not None and split_at not in SPLIT_POINTS:
             return f"--split-at must be one of {', '.join(SPLIT_POINTS)} for --backbone {backbone}, got {split_at!r}"
         return None
@@ -157,8 +159,10 @@ def backbone_problem(backbone: str, split_at: str | None) -> str | None:
     try:
         at = int(split_at)
     except ValueError:
-        return (f"--split-at must be an index of timm's forward_intermediates (an int; -1: the last) for --backbone "
-                f"{backbone}, got {split_at!r}")
+        return (
+            f"--split-at must be an index of timm's forward_intermediates (an int; -1: the last) for --backbone "
+            f"{backbone}, got {split_at!r}"
+        )
     try:
         timm_split(_meta_model(name), at)
     except (TypeError, ValueError) as err:

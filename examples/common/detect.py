@@ -31,8 +31,10 @@ from torch import Tensor
 from region_attention.functional import crop_regions
 
 #: Installation hint shown when facenet-pytorch is missing.
-INSTALL_HINT = ('--detect needs facenet-pytorch: pip install "region-attention[detect]" (or pip install --no-deps '
-                "facenet-pytorch, whose 2.6 release pins torch<2.3)")
+INSTALL_HINT = (
+    '--detect needs facenet-pytorch: pip install "region-attention[detect]" (or pip install --no-deps '
+    "facenet-pytorch, whose 2.6 release pins torch<2.3)"
+)
 
 
 class DetectedFace(NamedTuple):
@@ -87,8 +89,9 @@ def face_square(box: Sequence[float], margin: float) -> tuple[float, float, floa
     return cx - half, cy - half, cx + half, cy + half
 
 
-def align_face(photo: Tensor, box: Sequence[float], landmarks: Tensor, size: int,
-               margin: float = 0.1) -> tuple[Tensor, Tensor]:
+def align_face(
+    photo: Tensor, box: Sequence[float], landmarks: Tensor, size: int, margin: float = 0.1
+) -> tuple[Tensor, Tensor]:
     """The face of ``box`` as the network input and its landmarks in pixels of that input.
 
     Args:
@@ -109,8 +112,9 @@ def align_face(photo: Tensor, box: Sequence[float], landmarks: Tensor, size: int
     return face.clamp(0, 1), face_landmarks.float()
 
 
-def detect_faces(detector: Any, path: Path, size: int, *, margin: float = 0.1,
-                 min_score: float = 0.9) -> list[DetectedFace]:
+def detect_faces(
+    detector: Any, path: Path, size: int, *, margin: float = 0.1, min_score: float = 0.9
+) -> list[DetectedFace]:
     """Every face of the photo at ``path`` with a detector score of at least ``min_score``, aligned for a
     network with ``size x size`` inputs, left to right."""
     import numpy as np
@@ -134,5 +138,4 @@ def detect_faces(detector: Any, path: Path, size: int, *, margin: float = 0.1,
     return faces
 
 
-__all__ = ["INSTALL_HINT", "DetectedFace", "align_face", "detect_faces", "face_square", "load_detector",
-           "read_photo"]
+__all__ = ["INSTALL_HINT", "DetectedFace", "align_face", "detect_faces", "face_square", "load_detector", "read_photo"]

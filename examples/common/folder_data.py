@@ -132,8 +132,9 @@ def read_image(path: str | Path, mode: str = "RGB", *, what: str = "image") -> I
     except FileNotFoundError:
         raise FileNotFoundError(f"{what} not found: {path}") from None
     except Image.DecompressionBombError as err:
-        raise OSError(f"cannot read {what} {path}: {err} (raise PIL.Image.MAX_IMAGE_PIXELS if the file is "
-                      "trusted)") from err
+        raise OSError(
+            f"cannot read {what} {path}: {err} (raise PIL.Image.MAX_IMAGE_PIXELS if the file is trusted)"
+        ) from err
     except (OSError, ValueError, SyntaxError, struct.error) as err:
         raise OSError(f"cannot read {what} {path}: {err}") from err
 
@@ -168,8 +169,10 @@ def text_lines(path: str | Path, what: str = "file") -> Iterator[str]:
             try:
                 yield raw.decode("utf-8")
             except UnicodeDecodeError as err:
-                raise DataError(f"{path}, line {number}: not UTF-8 text (byte 0x{raw[err.start]:02x} at column "
-                                f"{err.start + 1}); save the file as UTF-8") from None
+                raise DataError(
+                    f"{path}, line {number}: not UTF-8 text (byte 0x{raw[err.start]:02x} at column "
+                    f"{err.start + 1}); save the file as UTF-8"
+                ) from None
 
 
 def _file_digest(path: Path) -> str:
@@ -214,9 +217,18 @@ class ImageListDataset(Dataset[tuple[Any, ...]]):
     grey and replicated to three channels (how ``examples/predict.py`` feeds a grey-trained checkpoint).
     """
 
-    def __init__(self, records: Sequence[ImageRecord], image_size: int = 224, *, crop_to_box: bool = False,
-                 margin: float = 0.0, fit: str = "stretch", landmarks: bool = False,
-                 transform: Callable[[Tensor], Tensor] | None = None, channels: str = "RGB") -> None:
+    def __init__(
+        self,
+        records: Sequence[ImageRecord],
+        image_size: int = 224,
+        *,
+        crop_to_box: bool = False,
+        margin: float = 0.0,
+        fit: str = "stretch",
+        landmarks: bool = False,
+        transform: Callable[[Tensor], Tensor] | None = None,
+        channels: str = "RGB",
+    ) -> None:
         if channels not in ("RGB", "L"):
             raise ValueError(f"channels must be 'RGB' or 'L', got {channels!r}")
         if image_size < 1:
@@ -307,10 +319,18 @@ def check_box_inside(record: ImageRecord, width: int, height: int) -> None:
     assert record.box is not None
     x1, y1, x2, y2 = record.box
     if x2 <= 0 or y2 <= 0 or x1 >= width or y1 >= height:
-        where = "; ".join(w for w in (record.box_source and f"box from {record.box_source}",
-                                      record.source and f"label from {record.source}") if w)
-        raise DataError(f"{record.path}: face box (x1 {x1:g}, y1 {y1:g}, x2 {x2:g}, y2 {y2:g}) lies entirely "
-                         f"outside the {width} x {height} image" + (f" ({where})" if where else ""))
+        where = "; ".join(
+            w
+            for w in (
+                record.box_source and f"box from {record.box_source}",
+                record.source and f"label from {record.source}",
+            )
+            if w
+        )
+        raise DataError(
+            f"{record.path}: face box (x1 {x1:g}, y1 {y1:g}, x2 {x2:g}, y2 {y2:g}) lies entirely "
+            f"outside the {width} x {height} image" + (f" ({where})" if where else "")
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -345,20 +365,23 @@ def stratified_holdout(labels: Sequence[int] | Tensor, fraction: float, seed: in
     return [i for i in range(len(labels)) if i not in held_set], sorted(held)
 
 
-def split_records(records: Sequence[ImageRecord], fraction: float, seed: int
-                  ) -> tuple[list[ImageRecord], list[ImageRecord]]:
+def split_records(
+    records: Sequence[ImageRecord], fraction: float, seed: int
+) -> tuple[list[ImageRecord], list[ImageRecord]]:
     """:func:`stratified_holdout` applied to records: ``(train, held_out)``."""
     kept, held = stratified_holdout([r.label for r in records], fraction, seed)
     return [records[i] for i in kept], [records[i] for i in held]
 
 
-def hold_out(records: Sequence[ImageRecord], fraction: float, seed: int, class_names: Sequence[str]
-             ) -> tuple[list[ImageRecord], list[ImageRecord], dict[str, Any]]:
+def hold_out(
+    records: Sequence[ImageRecord], fraction: float, seed: int, class_names: Sequence[str]
+) -> tuple[list[ImageRecord], list[ImageRecord], dict[str, Any]]:
     """:func:`split_records` and its report (``summary.json``'s ``data.model_selection``): ``(train, held_out,
     report)``."""
     train, held = split_records(records, fraction, seed)
     report = {
-        "holdout_fraction": fraction, "seed": seed,
+        "holdout_fraction": fraction,
+        "seed": seed,
         "train": {"images": len(train), "class_counts": class_counts([r.label for r in train], class_names)},
         "valid": {"images": len(held), "class_counts": class_counts([r.label for r in held], class_names)},
     }

@@ -104,20 +104,34 @@ def build_model(cfg: ModelConfig, num_classes: int) -> nn.Module:
     make, dim = BACKBONES[cfg.backbone]
     if cfg.model == "ran" and cfg.regions_on == "features":
         if cfg.backbone not in SPLIT_BACKBONES:
-            raise ValueError(f"--regions-on features needs a backbone that can be split ("
-                             f"{', '.join(sorted(SPLIT_BACKBONES))}), got --backbone {cfg.backbone}")
+            raise ValueError(
+                f"--regions-on features needs a backbone that can be split ("
+                f"{', '.join(sorted(SPLIT_BACKBONES))}), got --backbone {cfg.backbone}"
+            )
         trunk, head = SPLIT_BACKBONES[cfg.backbone](_one_pass(cfg.split_at, "split_at"), cfg.pretrained)
         return FeatureRegionAttentionNetwork(
-            trunk, head, dim, num_classes, cropper=build_cropper(cfg), roi_size=_one_pass(cfg.roi_size, "roi_size"),
+            trunk,
+            head,
+            dim,
+            num_classes,
+            cropper=build_cropper(cfg),
+            roi_size=_one_pass(cfg.roi_size, "roi_size"),
             variant=cfg.variant,
-            dropout=cfg.dropout, channels_last=cfg.channels_last,
+            dropout=cfg.dropout,
+            channels_last=cfg.channels_last,
         )
     backbone = make(cfg.pretrained)
     if cfg.model == "baseline":
         return WholeFaceBaseline(backbone, dim, num_classes, dropout=cfg.dropout)
     return RegionAttentionNetwork(
-        backbone, dim, num_classes, cropper=build_cropper(cfg), variant=cfg.variant, dropout=cfg.dropout,
-        region_batching=cfg.region_batching, channels_last=cfg.channels_last,
+        backbone,
+        dim,
+        num_classes,
+        cropper=build_cropper(cfg),
+        variant=cfg.variant,
+        dropout=cfg.dropout,
+        region_batching=cfg.region_batching,
+        channels_last=cfg.channels_last,
     )
 
 
@@ -134,18 +148,41 @@ def _build_timm(cfg: ModelConfig, name: str, num_classes: int) -> nn.Module:
     if cfg.model == "ran" and cfg.regions_on == "features":
         trunk, head = timm_split(model, int(_one_pass(cfg.split_at, "split_at")))
         return FeatureRegionAttentionNetwork(
-            trunk, head, num_classes=num_classes, cropper=build_cropper(cfg), roi_size=_one_pass(cfg.roi_size, "roi_size"),
-            variant=cfg.variant, dropout=cfg.dropout, channels_last=cfg.channels_last,
+            trunk,
+            head,
+            num_classes=num_classes,
+            cropper=build_cropper(cfg),
+            roi_size=_one_pass(cfg.roi_size, "roi_size"),
+            variant=cfg.variant,
+            dropout=cfg.dropout,
+            channels_last=cfg.channels_last,
         )
     size: Any = getattr(model, "head_hidden_size", None) or getattr(model, "num_features", None)
     dim = int(size)
     if cfg.model == "baseline":
         return WholeFaceBaseline(model, dim, num_classes, dropout=cfg.dropout)
     return RegionAttentionNetwork(
-        model, dim, num_classes, cropper=build_cropper(cfg), variant=cfg.variant, dropout=cfg.dropout,
-        region_batching=cfg.region_batching, channels_last=cfg.channels_last,
+        model,
+        dim,
+        num_classes,
+        cropper=build_cropper(cfg),
+        variant=cfg.variant,
+        dropout=cfg.dropout,
+        region_batching=cfg.region_batching,
+        channels_last=cfg.channels_last,
     )
 
 
-__all__ = ["BACKBONES", "SPLIT_BACKBONES", "SPLIT_POINTS", "ModelConfig", "WholeFaceBaseline", "build_cropper",
-           "build_model", "is_ran_output", "small_cnn", "small_cnn_split", "uses_landmarks"]
+__all__ = [
+    "BACKBONES",
+    "SPLIT_BACKBONES",
+    "SPLIT_POINTS",
+    "ModelConfig",
+    "WholeFaceBaseline",
+    "build_cropper",
+    "build_model",
+    "is_ran_output",
+    "small_cnn",
+    "small_cnn_split",
+    "uses_landmarks",
+]

@@ -19,8 +19,9 @@ def _pyplot():
     return plt
 
 
-def plot_confusion_matrix(cm: Tensor | Sequence[Sequence[int]], class_names: Sequence[str], path: Path | str,
-                          title: str = "") -> Path:
+def plot_confusion_matrix(
+    cm: Tensor | Sequence[Sequence[int]], class_names: Sequence[str], path: Path | str, title: str = ""
+) -> Path:
     """Row-normalised confusion matrix (true class per row) with the percentages written in the cells."""
     plt = _pyplot()
     cm = torch.as_tensor(cm, dtype=torch.float64)
@@ -32,8 +33,15 @@ def plot_confusion_matrix(cm: Tensor | Sequence[Sequence[int]], class_names: Seq
     for i in range(n):
         for j in range(n):
             value = norm[i][j]
-            ax.text(j, i, f"{100 * value:.0f}", ha="center", va="center", fontsize=8,
-                    color="white" if value > 0.55 else "black")
+            ax.text(
+                j,
+                i,
+                f"{100 * value:.0f}",
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if value > 0.55 else "black",
+            )
     ax.set_xticks(range(n), class_names, rotation=45, ha="right", fontsize=8)
     ax.set_yticks(range(n), [f"{c} ({int(cm[i].sum())})" for i, c in enumerate(class_names)], fontsize=8)
     ax.set_xlabel("predicted")
@@ -52,8 +60,12 @@ def read_metrics(path: Path | str) -> list[dict]:
     return [json.loads(line) for line in lines if line.strip()]
 
 
-def plot_curves(metrics: Path | str | list[dict], path: Path | str, labels: Sequence[str] | None = None,
-                extra: Sequence[list[dict]] = ()) -> Path:
+def plot_curves(
+    metrics: Path | str | list[dict],
+    path: Path | str,
+    labels: Sequence[str] | None = None,
+    extra: Sequence[list[dict]] = (),
+) -> Path:
     """Training loss (total, classification, region biased) and validation accuracy per epoch."""
     plt = _pyplot()
     runs = [read_metrics(metrics) if not isinstance(metrics, list) else metrics, *extra]
@@ -84,10 +96,17 @@ def plot_curves(metrics: Path | str | list[dict], path: Path | str, labels: Sequ
     return path
 
 
-def plot_attention(images: Tensor, boxes: Tensor, weights: Tensor, path: Path | str,
-                   titles: Sequence[str] | None = None, mask: Tensor | None = None,
-                   crops: Tensor | None = None, coverage: Tensor | None = None,
-                   occluder: Tensor | None = None) -> Path:
+def plot_attention(
+    images: Tensor,
+    boxes: Tensor,
+    weights: Tensor,
+    path: Path | str,
+    titles: Sequence[str] | None = None,
+    mask: Tensor | None = None,
+    crops: Tensor | None = None,
+    coverage: Tensor | None = None,
+    occluder: Tensor | None = None,
+) -> Path:
     """The paper's Fig. 6: per face, the face with every region's box, then each region with its weight.
 
     ``images`` (N, C, H, W) in [0, 1]; ``boxes`` (N, K, 4) xyxy pixels; ``weights`` (N, K) final attention
@@ -130,14 +149,18 @@ def plot_attention(images: Tensor, boxes: Tensor, weights: Tensor, path: Path | 
                 c = crops[row, j].float().cpu().clamp(0, 1)
             else:
                 x1, y1, x2, y2 = (round(v) for v in boxes[row, j].tolist())
-                c = img[:, max(y1, 0):max(y2, 1), max(x1, 0):max(x2, 1)]
+                c = img[:, max(y1, 0) : max(y2, 1), max(x1, 0) : max(x2, 1)]
             ax.imshow(c.permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray" if c.shape[0] == 1 else None)
             label = "masked" if not present[j] else f"{float(w[j]):.3f}"
             if coverage is not None and present[j]:
                 label = f"w {label} | occ {float(coverage[row, j]):.2f}"
             color = "red" if j == hi else "blue" if j == lo else "black"
-            ax.set_title(f"I{j}: {label}", fontsize=6 if coverage is not None else 7, color=color,
-                         fontweight="bold" if j in (hi, lo) else None)
+            ax.set_title(
+                f"I{j}: {label}",
+                fontsize=6 if coverage is not None else 7,
+                color=color,
+                fontweight="bold" if j in (hi, lo) else None,
+            )
             for spine in ax.spines.values():
                 spine.set_edgecolor(color if j in (hi, lo) else "lightgray")
                 spine.set_linewidth(2 if j in (hi, lo) else 0.5)

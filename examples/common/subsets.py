@@ -198,8 +198,10 @@ def read_text_lines(path: Path, what: str = "file") -> list[tuple[int, str]]:
     except UnicodeDecodeError as err:  # the line of the offending byte (CRLF, LF or CR line ends)
         before = raw[: err.start].replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         line, column = before.count(b"\n") + 1, len(before) - before.rfind(b"\n")
-        raise ValueError(f"{path}, line {line}: not UTF-8 text (byte 0x{raw[err.start]:02x} at column "
-                         f"{column}); save the file as UTF-8") from None
+        raise ValueError(
+            f"{path}, line {line}: not UTF-8 text (byte 0x{raw[err.start]:02x} at column "
+            f"{column}); save the file as UTF-8"
+        ) from None
     lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     return [(n, line.strip()) for n, line in enumerate(lines, start=1) if line.strip()]
 

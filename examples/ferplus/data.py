@@ -260,8 +260,16 @@ class _SplitBuilder:
                 pixels = torch.frombuffer(self.pixels, dtype=torch.uint8).reshape(-1, 48, 48)
             else:
                 pixels = torch.empty((0, 48, 48), dtype=torch.uint8)
-        return FERPlusSplit(self.name, self.label_mode, self.layout, self.records, report, pixels,
-                            self.pixel_hash.hexdigest() if with_pixels else None, self.label_hash.hexdigest())
+        return FERPlusSplit(
+            self.name,
+            self.label_mode,
+            self.layout,
+            self.records,
+            report,
+            pixels,
+            self.pixel_hash.hexdigest() if with_pixels else None,
+            self.label_hash.hexdigest(),
+        )
 
 
 def _mode_for(split: str, label_mode: str) -> str:

@@ -62,9 +62,19 @@ from examples.ferplus.task import make_task
 #: Demo settings: small enough for a 2-core CPU in a few minutes, big enough for the table to mean something.
 #: They apply to every model alike.
 DEMO_DATA = Splits(train=2400, valid=400, test=800)
-DEMO_TRAINING = {"backbone": "small", "image_size": 48, "epochs": 12, "batch_size": 64, "lr": 0.05,
-                 "milestones": [8, 11], "workers": 0, "device": "cpu", "hflip": True,
-                 "region_batching": "per_region", "channels_last": True}
+DEMO_TRAINING = {
+    "backbone": "small",
+    "image_size": 48,
+    "epochs": 12,
+    "batch_size": 64,
+    "lr": 0.05,
+    "milestones": [8, 11],
+    "workers": 0,
+    "device": "cpu",
+    "hflip": True,
+    "region_batching": "per_region",
+    "channels_last": True,
+}
 #: The demo's models: (name, label in the table, what sets it apart); everything else is shared.
 DEMO_MODELS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("baseline", "Baseline", {"model": "baseline", "regions_on": "image"}),
@@ -72,13 +82,26 @@ DEMO_MODELS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("ran_one_pass", "RAN one-pass", {"model": "ran", "regions_on": "features"}),
 )
 RAN_MODELS = ("ran", "ran_one_pass")
-SUBSETS = {"occlusion": "jianfei_occlusion_list.txt", "pose30": "pose_30_ferplus_list.txt",
-           "pose45": "pose_45_ferplus_list.txt"}
+SUBSETS = {
+    "occlusion": "jianfei_occlusion_list.txt",
+    "pose30": "pose_30_ferplus_list.txt",
+    "pose45": "pose_45_ferplus_list.txt",
+}
 COLUMNS = ("overall", "occlusion", "pose30", "pose45")
 ATTENTION_KEYS = ("most_covered", "least_covered", "spearman")
 #: Every attention figure of a RAN model (:func:`occlusion_attention`) that ``--seeds`` averages.
-ATTENTION_FIGURES = (*ATTENTION_KEYS, "faces", "whole_face", "relative_most", "relative_least", "relative_spearman",
-                     "clean_faces", "field_in_box", "effective_most", "effective_least")
+ATTENTION_FIGURES = (
+    *ATTENTION_KEYS,
+    "faces",
+    "whole_face",
+    "relative_most",
+    "relative_least",
+    "relative_spearman",
+    "clean_faces",
+    "field_in_box",
+    "effective_most",
+    "effective_least",
+)
 
 
 def _load_model(checkpoint: Path) -> tuple[nn.Module, RunConfig, list[str]]:
@@ -102,8 +125,9 @@ def _test_split(data: Path, test: FERPlusSplit | None) -> FERPlusSplit:
     return test if test is not None else load_ferplus(data, "majority", splits=("test",))["test"]
 
 
-def split_test_faces(data: Path, image_size: int, test: FERPlusSplit | None = None
-                     ) -> tuple[tuple[Tensor, Tensor], Tensor]:
+def split_test_faces(
+    data: Path, image_size: int, test: FERPlusSplit | None = None
+) -> tuple[tuple[Tensor, Tensor], Tensor]:
     """The test split of ``data`` (``test`` if it is read already): the faces of the occlusion list that carry
     an occluder, as images (uint8, ``image_size``) and occluder opacity ``(N, 48, 48)``; and the images of the
     faces without an occluder (all-zero opacity, turned or not)."""
@@ -154,9 +178,13 @@ def occlusion_attention(run_dir: Path, data: Path, test: FERPlusSplit | None = N
     _, clean_weights, clean_mask = attention_on(model, clean)
     relative = relative_weights(weights, mask, clean_weights, clean_mask)[:, keep]
     rel = mechanism_figures(coverage, relative, mask[:, keep] & relative.isfinite())
-    figures.update(relative_most=rel["most_covered"], relative_least=rel["least_covered"],
-                   relative_spearman=rel["spearman"], clean_faces=len(clean),
-                   clean_weights=[float(clean_weights[clean_mask[:, j], j].double().mean()) for j in keep])
+    figures.update(
+        relative_most=rel["most_covered"],
+        relative_least=rel["least_covered"],
+        relative_spearman=rel["spearman"],
+        clean_faces=len(clean),
+        clean_weights=[float(clean_weights[clean_mask[:, j], j].double().mean()) for j in keep],
+    )
     if len(images):  # where each region's gate looks, and how much of that the occluder covers
         saliency = gate_saliency(model, images)[:, keep]
         figures.update(field_figures(saliency, boxes[:, keep], alpha, coverage, mask[:, keep]))
@@ -178,8 +206,15 @@ def _data(out: Path, seed: int, sizes: Splits | None = None) -> Path:
     return data
 
 
-def _config(args: argparse.Namespace, explicit: set[str], data: Path, out: Path, name: str,
-            model_settings: dict[str, Any], overrides: dict[str, Any]) -> RunConfig:
+def _config(
+    args: argparse.Namespace,
+    explicit: set[str],
+    data: Path,
+    out: Path,
+    name: str,
+    model_settings: dict[str, Any],
+    overrides: dict[str, Any],
+) -> RunConfig:
     ns = argparse.Namespace(**vars(args))
     ns.data_dir, ns.output_dir = data, out / name
     ns.subset = [f"{subset}={data / file}" for subset, file in SUBSETS.items()]
@@ -223,12 +258,16 @@ def run_demo(args: argparse.Namespace, explicit: set[str] = frozenset(), **overr
     mean, std = aggregate(list(figures.values()))
     table = seeds_table(seeds, mean, std)
     print("\n" + table)
-    result = {"seeds": seeds, "table": table, "mean": mean, "std": std,
-              "per_seed": {str(s): f for s, f in figures.items()},
-              "occlusion_attention": {m: {k: mean[m][k] for k in ATTENTION_FIGURES if k in mean[m]}
-                                      for m in RAN_MODELS},
-              "seconds": time.perf_counter() - start,
-              "settings": {"data": dataclasses.asdict(overrides.get("data", DEMO_DATA)), "training": DEMO_TRAINING}}
+    result = {
+        "seeds": seeds,
+        "table": table,
+        "mean": mean,
+        "std": std,
+        "per_seed": {str(s): f for s, f in figures.items()},
+        "occlusion_attention": {m: {k: mean[m][k] for k in ATTENTION_FIGURES if k in mean[m]} for m in RAN_MODELS},
+        "seconds": time.perf_counter() - start,
+        "settings": {"data": dataclasses.asdict(overrides.get("data", DEMO_DATA)), "training": DEMO_TRAINING},
+    }
     out.mkdir(parents=True, exist_ok=True)
     (out / "demo_summary.json").write_text(json.dumps(result, indent=2))
     return result
@@ -254,24 +293,34 @@ def _run_one(args: argparse.Namespace, explicit: set[str], out: Path, overrides:
     pictures = _pictures(out, data, splits["test"])
     figures = {name: {**_accuracies(summaries[name]), **(attention.get(name) or {})} for name, _, _ in DEMO_MODELS}
     timings["total"] = time.perf_counter() - begin
-    result = {"table": table, "summaries": {k: _brief(v) for k, v in summaries.items()},
-              "occlusion_attention": attention, "figures": figures, "seed": args.seed,
-              "seconds": timings, "pictures": [str(p) for p in pictures]}
+    result = {
+        "table": table,
+        "summaries": {k: _brief(v) for k, v in summaries.items()},
+        "occlusion_attention": attention,
+        "figures": figures,
+        "seed": args.seed,
+        "seconds": timings,
+        "pictures": [str(p) for p in pictures],
+    }
     (out / "demo_summary.json").write_text(json.dumps(result, indent=2))
     print("\npictures: " + ", ".join(str(p) for p in pictures))
-    print("These are accuracies on generated cartoon faces (a toy stand-in for FERPlus), not a replication "
-          "of the paper's numbers.")
+    print(
+        "These are accuracies on generated cartoon faces (a toy stand-in for FERPlus), not a replication "
+        "of the paper's numbers."
+    )
     return result
 
 
 def _accuracies(summary: dict[str, Any]) -> dict[str, float]:
-    return {"overall": summary["test"]["accuracy"],
-            **{c: summary["subsets"][c]["accuracy"] for c in COLUMNS[1:]}}
+    return {"overall": summary["test"]["accuracy"], **{c: summary["subsets"][c]["accuracy"] for c in COLUMNS[1:]}}
 
 
 def _brief(summary: dict[str, Any]) -> dict[str, Any]:
-    return {"test_accuracy": summary["test"]["accuracy"], "selected_epoch": summary["selected_epoch"],
-            "subsets": {k: v["accuracy"] for k, v in summary["subsets"].items()}}
+    return {
+        "test_accuracy": summary["test"]["accuracy"],
+        "selected_epoch": summary["selected_epoch"],
+        "subsets": {k: v["accuracy"] for k, v in summary["subsets"].items()},
+    }
 
 
 def _table(summaries: dict[str, dict[str, Any]]) -> str:
@@ -291,15 +340,31 @@ def _fmt(value: float | None, digits: int = 3) -> str:
 
 #: The attention figures as printed: (title, [(key in the figures, column header, digits)]) per block.
 ATTENTION_BLOCKS: tuple[tuple[str, tuple[tuple[str, str, int], ...]], ...] = (
-    ("Attention on the occluded test faces (final weights of the 5 regions; the whole face apart)",
-     (("most_covered", "most covered", 3), ("least_covered", "least covered", 3), ("spearman", "Spearman", 2),
-      ("whole_face", "whole face", 3))),
-    ("The same relative to each region's mean weight on the clean test faces (1 = as on a clean face)",
-     (("relative_most", "most covered", 3), ("relative_least", "least covered", 3),
-      ("relative_spearman", "Spearman", 2))),
-    ("Where each region's gate looks (its input gradient): share inside its own box, occluder coverage seen",
-     (("field_in_box", "inside its box", 3), ("effective_most", "most covered", 3),
-      ("effective_least", "least covered", 3))),
+    (
+        "Attention on the occluded test faces (final weights of the 5 regions; the whole face apart)",
+        (
+            ("most_covered", "most covered", 3),
+            ("least_covered", "least covered", 3),
+            ("spearman", "Spearman", 2),
+            ("whole_face", "whole face", 3),
+        ),
+    ),
+    (
+        "The same relative to each region's mean weight on the clean test faces (1 = as on a clean face)",
+        (
+            ("relative_most", "most covered", 3),
+            ("relative_least", "least covered", 3),
+            ("relative_spearman", "Spearman", 2),
+        ),
+    ),
+    (
+        "Where each region's gate looks (its input gradient): share inside its own box, occluder coverage seen",
+        (
+            ("field_in_box", "inside its box", 3),
+            ("effective_most", "most covered", 3),
+            ("effective_least", "least covered", 3),
+        ),
+    ),
 )
 
 
@@ -318,19 +383,24 @@ def _attention_table(attention: dict[str, dict[str, Any]]) -> str:
     labels = {name: label for name, label, _ in DEMO_MODELS}
     for name, a in attention.items():
         if a.get("clean_weights"):
-            rows.append(f"{labels[name]} on the clean faces, weight of each region: "
-                        + " ".join(f"{w:.3f}" for w in a["clean_weights"]))
+            rows.append(
+                f"{labels[name]} on the clean faces, weight of each region: "
+                + " ".join(f"{w:.3f}" for w in a["clean_weights"])
+            )
     some = next(iter(attention.values()))
-    rows.append(f"(per face: weight of its most / least covered region, coverage {_fmt(some['coverage_most'], 2)} / "
-                f"{_fmt(some['coverage_least'], 2)} on average, {some['faces']} occluded and "
-                f"{some.get('clean_faces', 'n/a')} clean faces; Spearman: rank correlation of coverage and weight, "
-                f"negative = covered regions weigh less; {some['skipped']} faces with equal coverage skipped; "
-                "uniform weight 0.167)")
+    rows.append(
+        f"(per face: weight of its most / least covered region, coverage {_fmt(some['coverage_most'], 2)} / "
+        f"{_fmt(some['coverage_least'], 2)} on average, {some['faces']} occluded and "
+        f"{some.get('clean_faces', 'n/a')} clean faces; Spearman: rank correlation of coverage and weight, "
+        f"negative = covered regions weigh less; {some['skipped']} faces with equal coverage skipped; "
+        "uniform weight 0.167)"
+    )
     return "\n".join(rows)
 
 
-def aggregate(runs: Sequence[dict[str, dict[str, Any]]]) -> tuple[dict[str, dict[str, float | None]],
-                                                                    dict[str, dict[str, float | None]]]:
+def aggregate(
+    runs: Sequence[dict[str, dict[str, Any]]],
+) -> tuple[dict[str, dict[str, float | None]], dict[str, dict[str, float | None]]]:
     """Mean and sample standard deviation (n - 1; ``None`` for a single run) of every numeric figure over runs
     (``{model: {figure: value}}`` each); a figure missing (``None``) in a run is left out of its statistics,
     and a figure that is not a number (a per-region list) out of the result."""
@@ -359,8 +429,10 @@ def seeds_table(seeds: Sequence[int], mean: dict[str, dict[str, Any]], std: dict
         return f"{scale * m:.{digits}f}" + ("" if s is None else f" ± {scale * s:.{digits}f}")
 
     seed_list = ",".join(map(str, seeds))
-    rows = [f"Mean ± standard deviation over {len(seeds)} seeds ({seed_list}): test accuracy, %",
-            f"{'':14}" + "".join(f"{c:>16}" for c in COLUMNS)]
+    rows = [
+        f"Mean ± standard deviation over {len(seeds)} seeds ({seed_list}): test accuracy, %",
+        f"{'':14}" + "".join(f"{c:>16}" for c in COLUMNS),
+    ]
     for name, label, _ in DEMO_MODELS:
         rows.append(f"{label:14}" + "".join(f"{cell(name, c, 100, 2):>16}" for c in COLUMNS))
     rows += ["", "Attention (mean ± std over seeds)"]
@@ -371,16 +443,21 @@ def seeds_table(seeds: Sequence[int], mean: dict[str, dict[str, Any]], std: dict
 def _pictures(out: Path, data: Path, test: FERPlusSplit) -> list[Path]:
     paths = [out / name / "confusion_matrix.png" for name, _, _ in DEMO_MODELS]
     runs = [read_metrics(out / name / "metrics.jsonl") for name, _, _ in DEMO_MODELS]
-    paths.append(plot_curves(runs[0], out / "training_curves.png", labels=[label for _, label, _ in DEMO_MODELS],
-                             extra=runs[1:]))
+    paths.append(
+        plot_curves(runs[0], out / "training_curves.png", labels=[label for _, label, _ in DEMO_MODELS], extra=runs[1:])
+    )
     paths.append(attention_figure(out / "ran" / "checkpoints" / "best.pt", data, out / "attention.png", test=test))
-    paths.append(attention_figure(out / "ran_one_pass" / "checkpoints" / "best.pt", data,
-                                  out / "attention_one_pass.png", test=test))
+    paths.append(
+        attention_figure(
+            out / "ran_one_pass" / "checkpoints" / "best.pt", data, out / "attention_one_pass.png", test=test
+        )
+    )
     return paths
 
 
-def attention_figure(checkpoint: Path, data: Path, path: Path, count: int = 6,
-                     test: FERPlusSplit | None = None) -> Path:
+def attention_figure(
+    checkpoint: Path, data: Path, path: Path, count: int = 6, test: FERPlusSplit | None = None
+) -> Path:
     """Fig. 6 for a few occluded and posed test faces of the generated set, each region's occluder coverage
     beside its weight and the occluder tinted on the face (``test``: the test split, when it is read already)."""
     model, cfg, _ = _load_model(checkpoint)
@@ -402,7 +479,18 @@ def attention_figure(checkpoint: Path, data: Path, path: Path, count: int = 6,
         out = model(images)
     coverage = region_coverage(alpha, out.regions.boxes, cfg.image_size)
     probs = torch.softmax(out.logits, -1)
-    titles = [f"{FERPLUS_CLASSES[int(test.records[i].label)]} -> {FERPLUS_CLASSES[int(p.argmax())]}"
-              for i, p in zip(picks, probs, strict=True)]
-    return plot_attention(images, out.regions.boxes, out.relation_attention.weights, path, titles=titles,
-                          mask=out.regions.mask, crops=out.regions.crops, coverage=coverage, occluder=alpha)
+    titles = [
+        f"{FERPLUS_CLASSES[int(test.records[i].label)]} -> {FERPLUS_CLASSES[int(p.argmax())]}"
+        for i, p in zip(picks, probs, strict=True)
+    ]
+    return plot_attention(
+        images,
+        out.regions.boxes,
+        out.relation_attention.weights,
+        path,
+        titles=titles,
+        mask=out.regions.mask,
+        crops=out.regions.crops,
+        coverage=coverage,
+        occluder=alpha,
+    )

@@ -22,10 +22,17 @@ from torch import Tensor, nn
 
 from examples.common.synthetic import box_coverage
 
-__all__ = ["attention_on", "average_ranks", "box_weights", "field_figures", "gate_saliency", "mechanism_figures",
-           "region_coverage", "relative_weights", "spearman"]
-
-
+__all__ = [
+    "attention_on",
+    "average_ranks",
+    "box_weights",
+    "field_figures",
+    "gate_saliency",
+    "mechanism_figures",
+    "region_coverage",
+    "relative_weights",
+    "spearman",
+]
 
 
 def region_coverage(alpha: Tensor, boxes: Tensor, image_size: int | tuple[int, int]) -> Tensor:
@@ -88,17 +95,19 @@ def mechanism_figures(coverage: Tensor, weights: Tensor, present: Tensor | None 
         (``coverage_most``, ``coverage_least``).
     """
     if coverage.shape != weights.shape or coverage.dim() != 2:
-        raise ValueError(f"mechanism_figures expected coverage and weights of one shape (N, K), got "
-                         f"{tuple(coverage.shape)} and {tuple(weights.shape)}")
+        raise ValueError(
+            f"mechanism_figures expected coverage and weights of one shape (N, K), got "
+            f"{tuple(coverage.shape)} and {tuple(weights.shape)}"
+        )
     if present is None:
         present = torch.ones(coverage.shape, dtype=torch.bool)
     elif present.shape != coverage.shape:
-        raise ValueError(f"mechanism_figures expected present of shape {tuple(coverage.shape)}, got "
-                         f"{tuple(present.shape)}")
+        raise ValueError(
+            f"mechanism_figures expected present of shape {tuple(coverage.shape)}, got {tuple(present.shape)}"
+        )
     most, least, rho, cov_most, cov_least = [], [], [], [], []
     skipped = 0
-    for c_row, w_row, p_row in zip(coverage.to(torch.float64), weights.to(torch.float64), present.bool(),
-                                   strict=True):
+    for c_row, w_row, p_row in zip(coverage.to(torch.float64), weights.to(torch.float64), present.bool(), strict=True):
         c, w = c_row[p_row], w_row[p_row]
         if c.numel() < 2 or bool((c == c[0]).all()):
             skipped += 1
@@ -114,8 +123,15 @@ def mechanism_figures(coverage: Tensor, weights: Tensor, present: Tensor | None 
     def mean(values: list[float]) -> float | None:
         return sum(values) / len(values) if values else None
 
-    return {"most_covered": mean(most), "least_covered": mean(least), "spearman": mean(rho), "faces": len(most),
-            "skipped": skipped, "coverage_most": mean(cov_most), "coverage_least": mean(cov_least)}
+    return {
+        "most_covered": mean(most),
+        "least_covered": mean(least),
+        "spearman": mean(rho),
+        "faces": len(most),
+        "skipped": skipped,
+        "coverage_most": mean(cov_most),
+        "coverage_least": mean(cov_least),
+    }
 
 
 @torch.no_grad()
@@ -178,8 +194,9 @@ def box_weights(boxes: Tensor, height: int, width: int) -> Tensor:
     return oy[..., :, None] * ox[..., None, :]
 
 
-def field_figures(saliency: Tensor, boxes: Tensor, alpha: Tensor, coverage: Tensor,
-                  present: Tensor | None = None) -> dict[str, float | None]:
+def field_figures(
+    saliency: Tensor, boxes: Tensor, alpha: Tensor, coverage: Tensor, present: Tensor | None = None
+) -> dict[str, float | None]:
     """Where each region's gate looks, against its box and the occluder.
 
     Args:
@@ -201,8 +218,10 @@ def field_figures(saliency: Tensor, boxes: Tensor, alpha: Tensor, coverage: Tens
     """
     n, k, height, width = saliency.shape
     if boxes.shape != (n, k, 4) or coverage.shape != (n, k):
-        raise ValueError(f"field_figures expected boxes (N, K, 4) and coverage (N, K) for saliency "
-                         f"{tuple(saliency.shape)}, got {tuple(boxes.shape)} and {tuple(coverage.shape)}")
+        raise ValueError(
+            f"field_figures expected boxes (N, K, 4) and coverage (N, K) for saliency "
+            f"{tuple(saliency.shape)}, got {tuple(boxes.shape)} and {tuple(coverage.shape)}"
+        )
     if alpha.dim() != 3 or alpha.shape[0] != n:
         raise ValueError(f"field_figures expected alpha of shape ({n}, h, w), got {tuple(alpha.shape)}")
     present = torch.ones(n, k, dtype=torch.bool) if present is None else present.bool()
@@ -218,8 +237,11 @@ def field_figures(saliency: Tensor, boxes: Tensor, alpha: Tensor, coverage: Tens
 
     # by box coverage, the effective coverage of each face's most / least covered region (compared faces only)
     by_box = mechanism_figures(coverage, effective, usable)
-    return {"field_in_box": float(in_box[usable].mean()) if bool(usable.any()) else None,
-            "effective_most": by_box["most_covered"], "effective_least": by_box["least_covered"]}
+    return {
+        "field_in_box": float(in_box[usable].mean()) if bool(usable.any()) else None,
+        "effective_most": by_box["most_covered"],
+        "effective_least": by_box["least_covered"],
+    }
 
 
 def relative_weights(weights: Tensor, present: Tensor, reference: Tensor, reference_present: Tensor) -> Tensor:
@@ -230,11 +252,18 @@ def relative_weights(weights: Tensor, present: Tensor, reference: Tensor, refere
     A model may weight some region types highly on every face (a prior over regions); if the occluders tend to
     cover those, the raw weights of covered regions look high though the occluder lowered them. Divided by the
     region's clean-face mean, 1 is "as usual", below 1 "weighted down on this face"."""
-    if weights.shape != present.shape or reference.shape != reference_present.shape or \
-            weights.dim() != 2 or reference.dim() != 2 or weights.shape[1] != reference.shape[1]:
-        raise ValueError(f"relative_weights expected weights and present (N, K), reference and reference_present "
-                         f"(M, K), got {tuple(weights.shape)}, {tuple(present.shape)}, {tuple(reference.shape)}, "
-                         f"{tuple(reference_present.shape)}")
+    if (
+        weights.shape != present.shape
+        or reference.shape != reference_present.shape
+        or weights.dim() != 2
+        or reference.dim() != 2
+        or weights.shape[1] != reference.shape[1]
+    ):
+        raise ValueError(
+            f"relative_weights expected weights and present (N, K), reference and reference_present "
+            f"(M, K), got {tuple(weights.shape)}, {tuple(present.shape)}, {tuple(reference.shape)}, "
+            f"{tuple(reference_present.shape)}"
+        )
     ref_present = reference_present.bool()
     counts = ref_present.sum(0)
     prior = (reference.to(torch.float64) * ref_present).sum(0) / counts.clamp_min(1)

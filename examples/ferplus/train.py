@@ -31,23 +31,42 @@ __all__ = ["build_parser", "main", "make_task"]
 
 #: What the FERPlus script offers besides the engine's options (FERPlus has no landmarks).
 DATA_OPTIONS = ("regions", "num_regions", "label_mode", "layout")
-DATA_CHOICES = {"regions": ("fixed", "authors", "random"), "label_mode": LABEL_MODES,
-                "layout": ("auto", "csv", "folder")}
+DATA_CHOICES = {
+    "regions": ("fixed", "authors", "random"),
+    "label_mode": LABEL_MODES,
+    "layout": ("auto", "csv", "folder"),
+}
 DATA_DEFAULTS = {"label_mode": "majority", "layout": "auto"}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = engine.script_parser("examples/ferplus/train.py", __doc__, "FERPlus", DATA_OPTIONS, required=False,
-                                  engine_notes={"data_dir": "required without --demo",
-                                                "output_dir": "required; default with --demo: demo-output"},
-                                  choices=DATA_CHOICES, defaults=DATA_DEFAULTS)
-    parser.add_argument("--demo", action="store_true",
-                   help="generate FER-format data (if absent), train the baseline, RAN and RAN one-pass briefly "
-                        "on CPU, and print overall / occlusion / pose accuracy and attention on occluded "
-                        "regions (default: off)")
-    parser.add_argument("--seeds", default=None, metavar="S,S,...",
-                        help="with --demo: run the whole demo once per seed (e.g. 0,1,2) and print mean and "
-                             "standard deviation of every figure (default: one run with --seed)")
+    parser = engine.script_parser(
+        "examples/ferplus/train.py",
+        __doc__,
+        "FERPlus",
+        DATA_OPTIONS,
+        required=False,
+        engine_notes={
+            "data_dir": "required without --demo",
+            "output_dir": "required; default with --demo: demo-output",
+        },
+        choices=DATA_CHOICES,
+        defaults=DATA_DEFAULTS,
+    )
+    parser.add_argument(
+        "--demo",
+        action="store_true",
+        help="generate FER-format data (if absent), train the baseline, RAN and RAN one-pass briefly "
+        "on CPU, and print overall / occlusion / pose accuracy and attention on occluded "
+        "regions (default: off)",
+    )
+    parser.add_argument(
+        "--seeds",
+        default=None,
+        metavar="S,S,...",
+        help="with --demo: run the whole demo once per seed (e.g. 0,1,2) and print mean and "
+        "standard deviation of every figure (default: one run with --seed)",
+    )
     return parser
 
 

@@ -85,11 +85,19 @@ class RAFDBData:
     test: list[ImageRecord]
     report: dict[str, Any] = field(default_factory=dict)
 
-    def dataset(self, split: str, image_size: int = 224, *, records: list[ImageRecord] | None = None,
-                margin: float = 0.0, landmarks: bool = False) -> ImageListDataset:
+    def dataset(
+        self,
+        split: str,
+        image_size: int = 224,
+        *,
+        records: list[ImageRecord] | None = None,
+        margin: float = 0.0,
+        landmarks: bool = False,
+    ) -> ImageListDataset:
         chosen = records if records is not None else getattr(self, split)
-        return ImageListDataset(chosen, image_size, crop_to_box=self.images == "original", margin=margin,
-                                landmarks=landmarks)
+        return ImageListDataset(
+            chosen, image_size, crop_to_box=self.images == "original", margin=margin, landmarks=landmarks
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -175,8 +183,9 @@ def find_label_file(basic: Path) -> Path:
     """``basic/EmoLabel/`` under either spelling; both present with different contents is an error."""
     found = [basic / "EmoLabel" / n for n in LABEL_FILE_NAMES if (basic / "EmoLabel" / n).is_file()]
     if not found:
-        raise FileNotFoundError(f"no RAF-DB label file in {basic / 'EmoLabel'}: expected "
-                                f"{' or '.join(LABEL_FILE_NAMES)}")
+        raise FileNotFoundError(
+            f"no RAF-DB label file in {basic / 'EmoLabel'}: expected {' or '.join(LABEL_FILE_NAMES)}"
+        )
     if len(found) == 2 and found[0].read_bytes().strip() != found[1].read_bytes().strip():
         raise ValueError(f"{found[0]} and {found[1]} both exist and differ; remove the one that is wrong")
     return found[0]
@@ -213,8 +222,9 @@ def _check_exists(records: list[ImageRecord], what: str) -> None:
         raise FileNotFoundError(f"{len(missing)} {what} image(s) are missing, e.g. {shown}")
 
 
-def _read_provider(basic: Path, images: str, landmarks: bool, check_images: bool
-                   ) -> tuple[dict[str, list[ImageRecord]], dict[str, Any]]:
+def _read_provider(
+    basic: Path, images: str, landmarks: bool, check_images: bool
+) -> tuple[dict[str, list[ImageRecord]], dict[str, Any]]:
     label_path = find_label_file(basic)
     rows = read_label_file(label_path)
     splits: dict[str, list[ImageRecord]] = {s: [] for s in SPLITS}
@@ -225,8 +235,9 @@ def _read_provider(basic: Path, images: str, landmarks: bool, check_images: bool
         split = _split_of(name, f"{label_path}, line {number}")
         source = f"{label_path.name}:{number}"
         if images == "aligned":
-            record = ImageRecord(image_key("rafdb", name), basic / "Image" / "aligned" / f"{stem}_aligned.jpg",
-                                 label, source=source)
+            record = ImageRecord(
+                image_key("rafdb", name), basic / "Image" / "aligned" / f"{stem}_aligned.jpg", label, source=source
+            )
         else:
             box_path = basic / "Annotation" / "boundingbox" / f"{stem}_boundingbox.txt"
             if not box_path.is_file():
@@ -239,13 +250,21 @@ def _read_provider(basic: Path, images: str, landmarks: bool, check_images: bool
                     points = read_manual_landmarks(manual)
                 else:
                     missing_landmarks += 1
-            record = ImageRecord(image_key("rafdb", name), basic / "Image" / "original" / name, label,
-                                 box=read_bounding_box(box_path), landmarks=points, source=source,
-                                 box_source=str(box_path))
+            record = ImageRecord(
+                image_key("rafdb", name),
+                basic / "Image" / "original" / name,
+                label,
+                box=read_bounding_box(box_path),
+                landmarks=points,
+                source=source,
+                box_source=str(box_path),
+            )
         splits[split].append(record)
     if missing_boxes:
-        raise FileNotFoundError(f"--images original needs a face box per image; {len(missing_boxes)} missing, e.g. "
-                                f"{', '.join(missing_boxes[:5])}")
+        raise FileNotFoundError(
+            f"--images original needs a face box per image; {len(missing_boxes)} missing, e.g. "
+            f"{', '.join(missing_boxes[:5])}"
+        )
     if check_images:
         for split, records in splits.items():
             _check_exists(records, f"{images} {split}")
@@ -300,24 +319,41 @@ def _read_kaggle(root: Path, check_images: bool) -> tuple[dict[str, list[ImageRe
         for number, name, label in read_kaggle_csv(path):
             if _split_of(name, f"{path}, line {number}") != split:
                 raise ValueError(f"{path}, line {number}: {name} is not a {split} image (name prefix)")
-            records.append(ImageRecord(image_key("rafdb", name), image_root / split / str(label + 1) / name, label,
-                                       source=f"{file_name}:{number}"))
+            records.append(
+                ImageRecord(
+                    image_key("rafdb", name),
+                    image_root / split / str(label + 1) / name,
+                    label,
+                    source=f"{file_name}:{number}",
+                )
+            )
         if check_images:
             _check_exists(records, f"kaggle {split}")
         splits[split] = records
-    return splits, {"label_file": ", ".join(str(root / f) for f in KAGGLE_FILES.values()),
-                    "image_root": str(image_root), "rows": sum(len(v) for v in splits.values())}
+    return splits, {
+        "label_file": ", ".join(str(root / f) for f in KAGGLE_FILES.values()),
+        "image_root": str(image_root),
+        "rows": sum(len(v) for v in splits.values()),
+    }
 
 
-def load_rafdb(data_dir: str | Path, *, layout: str = "auto", images: str = "aligned", landmarks: bool = False,
-               check_images: bool = True) -> RAFDBData:
+def load_rafdb(
+    data_dir: str | Path,
+    *,
+    layout: str = "auto",
+    images: str = "aligned",
+    landmarks: bool = False,
+    check_images: bool = True,
+) -> RAFDBData:
     """Read RAF-DB from ``data_dir`` (see the module docstring). ``landmarks`` (original images only) reads the
     manual 5-point annotations; every listed image must exist when ``check_images``."""
     if images not in IMAGE_KINDS:
         raise ValueError(f"unknown image kind {images!r}; expected one of {', '.join(IMAGE_KINDS)}")
     if landmarks and images != "original":
-        raise ValueError("landmarks exist only for the original images (the alignment of Image/aligned/ is not "
-                         "published); use images='original'")
+        raise ValueError(
+            "landmarks exist only for the original images (the alignment of Image/aligned/ is not "
+            "published); use images='original'"
+        )
     found, root = detect_layout(data_dir, layout)
     if found == "kaggle":
         if images != "aligned":
@@ -325,9 +361,16 @@ def load_rafdb(data_dir: str | Path, *, layout: str = "auto", images: str = "ali
         splits, report = _read_kaggle(root, check_images)
     else:
         splits, report = _read_provider(root, images, landmarks, check_images)
-    report = {"layout": found, "root": str(root), "images": images, **report,
-              "splits": {s: {"images": len(r), "class_counts": class_counts([x.label for x in r], RAFDB_CLASSES)}
-                         for s, r in splits.items()}}
+    report = {
+        "layout": found,
+        "root": str(root),
+        "images": images,
+        **report,
+        "splits": {
+            s: {"images": len(r), "class_counts": class_counts([x.label for x in r], RAFDB_CLASSES)}
+            for s, r in splits.items()
+        },
+    }
     return RAFDBData(found, root, images, splits["train"], splits["test"], report)
 
 
@@ -346,8 +389,10 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(f"  {report['missing_landmarks']} image(s) without manual landmarks (their regions are dropped)")
     for name, entry in report.get("subset_lists", {}).items():
         label = f", labels cross-checked with {entry['label_file']}" if entry.get("label_file") else ""
-        lines.append(f"  subset {name}: {entry['entries']} images ({entry['format']}, {entry['duplicates']} "
-                     f"duplicate line(s)){label}")
+        lines.append(
+            f"  subset {name}: {entry['entries']} images ({entry['format']}, {entry['duplicates']} "
+            f"duplicate line(s)){label}"
+        )
     return "\n".join(lines)
 
 
@@ -363,12 +408,15 @@ def companion_label_file(list_path: str | Path) -> Path | None:
     at = name.rfind("_list")
     if at < 0:
         return None
-    candidate = list_path.with_name(name[:at] + "_label" + name[at + len("_list"):])
+    candidate = list_path.with_name(name[:at] + "_label" + name[at + len("_list") :])
     return candidate if candidate.is_file() and candidate != list_path else None
 
 
-def parse_rafdb_subset(path: str | Path, name: str | None = None, label_path: str | Path | None = None,
-                       ) -> SubsetList:
+def parse_rafdb_subset(
+    path: str | Path,
+    name: str | None = None,
+    label_path: str | Path | None = None,
+) -> SubsetList:
     """Parse a published RAF-DB occlusion or pose list; a pose list's label file (given, or found by
     :func:`companion_label_file`) is cross-checked line by line against the labels in the list."""
     path = Path(path)

@@ -61,8 +61,9 @@ DATA_DEFAULTS = {"layout": "auto", "images": "aligned", "face_margin": 0.0, "hol
 
 
 def build_parser() -> argparse.ArgumentParser:
-    return engine.script_parser("examples/rafdb/train.py", __doc__, "RAF-DB", DATA_OPTIONS, choices=DATA_CHOICES,
-                                defaults=DATA_DEFAULTS)
+    return engine.script_parser(
+        "examples/rafdb/train.py", __doc__, "RAF-DB", DATA_OPTIONS, choices=DATA_CHOICES, defaults=DATA_DEFAULTS
+    )
 
 
 def _subset_lists(cfg: engine.RunConfig) -> dict[str, dict]:
@@ -74,17 +75,23 @@ def _subset_lists(cfg: engine.RunConfig) -> dict[str, dict]:
     out = {}
     for name, path in cfg.subsets:
         subset = parse_rafdb_subset(path, name=name, label_path=labels.get(name))
-        out[name] = {"list": str(path), "format": subset.format, "entries": len(subset.entries),
-                     "duplicates": subset.duplicates,
-                     "label_file": str(subset.label_path) if subset.label_path is not None else None}
+        out[name] = {
+            "list": str(path),
+            "format": subset.format,
+            "entries": len(subset.entries),
+            "duplicates": subset.duplicates,
+            "label_file": str(subset.label_path) if subset.label_path is not None else None,
+        }
     return out
 
 
 def make_task(cfg: engine.RunConfig) -> engine.Task:
     landmarks = cfg.regions == "landmarks"
     if landmarks and cfg.images != "original":
-        raise SystemExit("error: --regions landmarks needs --images original (the RAF-DB landmarks are in "
-                         "original-image pixels; the alignment of Image/aligned/ is not published)")
+        raise SystemExit(
+            "error: --regions landmarks needs --images original (the RAF-DB landmarks are in "
+            "original-image pixels; the alignment of Image/aligned/ is not published)"
+        )
     data = load_rafdb(cfg.data_dir, layout=cfg.layout, images=cfg.images, landmarks=landmarks)
     train, held, selection = hold_out(data.train, cfg.holdout_fraction, cfg.seed, RAFDB_CLASSES)
     report = {**data.report, "model_selection": selection, "subset_lists": _subset_lists(cfg)}

@@ -100,13 +100,16 @@ def read_split_folder(folder: str | Path) -> tuple[list[ImageRecord], dict[str, 
             continue
         index = folder_class(entry.name, folder)
         if index in by_class:
-            raise ValueError(f"{folder}: folders {by_class[index].name!r} and {entry.name!r} are both class "
-                             f"{SFEW_CLASSES[index]!r}")
+            raise ValueError(
+                f"{folder}: folders {by_class[index].name!r} and {entry.name!r} are both class {SFEW_CLASSES[index]!r}"
+            )
         by_class[index] = entry
     missing = [SHIPPED_FOLDERS[i] for i in range(len(SFEW_CLASSES)) if i not in by_class]
     if missing:
-        raise FileNotFoundError(f"{folder}: no folder for class(es) {', '.join(missing)}; found "
-                                f"{', '.join(p.name for p in by_class.values()) or 'none'}")
+        raise FileNotFoundError(
+            f"{folder}: no folder for class(es) {', '.join(missing)}; found "
+            f"{', '.join(p.name for p in by_class.values()) or 'none'}"
+        )
     records: list[ImageRecord] = []
     folders: dict[str, dict[str, Any]] = {}
     skipped: list[str] = []
@@ -120,15 +123,23 @@ def read_split_folder(folder: str | Path) -> tuple[list[ImageRecord], dict[str, 
                 continue
             key = path.stem
             if key in seen:
-                raise ValueError(f"{folder}: image name {key!r} appears twice ({seen[key]} and {path}); image keys "
-                                 "must be unique within a split")
+                raise ValueError(
+                    f"{folder}: image name {key!r} appears twice ({seen[key]} and {path}); image keys "
+                    "must be unique within a split"
+                )
             seen[key] = path
             records.append(ImageRecord(key, path, index, source=f"{folder.name}/{class_dir.name}"))
             count += 1
         folders[class_dir.name] = {"class": SFEW_CLASSES[index], "images": count}
-    report = {"folder": str(folder), "images": len(records), "folders": folders,
-              "class_counts": class_counts([r.label for r in records], SFEW_CLASSES),
-              "skipped_files": len(skipped), "skipped_examples": skipped[:5], "loose_files": loose}
+    report = {
+        "folder": str(folder),
+        "images": len(records),
+        "folders": folders,
+        "class_counts": class_counts([r.label for r in records], SFEW_CLASSES),
+        "skipped_files": len(skipped),
+        "skipped_examples": skipped[:5],
+        "loose_files": loose,
+    }
     return records, report
 
 
@@ -148,8 +159,9 @@ def detect_variant(data_dir: str | Path, variant: str = "auto") -> tuple[str, Pa
             return name, data_dir / train, val
     wanted = "; or ".join(f"{VARIANTS[n][0]}/ and {' or '.join(v + '/' for v in VARIANTS[n][1])}" for n in order)
     present = [p.name for p in sorted(data_dir.iterdir()) if p.is_dir()]
-    raise DataFolderError(f"no SFEW data in {data_dir}: expected {wanted}; found folders: "
-                            f"{', '.join(present) or 'none'}")
+    raise DataFolderError(
+        f"no SFEW data in {data_dir}: expected {wanted}; found folders: {', '.join(present) or 'none'}"
+    )
 
 
 def load_sfew(data_dir: str | Path, variant: str = "auto") -> SFEWData:
@@ -159,13 +171,22 @@ def load_sfew(data_dir: str | Path, variant: str = "auto") -> SFEWData:
     val, val_report = read_split_folder(val_dir)
     other = "frames" if found == "aligned" else "aligned"
     also = [v for v in VARIANTS[other][1] if (Path(data_dir) / v).is_dir()]
-    report = {"variant": found, "requested_variant": variant, "root": str(data_dir),
-              "splits": {"train": train_report, "val": val_report}}
-    notes = {"validation_set": {
-        "folder": val_dir.name, "variant": found, "images": len(val),
-        "description": f"SFEW 2.0 {val_dir.name} ({_DESCRIPTION[found]}), used as the test split (the paper's "
-                       "protocol: Test labels are withheld)",
-        **({"not_used": also} if also else {})}}
+    report = {
+        "variant": found,
+        "requested_variant": variant,
+        "root": str(data_dir),
+        "splits": {"train": train_report, "val": val_report},
+    }
+    notes = {
+        "validation_set": {
+            "folder": val_dir.name,
+            "variant": found,
+            "images": len(val),
+            "description": f"SFEW 2.0 {val_dir.name} ({_DESCRIPTION[found]}), used as the test split (the paper's "
+            "protocol: Test labels are withheld)",
+            **({"not_used": also} if also else {}),
+        }
+    }
     return SFEWData(found, Path(data_dir), train, val, report, notes)
 
 
@@ -194,8 +215,9 @@ def _label_of(text: str, where: str) -> int:
         return int(text)
     index = FOLDER_NAMES.get(text.lower())
     if index is None:
-        raise ValueError(f"{where}: label {text!r} is neither a class index nor a class name "
-                         f"({', '.join(SFEW_CLASSES)})")
+        raise ValueError(
+            f"{where}: label {text!r} is neither a class index nor a class name ({', '.join(SFEW_CLASSES)})"
+        )
     return index
 
 
@@ -236,8 +258,17 @@ def parse_sfew_subset(path: str | Path, name: str | None = None) -> SubsetList:
         elif (previous.label, previous.kind) == (label, kind):
             duplicates.append(key)
         else:
-            raise ValueError(f"{where}: {key} is listed again with label {label}, type {kind} (line {previous.line}: "
-                             f"label {previous.label}, type {previous.kind})")
-    return SubsetList(name=name if name is not None else path.stem, path=path, dataset="sfew", format="sfew_list",
-                      entries=list(entries.values()), duplicates=len(duplicates), lines=len(lines),
-                      duplicate_keys=duplicates)
+            raise ValueError(
+                f"{where}: {key} is listed again with label {label}, type {kind} (line {previous.line}: "
+                f"label {previous.label}, type {previous.kind})"
+            )
+    return SubsetList(
+        name=name if name is not None else path.stem,
+        path=path,
+        dataset="sfew",
+        format="sfew_list",
+        entries=list(entries.values()),
+        duplicates=len(duplicates),
+        lines=len(lines),
+        duplicate_keys=duplicates,
+    )

@@ -55,9 +55,17 @@ DATA_DEFAULTS = {"layout": "auto", "fit": "stretch", "holdout_fraction": 0.1}
 
 def build_parser() -> argparse.ArgumentParser:
     return engine.script_parser(
-        "examples/sfew/train.py", __doc__, "SFEW", DATA_OPTIONS, choices=DATA_CHOICES, defaults=DATA_DEFAULTS,
-        notes={"layout": "frames (Train/, Val/) or aligned faces (Train_Aligned_Faces/, Val_Aligned_Faces_new/); "
-                          "default: auto, the aligned faces when both exist"})
+        "examples/sfew/train.py",
+        __doc__,
+        "SFEW",
+        DATA_OPTIONS,
+        choices=DATA_CHOICES,
+        defaults=DATA_DEFAULTS,
+        notes={
+            "layout": "frames (Train/, Val/) or aligned faces (Train_Aligned_Faces/, Val_Aligned_Faces_new/); "
+            "default: auto, the aligned faces when both exist"
+        },
+    )
 
 
 def make_task(cfg: engine.RunConfig) -> engine.Task:

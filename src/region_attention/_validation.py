@@ -449,8 +449,13 @@ def warn_ignored_landmarks(owner: str, stacklevel: int = 2) -> None:
     )
 
 
-def check_boxes_flag(check_boxes: object, boxes: Tensor, owner: str, mask: Tensor | None = None,
-                     image_size: tuple[int, int] | None = None) -> None:
+def check_boxes_flag(
+    check_boxes: object,
+    boxes: Tensor,
+    owner: str,
+    mask: Tensor | None = None,
+    image_size: tuple[int, int] | None = None,
+) -> None:
     """The one place where the ops that take boxes decide whether to read their values.
 
     With ``check_boxes`` true (outside ``torch.compile``) :func:`check_box_values` runs: it reads the values,

@@ -47,8 +47,7 @@ def _torchvision() -> Any:
         import torchvision
     except ImportError as err:  # pragma: no cover - exercised only without torchvision
         raise ImportError(
-            "region_attention.backbones needs torchvision; install it with "
-            "`pip install 'region-attention[examples]'`"
+            "region_attention.backbones needs torchvision; install it with `pip install 'region-attention[examples]'`"
         ) from err
     return torchvision
 
@@ -269,8 +268,10 @@ def load_checkpoint(
         if k in own and state[k].shape != own[k].shape
     ]
     if mismatched:
-        raise ValueError(f"load_checkpoint: shape mismatch for {len(mismatched)} key(s) in {os.fspath(path)!r}: "
-                         + "; ".join(mismatched[:10]))
+        raise ValueError(
+            f"load_checkpoint: shape mismatch for {len(mismatched)} key(s) in {os.fspath(path)!r}: "
+            + "; ".join(mismatched[:10])
+        )
     if strict and (missing or unexpected):
         raise ValueError(
             f"load_checkpoint: {os.fspath(path)!r} does not match {type(module).__name__}: "

@@ -36,8 +36,24 @@ from PIL import Image
 HEADER = "subDirectory_filePath,face_x,face_y,face_width,face_height,facial_landmarks,expression,valence,arousal"
 #: The published lists, copied byte for byte into the test fixtures (see tests/fixtures/subset_lists/README.md).
 LISTS = Path(__file__).resolve().parents[1] / "fixtures" / "subset_lists" / "AffectNet_dir"
-FAST = ["--backbone", "small", "--image-size", "32", "--epochs", "1", "--batch-size", "16", "--workers", "0",
-        "--device", "cpu", "--seed", "0", "--max-steps-per-epoch", "2"]
+FAST = [
+    "--backbone",
+    "small",
+    "--image-size",
+    "32",
+    "--epochs",
+    "1",
+    "--batch-size",
+    "16",
+    "--workers",
+    "0",
+    "--device",
+    "cpu",
+    "--seed",
+    "0",
+    "--max-steps-per-epoch",
+    "2",
+]
 
 
 def hex_id(i: int) -> str:
@@ -89,8 +105,6 @@ def gen2(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("affectnet") / "layout2"
     generate_affectnet(root, Splits(train=40, test=16), layout="npy", image_size=40, seed=2)
     return root
-
-
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -240,8 +254,10 @@ def test_both_layouts_are_read(gen1: Path, gen2: Path) -> None:
     # layout 2 labels and landmarks agree with the generator's ground truth
     meta = (gen2 / "affectnet_meta.csv").read_text().splitlines()
     header = meta[0].split(",")
-    truth = {(r[header.index("split")], r[header.index("id")]): int(r[header.index("label")])
-             for r in (line.split(",") for line in meta[1:])}
+    truth = {
+        (r[header.index("split")], r[header.index("id")]): int(r[header.index("label")])
+        for r in (line.split(",") for line in meta[1:])
+    }
     test_ids = two["test"].keys()
     assert two["test"].labels().tolist() == [truth[("val", k)] for k in test_ids]
     np = pytest.importorskip("numpy")
@@ -299,8 +315,13 @@ def test_authors_recipe_depends_on_balance(tmp_path: Path) -> None:
         return resolve_config(args, affectnet_recipes(args.balance))
 
     plain = cfg("--recipe", "authors")
-    assert (plain["lr"], plain["epochs"], plain["milestones"], plain["batch_size"], plain["margin"]) == \
-        (0.01, 40, [12, 20, 32], 256, 0.03)
+    assert (plain["lr"], plain["epochs"], plain["milestones"], plain["batch_size"], plain["margin"]) == (
+        0.01,
+        40,
+        [12, 20, 32],
+        256,
+        0.03,
+    )
     over = cfg("--recipe", "authors", "--balance", "oversample")
     assert (over["lr"], over["epochs"], over["milestones"], over["margin"]) == (0.015, 20, [6, 10, 16], 0.02)
     assert cfg("--recipe", "authors", "--lr", "0.5")["lr"] == 0.5
@@ -324,9 +345,11 @@ def test_published_affectnet_lists_parse() -> None:
 def test_generated_lists_match_test_ids(gen1: Path) -> None:
     test = load_affectnet(gen1)["test"]
     index = {k: i for i, k in enumerate(test.keys())}
-    for name, fmt in (("occlusion_affectnet_list.txt", "affectnet_occlusion"),
-                      ("pose_30_affectnet_list.txt", "affectnet_pose"),
-                      ("pose_45_affectnet_list.txt", "affectnet_region")):
+    for name, fmt in (
+        ("occlusion_affectnet_list.txt", "affectnet_occlusion"),
+        ("pose_30_affectnet_list.txt", "affectnet_pose"),
+        ("pose_45_affectnet_list.txt", "affectnet_region"),
+    ):
         lst = parse_subset_list(gen1 / name, dataset="affectnet")
         if not len(lst):
             continue
@@ -364,9 +387,7 @@ def test_missing_and_corrupt_images_are_named_and_counted(tmp_path: Path) -> Non
 
 
 @pytest.mark.slow
-def test_corrupt_image_stops_the_run_or_is_skipped_and_reported(
-    gen1: Path, tmp_path: Path, one_line_error
-) -> None:
+def test_corrupt_image_stops_the_run_or_is_skipped_and_reported(gen1: Path, tmp_path: Path, one_line_error) -> None:
     data = tmp_path / "data"
     shutil.copytree(gen1, data)
     split = load_affectnet(data)["train"]
@@ -393,14 +414,37 @@ def test_one_epoch_layout1_with_subsets(gen1: Path, tmp_path: Path) -> None:
     lines = (gen1 / "pose_30_affectnet_list.txt").read_text().splitlines()
     extra.write_text("\n".join([*lines, f"3/{hex_id(77)}.jpg"]) + "\n")
     out = tmp_path / "out"
-    subsets = [f"occlusion={gen1 / 'occlusion_affectnet_list.txt'}", f"pose45={gen1 / 'pose_45_affectnet_list.txt'}",
-               f"extra={extra}"]
-    summary = main(["--data-dir", str(gen1), "--output-dir", str(out), *FAST, "--balance", "oversample",
-                    "--face-margin", "0.1", "--holdout-fraction", "0.1",
-                    *[a for s in subsets for a in ("--subset", s)]])
+    subsets = [
+        f"occlusion={gen1 / 'occlusion_affectnet_list.txt'}",
+        f"pose45={gen1 / 'pose_45_affectnet_list.txt'}",
+        f"extra={extra}",
+    ]
+    summary = main(
+        [
+            "--data-dir",
+            str(gen1),
+            "--output-dir",
+            str(out),
+            *FAST,
+            "--balance",
+            "oversample",
+            "--face-margin",
+            "0.1",
+            "--holdout-fraction",
+            "0.1",
+            *[a for s in subsets for a in ("--subset", s)],
+        ]
+    )
     assert summary is not None
-    for name in ("metrics.jsonl", "summary.json", "config.json", "confusion_matrix.png", "test_predictions.pt",
-                 "checkpoints/best.pt", "checkpoints/last.pt"):
+    for name in (
+        "metrics.jsonl",
+        "summary.json",
+        "config.json",
+        "confusion_matrix.png",
+        "test_predictions.pt",
+        "checkpoints/best.pt",
+        "checkpoints/last.pt",
+    ):
         assert (out / name).is_file(), name
     written = json.loads((out / "summary.json").read_text())
     assert written["test"]["images"] == 16 and written["test"]["mean_class_accuracy"] is not None
@@ -410,15 +454,29 @@ def test_one_epoch_layout1_with_subsets(gen1: Path, tmp_path: Path) -> None:
     occlusion = len(parse_subset_list(gen1 / "occlusion_affectnet_list.txt", dataset="affectnet"))
     assert written["subsets"]["occlusion"]["matched"] == occlusion and written["subsets"]["occlusion"]["unmatched"] == 0
     assert written["subsets"]["extra"]["unmatched"] == 1 and written["subsets"]["extra"]["unmatched_examples"] == [
-        hex_id(77)]
+        hex_id(77)
+    ]
     assert written["subsets"]["extra"]["label_disagreements"] == 0
 
 
 @pytest.mark.slow
 def test_one_epoch_layout2_with_landmark_regions_and_weighted_loss(gen2: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    summary = main(["--data-dir", str(gen2), "--output-dir", str(out), *FAST, "--regions", "landmarks",
-                    "--balance", "weighted-loss", "--classes", "7"])
+    summary = main(
+        [
+            "--data-dir",
+            str(gen2),
+            "--output-dir",
+            str(out),
+            *FAST,
+            "--regions",
+            "landmarks",
+            "--balance",
+            "weighted-loss",
+            "--classes",
+            "7",
+        ]
+    )
     assert summary is not None
     written = json.loads((out / "summary.json").read_text())
     assert written["data"]["layout"] == "npy" and written["config"]["regions"] == "landmarks"
@@ -431,8 +489,19 @@ def test_one_epoch_layout2_with_landmark_regions_and_weighted_loss(gen2: Path, t
 @pytest.mark.slow
 def test_landmark_regions_layout1_and_resume(gen1: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    argv = ["--data-dir", str(gen1), "--output-dir", str(out), *FAST, "--regions", "landmarks", "--face-margin",
-            "0.2", "--holdout-fraction", "0"]
+    argv = [
+        "--data-dir",
+        str(gen1),
+        "--output-dir",
+        str(out),
+        *FAST,
+        "--regions",
+        "landmarks",
+        "--face-margin",
+        "0.2",
+        "--holdout-fraction",
+        "0",
+    ]
     main(argv)  # epoch 1 of 2
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
     summary = main([*argv, "--epochs", "2", "--resume"])

@@ -22,13 +22,20 @@ from .test_predict import checkpoint as make_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 TRAIN: dict[str, Callable[[], argparse.ArgumentParser]] = {
-    "ferplus": ferplus_parser, "affectnet": affectnet_parser, "rafdb": rafdb_parser, "sfew": sfew_parser}
+    "ferplus": ferplus_parser,
+    "affectnet": affectnet_parser,
+    "rafdb": rafdb_parser,
+    "sfew": sfew_parser,
+}
 PARSERS = {**TRAIN, "predict": predict_parser}
 
 
 def shown_options(parser: argparse.ArgumentParser) -> list[argparse.Action]:
-    return [a for a in parser._actions
-            if a.option_strings and a.help != argparse.SUPPRESS and not isinstance(a, argparse._HelpAction)]
+    return [
+        a
+        for a in parser._actions
+        if a.option_strings and a.help != argparse.SUPPRESS and not isinstance(a, argparse._HelpAction)
+    ]
 
 
 def help_of(parser: argparse.ArgumentParser, action: argparse.Action) -> str:
@@ -36,8 +43,7 @@ def help_of(parser: argparse.ArgumentParser, action: argparse.Action) -> str:
 
 
 def run_script(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=ROOT, check=False,
-                          timeout=120)
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=ROOT, check=False, timeout=120)
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> None:
@@ -91,13 +97,18 @@ def test_no_hidden_old_spellings(capsys):
         parser.parse_args(["--data-dir", "d", "--output-dir", "o", "--variant-layout", "frames"])
     assert info.value.code == 2 and "--variant-layout" in capsys.readouterr().err
     for make in PARSERS.values():
-        hidden = [a for a in make()._actions if a.option_strings and a.help == argparse.SUPPRESS
-                  and a.dest != "max_steps_per_epoch"]
+        hidden = [
+            a
+            for a in make()._actions
+            if a.option_strings and a.help == argparse.SUPPRESS and a.dest != "max_steps_per_epoch"
+        ]
         assert not hidden, [a.option_strings for a in hidden]
 
 
-@pytest.mark.parametrize(("name", "option"), [("sfew", "--radius"), ("ferplus", "--radius"),
-                                               ("ferplus", "--subset-labels"), ("sfew", "--classes")])
+@pytest.mark.parametrize(
+    ("name", "option"),
+    [("sfew", "--radius"), ("ferplus", "--radius"), ("ferplus", "--subset-labels"), ("sfew", "--classes")],
+)
 def test_options_a_script_cannot_use_are_refused(name, option, capsys):
     parser = TRAIN[name]()
     assert option not in parser.format_help()
@@ -116,8 +127,9 @@ def test_missing_data_folder_is_one_line(name, tmp_path):
     assert not (tmp_path / "o").exists()  # refused before anything was written
 
 
-@pytest.mark.parametrize(("name", "dataset"), [("ferplus", "FERPlus"), ("affectnet", "AffectNet"),
-                                             ("rafdb", "RAF-DB"), ("sfew", "SFEW")])
+@pytest.mark.parametrize(
+    ("name", "dataset"), [("ferplus", "FERPlus"), ("affectnet", "AffectNet"), ("rafdb", "RAF-DB"), ("sfew", "SFEW")]
+)
 def test_data_folder_of_another_layout_is_one_line(name, dataset, tmp_path, capsys):
     """A folder that exists but holds no dataset the reader knows (e.g. the parent of the real one)."""
     wrong = tmp_path / "downloads"
@@ -137,8 +149,12 @@ def test_data_folder_of_another_layout_is_one_line(name, dataset, tmp_path, caps
 @pytest.mark.parametrize("name", TRAIN)
 @pytest.mark.parametrize(("option", "value"), [("--epochs", "0"), ("--lr", "fast"), ("--recipe", "mine")])
 def test_bad_option_values_are_one_line(name, option, value, tmp_path, capsys):
-    module = {"ferplus": "examples.ferplus.train", "affectnet": "examples.affectnet.train",
-              "rafdb": "examples.rafdb.train", "sfew": "examples.sfew.train"}[name]
+    module = {
+        "ferplus": "examples.ferplus.train",
+        "affectnet": "examples.affectnet.train",
+        "rafdb": "examples.rafdb.train",
+        "sfew": "examples.sfew.train",
+    }[name]
     main = __import__(module, fromlist=["main"]).main
     with pytest.raises(SystemExit) as info:
         main(["--data-dir", str(tmp_path), "--output-dir", str(tmp_path / "o"), option, value])

@@ -18,8 +18,7 @@ from PIL import Image
 def demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
     args = build_parser().parse_args(["--demo", "--output-dir", str(out)])
-    result = run_demo(args, set(), data=Splits(train=96, valid=32, test=64), epochs=1, image_size=32,
-                      milestones=[1])
+    result = run_demo(args, set(), data=Splits(train=96, valid=32, test=64), epochs=1, image_size=32, milestones=[1])
     return out, result
 
 
@@ -68,8 +67,9 @@ def test_predict_prints_probabilities_and_draws_attention(demo, tmp_path, capsys
         pixels = bytes((torch.rand(48 * 48) * 255).byte().tolist())
         Image.frombytes("L", (48, 48), pixels).save(faces / f"face{i}.png")
     figure = tmp_path / "attention.png"
-    results = predict(["--checkpoint", str(out / "ran" / "checkpoints" / "best.pt"), str(faces),
-                       "--attention-figure", str(figure)])
+    results = predict(
+        ["--checkpoint", str(out / "ran" / "checkpoints" / "best.pt"), str(faces), "--attention-figure", str(figure)]
+    )
     assert len(results) == 3
     for r in results:
         probs = [p for _, p in r["top"]]
@@ -112,8 +112,11 @@ def test_occlusion_attention_matches_a_direct_computation(demo):
         prior = torch.zeros(5, dtype=torch.float64)
         for key in clean:
             with torch.no_grad():
-                prior += model(dataset[test.key_to_index()[key]][0].float()[None] / 255).relation_attention.weights[
-                    0, 1:].double()
+                prior += (
+                    model(dataset[test.key_to_index()[key]][0].float()[None] / 255)
+                    .relation_attention.weights[0, 1:]
+                    .double()
+                )
         prior /= len(clean)
         most, least, rel_most, rel_least, compared = [], [], [], [], 0
         for key in keys:
@@ -165,6 +168,13 @@ def test_predict_reads_a_one_pass_checkpoint_and_draws_attention(demo, tmp_path)
     for i in range(2):
         Image.frombytes("L", (48, 48), bytes((torch.rand(48 * 48) * 255).byte().tolist())).save(faces / f"f{i}.png")
     figure = tmp_path / "attention.png"
-    results = predict(["--checkpoint", str(out / "ran_one_pass" / "checkpoints" / "best.pt"), str(faces),
-                       "--attention-figure", str(figure)])
+    results = predict(
+        [
+            "--checkpoint",
+            str(out / "ran_one_pass" / "checkpoints" / "best.pt"),
+            str(faces),
+            "--attention-figure",
+            str(figure),
+        ]
+    )
     assert len(results) == 2 and figure.stat().st_size > 0

@@ -58,18 +58,24 @@ def test_spearman_with_ties_uses_average_ranks():
 
 
 def test_mechanism_figures_on_a_hand_made_example():
-    coverage = torch.tensor([
-        [0.5, 0.5, 0.1, 0.3, 0.2],   # two regions share the highest coverage
-        [0.0, 0.9, 0.2, 0.2, 0.4],   # one most and one least covered region
-        [0.3, 0.3, 0.3, 0.3, 0.3],   # all equal: skipped
-        [0.1, 0.2, 0.3, 0.4, 0.5],   # weights all equal: Spearman counts 0
-    ], dtype=torch.float64)
-    weights = torch.tensor([
-        [0.10, 0.12, 0.30, 0.20, 0.28],
-        [0.25, 0.05, 0.20, 0.30, 0.20],
-        [0.2, 0.2, 0.2, 0.2, 0.2],
-        [0.2, 0.2, 0.2, 0.2, 0.2],
-    ], dtype=torch.float64)
+    coverage = torch.tensor(
+        [
+            [0.5, 0.5, 0.1, 0.3, 0.2],  # two regions share the highest coverage
+            [0.0, 0.9, 0.2, 0.2, 0.4],  # one most and one least covered region
+            [0.3, 0.3, 0.3, 0.3, 0.3],  # all equal: skipped
+            [0.1, 0.2, 0.3, 0.4, 0.5],  # weights all equal: Spearman counts 0
+        ],
+        dtype=torch.float64,
+    )
+    weights = torch.tensor(
+        [
+            [0.10, 0.12, 0.30, 0.20, 0.28],
+            [0.25, 0.05, 0.20, 0.30, 0.20],
+            [0.2, 0.2, 0.2, 0.2, 0.2],
+            [0.2, 0.2, 0.2, 0.2, 0.2],
+        ],
+        dtype=torch.float64,
+    )
     got = mechanism_figures(coverage, weights)
     most = [(0.10 + 0.12) / 2, 0.05, 0.2]
     least = [0.30, 0.25, 0.2]
@@ -94,15 +100,24 @@ def test_mechanism_figures_on_a_hand_made_example():
 
 def test_region_coverage_on_hand_made_masks():
     mask = torch.zeros(2, 4, 4)
-    mask[0, :2] = 1.0            # the top half
-    mask[1, :, 3] = 0.5          # the right column, half transparent
+    mask[0, :2] = 1.0  # the top half
+    mask[1, :, 3] = 0.5  # the right column, half transparent
     # boxes in an 8 x 8 network input: each input pixel is half a mask pixel
-    boxes = torch.tensor([[[0.0, 0.0, 8.0, 8.0], [0.0, 0.0, 8.0, 4.0], [0.0, 4.0, 8.0, 8.0], [0.0, 2.0, 8.0, 6.0]],
-                          [[0.0, 0.0, 8.0, 8.0], [6.0, 0.0, 8.0, 8.0], [0.0, 0.0, 6.0, 8.0], [4.0, 0.0, 8.0, 4.0]]])
+    boxes = torch.tensor(
+        [
+            [[0.0, 0.0, 8.0, 8.0], [0.0, 0.0, 8.0, 4.0], [0.0, 4.0, 8.0, 8.0], [0.0, 2.0, 8.0, 6.0]],
+            [[0.0, 0.0, 8.0, 8.0], [6.0, 0.0, 8.0, 8.0], [0.0, 0.0, 6.0, 8.0], [4.0, 0.0, 8.0, 4.0]],
+        ]
+    )
     got = region_coverage(mask, boxes, 8)
     # reference: the same boxes in mask pixels (halved, integer here) by plain slicing
-    want = torch.tensor([[float(mask[n, y1 // 2:y2 // 2, x1 // 2:x2 // 2].mean()) for x1, y1, x2, y2 in
-                          boxes[n].long().tolist()] for n in range(2)], dtype=torch.float64)
+    want = torch.tensor(
+        [
+            [float(mask[n, y1 // 2 : y2 // 2, x1 // 2 : x2 // 2].mean()) for x1, y1, x2, y2 in boxes[n].long().tolist()]
+            for n in range(2)
+        ],
+        dtype=torch.float64,
+    )
     assert torch.equal(got, want)
     assert got.tolist() == [[0.5, 1.0, 0.0, 0.5], [0.125, 0.5, 0.0, 0.25]]
     # a non-square input: (W, H)
@@ -112,13 +127,17 @@ def test_region_coverage_on_hand_made_masks():
 def overlap_loop(box: list[float], height: int, width: int) -> list[list[float]]:
     """The area each pixel [x, x+1) x [y, y+1) shares with the box, one pixel at a time in Python floats."""
     x1, y1, x2, y2 = box
-    return [[max(0.0, min(x2, x + 1) - max(x1, x)) * max(0.0, min(y2, y + 1) - max(y1, y)) for x in range(width)]
-            for y in range(height)]
+    return [
+        [max(0.0, min(x2, x + 1) - max(x1, x)) * max(0.0, min(y2, y + 1) - max(y1, y)) for x in range(width)]
+        for y in range(height)
+    ]
 
 
 def test_box_weights_against_a_pixel_loop():
-    boxes = torch.tensor([[0.0, 0.0, 3.0, 2.0], [0.5, 1.25, 2.75, 3.5], [-2.0, -1.0, 1.5, 9.0], [5.0, 5.0, 7.0, 7.0]],
-                         dtype=torch.float64)
+    boxes = torch.tensor(
+        [[0.0, 0.0, 3.0, 2.0], [0.5, 1.25, 2.75, 3.5], [-2.0, -1.0, 1.5, 9.0], [5.0, 5.0, 7.0, 7.0]],
+        dtype=torch.float64,
+    )
     got = box_weights(boxes, 4, 5)
     assert got.shape == (4, 4, 5) and got.dtype == torch.float64
     for box, grid in zip(boxes.tolist(), got, strict=True):
@@ -130,8 +149,8 @@ def test_box_weights_against_a_pixel_loop():
 def test_field_figures_on_hand_made_maps():
     # one face, two regions of a 4 x 4 input; the occluder covers the left half
     saliency = torch.zeros(1, 2, 4, 4, dtype=torch.float64)
-    saliency[0, 0, :, 0] = 1.0           # region 0 looks at column 0 only: inside its box [0, 2] x [0, 4]
-    saliency[0, 1, :, 1] = 1.0           # region 1 looks at columns 1 and 3, its box is [2, 4] x [0, 4]
+    saliency[0, 0, :, 0] = 1.0  # region 0 looks at column 0 only: inside its box [0, 2] x [0, 4]
+    saliency[0, 1, :, 1] = 1.0  # region 1 looks at columns 1 and 3, its box is [2, 4] x [0, 4]
     saliency[0, 1, :, 3] = 3.0
     boxes = torch.tensor([[[0.0, 0.0, 2.0, 4.0], [2.0, 0.0, 4.0, 4.0]]])
     alpha = torch.zeros(1, 4, 4)
@@ -206,9 +225,11 @@ def test_parse_seeds_and_the_command_line():
 
 
 def test_aggregate_mean_and_sample_std():
-    runs = [{"ran": {"overall": 0.5, "spearman": -0.2, "faces": 10, "clean_weights": [0.1, 0.9]}},
-            {"ran": {"overall": 0.7, "spearman": None, "faces": 12, "clean_weights": [0.2, 0.8]}},
-            {"ran": {"overall": 0.6, "spearman": -0.4, "faces": 11, "clean_weights": [0.3, 0.7]}}]
+    runs = [
+        {"ran": {"overall": 0.5, "spearman": -0.2, "faces": 10, "clean_weights": [0.1, 0.9]}},
+        {"ran": {"overall": 0.7, "spearman": None, "faces": 12, "clean_weights": [0.2, 0.8]}},
+        {"ran": {"overall": 0.6, "spearman": -0.4, "faces": 11, "clean_weights": [0.3, 0.7]}},
+    ]
     mean, std = aggregate(runs)
     assert "clean_weights" not in mean["ran"] and "clean_weights" not in std["ran"]  # lists stay per seed
     assert mean["ran"]["overall"] == pytest.approx(0.6)

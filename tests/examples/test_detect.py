@@ -39,8 +39,9 @@ def test_margin_and_resize_match_interpolate():
     photo = torch.rand(3, 100, 120, generator=torch.Generator().manual_seed(1))
     # box 40 x 40 at (20, 30); margin 0.25 -> the square (10, 20, 70, 80) of side 60, shrunk to 20
     face, face_points = align_face(photo, (20, 30, 60, 70), torch.tensor([[40.0, 50.0]]), 20, margin=0.25)
-    expected = F.interpolate(photo[None, :, 20:80, 10:70], size=(20, 20), mode="bilinear", align_corners=False,
-                             antialias=True)[0]
+    expected = F.interpolate(
+        photo[None, :, 20:80, 10:70], size=(20, 20), mode="bilinear", align_corners=False, antialias=True
+    )[0]
     # the antialiasing filter spans 3 input pixels: at the crop's edge it reads the photo beyond the slice
     torch.testing.assert_close(face[:, 1:-1, 1:-1], expected[:, 1:-1, 1:-1], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(face_points, torch.tensor([[10.0, 10.0]]))  # (40 - 10, 50 - 20) * 20 / 60
@@ -91,8 +92,9 @@ def test_detect_refuses_positional_faces_and_landmarks(tmp_path, capsys, extra):
 
 
 def astronaut(tmp_path: Path) -> Path:
-    pytest.importorskip("facenet_pytorch", reason="facenet-pytorch not installed (pip install "
-                        "'region-attention[detect]')")
+    pytest.importorskip(
+        "facenet_pytorch", reason="facenet-pytorch not installed (pip install 'region-attention[detect]')"
+    )
     skimage_data = pytest.importorskip("skimage.data", reason="scikit-image not installed (it ships the photo)")
     path = tmp_path / "astronaut.png"
     Image.fromarray(skimage_data.astronaut()).save(path)

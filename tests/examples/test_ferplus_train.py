@@ -16,8 +16,20 @@ from examples.common.synthetic import Splits, generate_ferplus
 from examples.ferplus.train import main
 
 ROOT = Path(__file__).resolve().parents[2]
-FAST = ["--backbone", "small", "--image-size", "32", "--batch-size", "16", "--workers", "0", "--device", "cpu",
-        "--lr", "0.05"]
+FAST = [
+    "--backbone",
+    "small",
+    "--image-size",
+    "32",
+    "--batch-size",
+    "16",
+    "--workers",
+    "0",
+    "--device",
+    "cpu",
+    "--lr",
+    "0.05",
+]
 
 
 @pytest.fixture(scope="module")
@@ -28,21 +40,34 @@ def data(tmp_path_factory) -> Path:
 
 
 def subsets(data: Path) -> list[str]:
-    return ["--subset", f"occlusion={data / 'jianfei_occlusion_list.txt'}",
-            "--subset", f"pose30={data / 'pose_30_ferplus_list.txt'}"]
+    return [
+        "--subset",
+        f"occlusion={data / 'jianfei_occlusion_list.txt'}",
+        "--subset",
+        f"pose30={data / 'pose_30_ferplus_list.txt'}",
+    ]
 
 
 @pytest.mark.slow
 def test_one_epoch_end_to_end(data, tmp_path):
     out = tmp_path / "run"
     summary = main(["--data-dir", str(data), "--output-dir", str(out), "--epochs", "1", *FAST, *subsets(data)])
-    for name in ("metrics.jsonl", "summary.json", "confusion_matrix.png", "training_curves.png",
-                 "checkpoints/last.pt", "checkpoints/best.pt"):
+    for name in (
+        "metrics.jsonl",
+        "summary.json",
+        "confusion_matrix.png",
+        "training_curves.png",
+        "checkpoints/last.pt",
+        "checkpoints/best.pt",
+    ):
         assert (out / name).stat().st_size > 0, name
     written = json.loads((out / "summary.json").read_text())
     assert written["selected_epoch"] == 1
-    assert written["data"]["test"]["kept"] == written["test"]["images"] == len(torch.load(
-        out / "test_predictions.pt", weights_only=True)["labels"])
+    assert (
+        written["data"]["test"]["kept"]
+        == written["test"]["images"]
+        == len(torch.load(out / "test_predictions.pt", weights_only=True)["labels"])
+    )
     cm = torch.tensor(written["test"]["confusion_matrix"])
     assert cm.sum() == written["test"]["images"]
     assert abs(written["test"]["accuracy"] - cm.diag().sum().item() / cm.sum().item()) < 1e-9
@@ -50,8 +75,15 @@ def test_one_epoch_end_to_end(data, tmp_path):
     assert occ["matched"] + occ["unmatched"] == occ["entries"] > 0
     assert set(occ["accuracy_by_type"]) <= {"0", "1", "2", "3"}
     record = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
-    assert {"epoch", "lr", "train_loss", "train_cls_loss", "train_rb_loss", "valid_accuracy",
-            "train_images_per_s"} <= set(record)
+    assert {
+        "epoch",
+        "lr",
+        "train_loss",
+        "train_cls_loss",
+        "train_rb_loss",
+        "valid_accuracy",
+        "train_images_per_s",
+    } <= set(record)
     ckpt = torch.load(out / "checkpoints" / "best.pt", map_location="cpu", weights_only=True)
     assert {"model", "optimizer", "scheduler", "scaler", "epoch", "rng", "config"} <= set(ckpt)
     assert ckpt["class_names"][0] == "neutral"
@@ -95,8 +127,18 @@ def test_resume_refuses_another_configuration(data, tmp_path, one_line_error):
     out = tmp_path / "run"
     main(["--data-dir", str(data), "--output-dir", str(out), "--epochs", "1", *FAST])
     with one_line_error(r"another configuration or other data: image_size: checkpoint 32 vs now 40"):
-        main(["--data-dir", str(data), "--output-dir", str(out), "--epochs", "2", "--resume",
-              *[v if v != "32" else "40" for v in FAST]])
+        main(
+            [
+                "--data-dir",
+                str(data),
+                "--output-dir",
+                str(out),
+                "--epochs",
+                "2",
+                "--resume",
+                *[v if v != "32" else "40" for v in FAST],
+            ]
+        )
 
 
 def test_bad_inputs_name_what_is_wrong(data, tmp_path, one_line_error):
@@ -110,8 +152,19 @@ def test_bad_inputs_name_what_is_wrong(data, tmp_path, one_line_error):
     bad_list = tmp_path / "list.txt"
     bad_list.write_text("this is not a subset list\n")
     with one_line_error(r"list\.txt"):
-        main(["--data-dir", str(data), "--output-dir", str(tmp_path / "o2"), "--epochs", "1", *FAST,
-              "--subset", f"bad={bad_list}"])
+        main(
+            [
+                "--data-dir",
+                str(data),
+                "--output-dir",
+                str(tmp_path / "o2"),
+                "--epochs",
+                "1",
+                *FAST,
+                "--subset",
+                f"bad={bad_list}",
+            ]
+        )
 
 
 @pytest.mark.slow
@@ -119,9 +172,22 @@ def test_torchrun_two_processes_on_cpu(data, tmp_path):
     out = tmp_path / "ddp"
     path = os.pathsep.join([str(ROOT), str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])
     env = {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(ROOT / "examples" / "ferplus" / "train.py"), "--data-dir", str(data), "--output-dir", str(out),
-           "--epochs", "1", *FAST, *subsets(data)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        str(ROOT / "examples" / "ferplus" / "train.py"),
+        "--data-dir",
+        str(data),
+        "--output-dir",
+        str(out),
+        "--epochs",
+        "1",
+        *FAST,
+        *subsets(data),
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())

@@ -48,15 +48,20 @@ def test_16_bit_modes_are_scaled_not_clipped(tmp_path):
 
 
 def test_float_and_other_modes(tmp_path):
-    unit = (RAMP16.astype(np.float32) / 65535)
-    np.testing.assert_array_equal(np.asarray(convert_image(Image.fromarray(unit, "F"), "L")),
-                                  np.rint(unit.astype(np.float64) * 255).astype(np.uint8))
+    unit = RAMP16.astype(np.float32) / 65535
+    np.testing.assert_array_equal(
+        np.asarray(convert_image(Image.fromarray(unit, "F"), "L")),
+        np.rint(unit.astype(np.float64) * 255).astype(np.uint8),
+    )
     rgb = Image.fromarray(np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8))
     for mode in ("P", "RGBA", "LA", "CMYK", "1", "L", "YCbCr"):
         image = rgb.convert(mode)
         for target in ("RGB", "L"):
-            np.testing.assert_array_equal(np.asarray(convert_image(image, target)),
-                                          np.asarray(image.convert(target)), err_msg=f"{mode} -> {target}")
+            np.testing.assert_array_equal(
+                np.asarray(convert_image(image, target)),
+                np.asarray(image.convert(target)),
+                err_msg=f"{mode} -> {target}",
+            )
     with pytest.raises(ValueError, match="expected mode 'RGB' or 'L', got 'RGBA'"):
         convert_image(rgb, "RGBA")
 
@@ -110,8 +115,11 @@ def test_rafdb_box_outside_the_image_names_the_files(tmp_path):
     assert record.box is not None and record.box_source.endswith("_boundingbox.txt")
     outside = dataclasses.replace(record, box=(-3000.0, -3000.0, -2000.0, -2000.0))
     dataset = ImageListDataset([outside], 32, crop_to_box=True)
-    with pytest.raises(ValueError, match=rf"{record.path.name}: face box .* lies entirely outside the .* image "
-                                         rf"\(box from .*_boundingbox\.txt; label from .*:\d+\)"):
+    with pytest.raises(
+        ValueError,
+        match=rf"{record.path.name}: face box .* lies entirely outside the .* image "
+        rf"\(box from .*_boundingbox\.txt; label from .*:\d+\)",
+    ):
         dataset[0]
     partly = dataclasses.replace(record, box=(-10.0, -10.0, 20.0, 20.0))  # partly outside: padded, fine
     assert ImageListDataset([partly], 32, crop_to_box=True)[0][0].shape == (3, 32, 32)
@@ -128,8 +136,11 @@ def test_affectnet_box_outside_the_image_is_an_error_or_counted_and_skipped(tmp_
     csv_path.write_text("\n".join(lines) + "\n")
     split = load_affectnet(root)["train"]
     index = int((split.lines == 2).nonzero()[0])
-    with pytest.raises(BadImageError, match=r"face box .* lies entirely outside the 64 x 64 image.*training\.csv, "
-                                            r"line 2|training\.csv, line 2.* lies entirely outside"):
+    with pytest.raises(
+        BadImageError,
+        match=r"face box .* lies entirely outside the 64 x 64 image.*training\.csv, "
+        r"line 2|training\.csv, line 2.* lies entirely outside",
+    ):
         split.dataset(32)[index]
     kept, bad = check_images(split, skip_bad=True, image_size=32)
     assert len(kept) == len(split) - 1 and len(bad) == 1 and "outside" in bad[0]["error"]

@@ -26,8 +26,24 @@ from examples.ferplus.train import main
 
 ROOT = Path(__file__).resolve().parents[2]
 EPOCHS = 5
-FAST = ["--backbone", "small", "--image-size", "16", "--batch-size", "16", "--workers", "0", "--device", "cpu",
-        "--lr", "0.05", "--max-steps-per-epoch", "2", "--epochs", str(EPOCHS)]
+FAST = [
+    "--backbone",
+    "small",
+    "--image-size",
+    "16",
+    "--batch-size",
+    "16",
+    "--workers",
+    "0",
+    "--device",
+    "cpu",
+    "--lr",
+    "0.05",
+    "--max-steps-per-epoch",
+    "2",
+    "--epochs",
+    str(EPOCHS),
+]
 
 CHILD = r"""
 import io, os, signal, sys, time
@@ -70,8 +86,6 @@ main(sys.argv[1:])
 """
 
 
-
-
 def _launch(data: Path, out: Path, env_extra: dict[str, str]) -> subprocess.Popen:
     ckpts = out / "checkpoints"
     has_checkpoint = (ckpts / "last.pt").exists() or (ckpts / "best.pt").exists()
@@ -98,9 +112,12 @@ def test_sigkill_at_random_points_then_resume_equals_an_uninterrupted_run(tmp_pa
 
     out = tmp_path / "killed"
     rng = random.Random(13)
-    kills = [{"SELF_KILL": "after:best.pt:1"},  # epoch 1: best.pt renamed into place, last.pt not yet written
-             {"SELF_KILL": "write:last.pt:1"},  # epoch 2: half of last.pt's temporary file written
-             {}, {}]  # random moments after this launch's first write
+    kills = [
+        {"SELF_KILL": "after:best.pt:1"},  # epoch 1: best.pt renamed into place, last.pt not yet written
+        {"SELF_KILL": "write:last.pt:1"},  # epoch 2: half of last.pt's temporary file written
+        {},
+        {},
+    ]  # random moments after this launch's first write
     killed = 0
     for env_extra in kills:
         before = _written(out)
@@ -141,6 +158,7 @@ def test_sigkill_at_random_points_then_resume_equals_an_uninterrupted_run(tmp_pa
     lines_b = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in lines_b] == list(range(1, EPOCHS + 1))
     strip = ("train_images_per_s", "changed_options")
-    assert [{k: v for k, v in r.items() if k not in strip} for r in lines_b] == \
-        [{k: v for k, v in r.items() if k not in strip} for r in lines_a]
+    assert [{k: v for k, v in r.items() if k not in strip} for r in lines_b] == [
+        {k: v for k, v in r.items() if k not in strip} for r in lines_a
+    ]
     assert not list(out.rglob("*.tmp-*"))  # temporary files of the killed writes were removed

@@ -22,8 +22,22 @@ from PIL import Image
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 SCRIPTS = ("ferplus", "affectnet", "rafdb", "sfew")
-FAST = ["--backbone", "small", "--image-size", "16", "--batch-size", "8", "--workers", "0", "--device", "cpu",
-        "--max-steps-per-epoch", "1", "--epochs", "1"]
+FAST = [
+    "--backbone",
+    "small",
+    "--image-size",
+    "16",
+    "--batch-size",
+    "8",
+    "--workers",
+    "0",
+    "--device",
+    "cpu",
+    "--max-steps-per-epoch",
+    "1",
+    "--epochs",
+    "1",
+]
 GENERATE: dict[str, Callable[[Path], object]] = {
     "ferplus": lambda out: generate_ferplus(out, Splits(train=24, valid=8, test=8), seed=3),
     "affectnet": lambda out: generate_affectnet(out, Splits(train=24, test=16), layout="csv", image_size=48, seed=1),
@@ -85,14 +99,22 @@ PARSE_TIME = [
     ("split-at without features", ["--split-at", "layer4"], r"--split-at applies to the one-pass model only"),
     ("one-pass baseline", ["--model", "baseline", "--regions-on", "features"], r"the baseline has no regions"),
     ("image too small", ["--image-size", "4"], r"--image-size 4 is too small for --backbone small; give at least"),
-    ("roi too large", ["--regions-on", "features", "--roi-size", "500"], r"--roi-size 500 exceeds the 4 x 4 "
-     r"feature map .*give --roi-size <= 4"),
+    (
+        "roi too large",
+        ["--regions-on", "features", "--roi-size", "500"],
+        r"--roi-size 500 exceeds the 4 x 4 "
+        r"feature map .*give --roi-size <= 4",
+    ),
     ("bogus device", ["--device", "bogus"], r"--device 'bogus' is not a device"),
     ("output is a file", ["--output-dir", "{file}"], r"--output-dir .*plain\.txt is a file, not a folder"),
     ("bad subset list", ["--subset", "occlusion={list}"], r"list\.txt, line 1: (unknown subset-list line|expected)"),
     ("nothing to resume", ["--resume"], r"nothing to resume in .*start the run afresh"),
-    ("NaN pretrained", ["--pretrained", "{nan}"], r"--pretrained .*nan\.pth holds NaN or infinite weights in 1 "
-     r"tensor\(s\): 0\.weight"),
+    (
+        "NaN pretrained",
+        ["--pretrained", "{nan}"],
+        r"--pretrained .*nan\.pth holds NaN or infinite weights in 1 "
+        r"tensor\(s\): 0\.weight",
+    ),
     ("ambiguous pretrained", ["--pretrained", "{dup}"], r"both with and without the 'module\.' prefix"),
 ]
 if not torch.cuda.is_available():
@@ -160,14 +182,26 @@ def _ferplus_folder(root: Path) -> Path:
 
 FERPLUS_DATA = [
     ("empty fer2013.csv", lambda d: (d / "fer2013.csv").write_text(""), r"fer2013\.csv: empty file"),
-    ("non-UTF-8 CSV", lambda d: (d / "fer2013new.csv").write_bytes(
-        b"\n".join([*(d / "fer2013new.csv").read_bytes().split(b"\n")[:7], b"Training,\xff"])),
-     r"fer2013new\.csv, line 8: not UTF-8 text"),
-    ("bad vote", lambda d: (d / "fer2013new.csv").write_text(
-        (d / "fer2013new.csv").read_text().replace(",0,", ",x,", 1)), r"vote count for .* must be a non-negative"),
-    ("empty split", lambda d: (d / "fer2013.csv").write_text("\n".join(
-        line for line in (d / "fer2013.csv").read_text().splitlines() if not line.endswith("PrivateTest")) + "\n"),
-     r"rows|split"),
+    (
+        "non-UTF-8 CSV",
+        lambda d: (d / "fer2013new.csv").write_bytes(
+            b"\n".join([*(d / "fer2013new.csv").read_bytes().split(b"\n")[:7], b"Training,\xff"])
+        ),
+        r"fer2013new\.csv, line 8: not UTF-8 text",
+    ),
+    (
+        "bad vote",
+        lambda d: (d / "fer2013new.csv").write_text((d / "fer2013new.csv").read_text().replace(",0,", ",x,", 1)),
+        r"vote count for .* must be a non-negative",
+    ),
+    (
+        "empty split",
+        lambda d: (d / "fer2013.csv").write_text(
+            "\n".join(line for line in (d / "fer2013.csv").read_text().splitlines() if not line.endswith("PrivateTest"))
+            + "\n"
+        ),
+        r"rows|split",
+    ),
 ]
 
 
@@ -224,16 +258,18 @@ def test_predict_mistakes_are_one_line(trained, tmp_path, capsys):
     import zlib
 
     ihdr = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 0, 0, 0, 0)
-    huge.write_bytes(b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + ihdr
-                     + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr)))
+    huge.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    )
 
     def set_weight(name: str, value: torch.Tensor) -> Callable[[dict], None]:
         return lambda c: c["model"].__setitem__(name, value)
 
     first = next(iter(torch.load(trained, weights_only=True)["model"]))
     nan_weights = _resave(trained, tmp_path / "nan.pt", lambda c: c["model"][first].fill_(float("nan")))
-    complex_nan = _resave(trained, tmp_path / "complex.pt",
-                          set_weight("extra", torch.tensor([complex(float("nan"), 0.0)])))
+    complex_nan = _resave(
+        trained, tmp_path / "complex.pt", set_weight("extra", torch.tensor([complex(float("nan"), 0.0)]))
+    )
     other_arch = _resave(trained, tmp_path / "arch.pt", lambda c: c["config"].__setitem__("backbone", "resnet18"))
     no_checksum = _resave(trained, tmp_path / "nosum.pt", lambda c: None, checksum=False)
     duplicate = _resave(trained, tmp_path / "dup.pt", set_weight(f"module.{first}", torch.zeros(1)))

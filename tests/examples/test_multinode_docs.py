@@ -12,8 +12,14 @@ from examples.ferplus.train import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
 #: What SLURM and the batch script would put in the variables the documented lines use.
-ENVIRONMENT = {"SLURM_JOB_NUM_NODES": "2", "SLURM_NODEID": "1", "MASTER_ADDR": "node0", "MASTER_PORT": "29500",
-               "OUT": "/shared/out", "RESUME": "--resume"}
+ENVIRONMENT = {
+    "SLURM_JOB_NUM_NODES": "2",
+    "SLURM_NODEID": "1",
+    "MASTER_ADDR": "node0",
+    "MASTER_PORT": "29500",
+    "OUT": "/shared/out",
+    "RESUME": "--resume",
+}
 
 
 def section() -> str:
@@ -30,7 +36,7 @@ def torchrun_lines() -> list[str]:
         for line in joined.splitlines():
             line = line.split(" #")[0].strip()
             if "torchrun " in line:
-                line = line[line.index("torchrun "):].rstrip("'")
+                line = line[line.index("torchrun ") :].rstrip("'")
                 lines.append(re.sub(r"\$(\w+)", lambda m: ENVIRONMENT[m.group(1)], line))
     return lines
 

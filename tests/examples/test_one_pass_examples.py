@@ -20,8 +20,20 @@ from PIL import Image
 
 from region_attention import FeatureRegionAttentionNetwork, RegionAttentionNetwork
 
-FAST = ["--backbone", "small", "--image-size", "32", "--batch-size", "16", "--workers", "0", "--device", "cpu",
-        "--lr", "0.05"]
+FAST = [
+    "--backbone",
+    "small",
+    "--image-size",
+    "32",
+    "--batch-size",
+    "16",
+    "--workers",
+    "0",
+    "--device",
+    "cpu",
+    "--lr",
+    "0.05",
+]
 PARSERS = {"ferplus": ferplus_parser, "affectnet": affectnet_parser, "rafdb": rafdb_parser, "sfew": sfew_parser}
 
 
@@ -29,8 +41,9 @@ PARSERS = {"ferplus": ferplus_parser, "affectnet": affectnet_parser, "rafdb": ra
 def test_every_script_takes_the_one_pass_options(script, tmp_path):
     parser = PARSERS[script]()
     base = ["--data-dir", str(tmp_path), "--output-dir", str(tmp_path / "out")]
-    cfg = resolve_config(parser.parse_args([*base, "--regions-on", "features", "--roi-size", "5",
-                                            "--split-at", "layer4"]))
+    cfg = resolve_config(
+        parser.parse_args([*base, "--regions-on", "features", "--roi-size", "5", "--split-at", "layer4"])
+    )
     assert (cfg.regions_on, cfg.roi_size, cfg.split_at) == ("features", 5, "layer4")
     default = resolve_config(parser.parse_args(base))
     assert (default.regions_on, default.roi_size, default.split_at) == ("image", None, None)  # the paper
@@ -86,8 +99,7 @@ def test_one_pass_run_trains_resumes_and_predicts(tmp_path):
     data = tmp_path / "data"
     generate_ferplus(data, Splits(train=64, valid=24, test=24), seed=5)
     out = tmp_path / "run"
-    common = ["--data-dir", str(data), "--output-dir", str(out), *FAST, "--regions-on", "features",
-              "--roi-size", "4"]
+    common = ["--data-dir", str(data), "--output-dir", str(out), *FAST, "--regions-on", "features", "--roi-size", "4"]
     ferplus_main([*common, "--epochs", "1"])
     ferplus_main([*common, "--epochs", "2", "--resume"])
     ckpt = load_checkpoint_file(out / "checkpoints" / "last.pt")
@@ -102,8 +114,9 @@ def test_one_pass_run_trains_resumes_and_predicts(tmp_path):
     faces.mkdir()
     Image.frombytes("L", (48, 48), bytes((torch.rand(48 * 48) * 255).byte().tolist())).save(faces / "a.png")
     figure = tmp_path / "attention.png"
-    results = predict(["--checkpoint", str(out / "checkpoints" / "last.pt"), str(faces / "a.png"),
-                       "--attention-figure", str(figure)])
+    results = predict(
+        ["--checkpoint", str(out / "checkpoints" / "last.pt"), str(faces / "a.png"), "--attention-figure", str(figure)]
+    )
     assert len(results) == 1 and figure.stat().st_size > 0
     probs = [p for _, p in results[0]["top"]]
     assert probs == sorted(probs, reverse=True)

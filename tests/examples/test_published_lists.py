@@ -24,8 +24,9 @@ PUBLISHED = [
 ]
 
 
-@pytest.mark.parametrize(("name", "dataset", "labels", "fmt", "unique", "duplicates"), PUBLISHED,
-                         ids=[p[0] for p in PUBLISHED])
+@pytest.mark.parametrize(
+    ("name", "dataset", "labels", "fmt", "unique", "duplicates"), PUBLISHED, ids=[p[0] for p in PUBLISHED]
+)
 def test_published_list(name, dataset, labels, fmt, unique, duplicates):
     subset = parse_subset_list(LISTS / name, dataset=dataset, label_path=None if labels is None else LISTS / labels)
     assert subset.format == fmt

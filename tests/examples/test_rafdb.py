@@ -71,13 +71,16 @@ def test_label_mapping_is_the_providers_order(tmp_path: Path) -> None:
     assert RAFDB_CLASSES[0] == "surprise" and RAFDB_CLASSES[3] == "happiness" and RAFDB_CLASSES[6] == "neutral"
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    (b"train_00001.jpg 8", "1..7"),
-    (b"train_00001.jpg 0", "1..7"),
-    (b"train_00001.jpg", "expected '<image> <label 1-7>'"),
-    (b"val_00001.jpg 3", "not a RAF-DB name"),
-    (b"train_00001.jpg 3\ntrain_00001.jpg 3", "listed twice"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (b"train_00001.jpg 8", "1..7"),
+        (b"train_00001.jpg 0", "1..7"),
+        (b"train_00001.jpg", "expected '<image> <label 1-7>'"),
+        (b"val_00001.jpg 3", "not a RAF-DB name"),
+        (b"train_00001.jpg 3\ntrain_00001.jpg 3", "listed twice"),
+    ],
+)
 def test_label_file_errors_name_file_and_line(tmp_path: Path, text: bytes, message: str) -> None:
     path = tmp_path / "list_patition_label.txt"
     path.write_bytes(text)
@@ -88,8 +91,14 @@ def test_label_file_errors_name_file_and_line(tmp_path: Path, text: bytes, messa
 
 def test_both_label_file_spellings(tmp_path: Path) -> None:
     out = tmp_path / "readme_spelling"
-    generate_rafdb(out, Splits(train=7, test=7), label_file="list_partition_label.txt", final_newline=True,
-                   original=False, lists=False)
+    generate_rafdb(
+        out,
+        Splits(train=7, test=7),
+        label_file="list_partition_label.txt",
+        final_newline=True,
+        original=False,
+        lists=False,
+    )
     data = load_rafdb(out)
     assert data.report["label_file_spelling"] == "list_partition_label.txt"
     assert (len(data.train), len(data.test)) == (7, 7)
@@ -182,8 +191,10 @@ def test_occlusion_list_crlf_duplicate_and_types(tmp_path: Path) -> None:
 
 
 def test_pose_list_with_companion_label_file(tmp_path: Path) -> None:
-    for list_name, label_name in (("val_raf_db_list.txt", "val_raf_db_label.txt"),
-                                  ("val_raf_db_list_45.txt", "val_raf_db_label_45.txt")):
+    for list_name, label_name in (
+        ("val_raf_db_list.txt", "val_raf_db_label.txt"),
+        ("val_raf_db_list_45.txt", "val_raf_db_label_45.txt"),
+    ):
         (tmp_path / list_name).write_bytes(POSE)
         (tmp_path / label_name).write_bytes(POSE_LABELS)
         assert companion_label_file(tmp_path / list_name) == tmp_path / label_name
@@ -226,9 +237,21 @@ def test_generated_lists_match_the_published_formats(provider: Path) -> None:
 def test_train_end_to_end_with_subsets(provider: Path, tmp_path: Path) -> None:
     lists = provider / "lists"
     out = tmp_path / "run"
-    summary = main(["--data-dir", str(provider), "--output-dir", str(out), "--epochs", "1", *FAST,
-                    "--subset", f"occlusion={lists / 'rafdb_occlusion_list.txt'}",
-                    "--subset", f"pose30={lists / 'val_raf_db_list.txt'}"])
+    summary = main(
+        [
+            "--data-dir",
+            str(provider),
+            "--output-dir",
+            str(out),
+            "--epochs",
+            "1",
+            *FAST,
+            "--subset",
+            f"occlusion={lists / 'rafdb_occlusion_list.txt'}",
+            "--subset",
+            f"pose30={lists / 'val_raf_db_list.txt'}",
+        ]
+    )
     assert summary is not None
     saved = json.loads((out / "summary.json").read_text())
     assert saved["class_names"] == list(RAFDB_CLASSES) and saved["task"] == "rafdb"
@@ -260,12 +283,49 @@ def test_resume_and_baseline(provider: Path, tmp_path: Path, one_line_error) -> 
 def test_kaggle_and_landmark_regions_end_to_end(provider: Path, tmp_path: Path) -> None:
     kaggle = tmp_path / "kaggle"
     generate_rafdb(kaggle, Splits(train=14, test=7), layout="kaggle", lists=False)
-    summary = main(["--data-dir", str(kaggle), "--output-dir", str(tmp_path / "k"), "--epochs", "1", *FAST,
-                    "--holdout-fraction", "0"])
+    summary = main(
+        [
+            "--data-dir",
+            str(kaggle),
+            "--output-dir",
+            str(tmp_path / "k"),
+            "--epochs",
+            "1",
+            *FAST,
+            "--holdout-fraction",
+            "0",
+        ]
+    )
     assert summary is not None and summary["best_valid_accuracy"] is None and summary["data"]["layout"] == "kaggle"
-    summary = main(["--data-dir", str(provider), "--output-dir", str(tmp_path / "lm"), "--epochs", "1", *FAST,
-                    "--images", "original", "--face-margin", "0.1", "--regions", "landmarks"])
+    summary = main(
+        [
+            "--data-dir",
+            str(provider),
+            "--output-dir",
+            str(tmp_path / "lm"),
+            "--epochs",
+            "1",
+            *FAST,
+            "--images",
+            "original",
+            "--face-margin",
+            "0.1",
+            "--regions",
+            "landmarks",
+        ]
+    )
     assert summary is not None and summary["config"]["regions"] == "landmarks"
     with pytest.raises(SystemExit, match="needs --images original"):
-        main(["--data-dir", str(provider), "--output-dir", str(tmp_path / "bad"), *FAST, "--epochs", "1",
-              "--regions", "landmarks"])
+        main(
+            [
+                "--data-dir",
+                str(provider),
+                "--output-dir",
+                str(tmp_path / "bad"),
+                *FAST,
+                "--epochs",
+                "1",
+                "--regions",
+                "landmarks",
+            ]
+        )

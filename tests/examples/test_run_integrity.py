@@ -28,8 +28,22 @@ from PIL import Image
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-FAST = ["--backbone", "small", "--image-size", "16", "--batch-size", "16", "--workers", "0", "--device", "cpu",
-        "--lr", "0.05", "--max-steps-per-epoch", "2"]
+FAST = [
+    "--backbone",
+    "small",
+    "--image-size",
+    "16",
+    "--batch-size",
+    "16",
+    "--workers",
+    "0",
+    "--device",
+    "cpu",
+    "--lr",
+    "0.05",
+    "--max-steps-per-epoch",
+    "2",
+]
 
 
 @pytest.fixture(scope="module")
@@ -98,8 +112,12 @@ def test_changed_pixels_are_refused_naming_them(data, tmp_path, capsys):
     before = snapshot(out)
     other = tmp_path / "data"
     shutil.copytree(data, other)
-    _rewrite_csv(data / "fer2013.csv", other / "fer2013.csv", "pixels",
-                 lambda text: " ".join(str(255 - int(v)) for v in text.split()))  # keys, votes: all the same
+    _rewrite_csv(
+        data / "fer2013.csv",
+        other / "fer2013.csv",
+        "pixels",
+        lambda text: " ".join(str(255 - int(v)) for v in text.split()),
+    )  # keys, votes: all the same
     line = refused(capsys, argv(other, out, "--resume", epochs=2), r"other image content \(pixels")
     assert "other labels" not in line and "other images (their names)" not in line
     assert snapshot(out) == before
@@ -114,8 +132,9 @@ def test_changed_vote_distributions_are_refused_with_crossentropy(data, tmp_path
     shutil.copytree(data, other)
     lines = (data / "fer2013new.csv").read_text().splitlines()
     header = lines[0].split(",")
-    votes = [header.index(c) for c in ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear",
-                                       "contempt")]
+    votes = [
+        header.index(c) for c in ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt")
+    ]
     changed = [lines[0]]
     for line in lines[1:]:  # move one vote between the two smallest counts of 2+ (no class gains or loses the top)
         fields = line.split(",")
@@ -125,8 +144,11 @@ def test_changed_vote_distributions_are_refused_with_crossentropy(data, tmp_path
             fields[i], fields[j] = str(a + 1), str(b - 1) if b - 1 != 1 else str(b)
         changed.append(",".join(fields))
     (other / "fer2013new.csv").write_text("\n".join(changed) + "\n")
-    refused(capsys, argv(other, out, "--label-mode", "crossentropy", "--resume", epochs=2),
-            r"train split: .*(other labels|images vs now)")
+    refused(
+        capsys,
+        argv(other, out, "--label-mode", "crossentropy", "--resume", epochs=2),
+        r"train split: .*(other labels|images vs now)",
+    )
     assert snapshot(out) == before
 
 
@@ -191,8 +213,12 @@ def test_epochs_below_a_finished_run_are_refused(straight, data, tmp_path, capsy
     out = tmp_path / "run"
     shutil.copytree(straight["out"], out)
     before = snapshot(out)
-    refused(capsys, argv(data, out, "--resume", epochs=1), r"has trained 2 epochs; --epochs 1 is below that: give "
-                                                              r"--epochs 2 or more")
+    refused(
+        capsys,
+        argv(data, out, "--resume", epochs=1),
+        r"has trained 2 epochs; --epochs 1 is below that: give "
+        r"--epochs 2 or more",
+    )
     assert snapshot(out) == before
 
 
@@ -206,8 +232,7 @@ def test_a_folder_with_only_config_json_restarts_on_resume(data, straight, tmp_p
     main(argv(data, out, epochs=2))
     run_id = json.loads((out / "config.json").read_text())["run_id"]
     shutil.rmtree(out / "checkpoints")
-    for name in ("metrics.jsonl", "summary.json", "test_predictions.pt", "confusion_matrix.png",
-                 "training_curves.png"):
+    for name in ("metrics.jsonl", "summary.json", "test_predictions.pt", "confusion_matrix.png", "training_curves.png"):
         (out / name).unlink(missing_ok=True)
     refused(capsys, argv(data, out, epochs=2), r"already holds a run \(config\.json\); give --resume")
     summary = main(argv(data, out, "--resume", epochs=2))  # the advice
@@ -222,16 +247,26 @@ def test_a_folder_with_only_config_json_restarts_on_resume(data, straight, tmp_p
 
 
 def test_checkpoint_checks(tmp_path):
-    good = {"format": "region-attention-example/1", "model": {"w": torch.ones(2)}, "config": {}, "class_names": [],
-            "epoch": 0, "best": {}, "history": [{}]}
+    good = {
+        "format": "region-attention-example/1",
+        "model": {"w": torch.ones(2)},
+        "config": {},
+        "class_names": [],
+        "epoch": 0,
+        "best": {},
+        "history": [{}],
+    }
     path = tmp_path / "c.pt"
     atomic_save(good, path)
     assert load_checkpoint_file(path)["model"]["w"].sum() == 2
     atomic_save(good, path, checksum=False)
     with pytest.raises(CheckpointError, match=r"c\.pt has no checksum"):
         load_checkpoint_file(path)
-    for bad in (torch.tensor([complex(0, float("nan"))]), torch.tensor([float("inf")], dtype=torch.bfloat16),
-                torch.tensor([complex(float("inf"), 0)], dtype=torch.complex128)):
+    for bad in (
+        torch.tensor([complex(0, float("nan"))]),
+        torch.tensor([float("inf")], dtype=torch.bfloat16),
+        torch.tensor([complex(float("inf"), 0)], dtype=torch.complex128),
+    ):
         atomic_save({**good, "model": {"w": bad}}, path)
         with pytest.raises(CheckpointError, match=r"NaN or infinite weights in 1 tensor\(s\): w"):
             load_checkpoint_file(path)
@@ -251,8 +286,12 @@ def test_a_full_disk_names_the_file(data, tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(checkpoints.torch, "save", full)
     out = tmp_path / "run"
-    refused(capsys, argv(data, out), r"cannot write .*best\.pt: \[enforce fail at inline_container\.cc:672\] \. "
-                                     r"unexpected pos 512 vs 0 \(is its disk full")
+    refused(
+        capsys,
+        argv(data, out),
+        r"cannot write .*best\.pt: \[enforce fail at inline_container\.cc:672\] \. "
+        r"unexpected pos 512 vs 0 \(is its disk full",
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -304,8 +343,7 @@ def test_predict_reads_every_format_as_training_does(tmp_path, channels):
         reference.split, reference.image_size, reference.transform = split, 24, None
         trained = torch.nn.functional.interpolate  # noqa: F841 (documentation: resized with PIL, not torch)
         grey = reference._grey(0).resize((24, 24), Image.Resampling.BILINEAR)
-        expected = torch.frombuffer(bytearray(grey.tobytes()), dtype=torch.uint8).reshape(1, 24, 24).expand(3, 24,
-                                                                                                            24)
+        expected = torch.frombuffer(bytearray(grey.tobytes()), dtype=torch.uint8).reshape(1, 24, 24).expand(3, 24, 24)
     else:
         expected = ImageListDataset([ImageRecord("f", paths["8-bit"], 0)], 24)[0][0]
     for name, path in paths.items():
@@ -336,14 +374,24 @@ def test_predict_gives_one_answer_for_every_format_of_a_face(tmp_path):
     from examples.ferplus.train import build_parser
     from examples.predict import main as predict
 
-    cfg = resolve_config(build_parser().parse_args(["--data-dir", "x", "--output-dir", "y", "--backbone", "small",
-                                                    "--image-size", "24"]))
+    cfg = resolve_config(
+        build_parser().parse_args(["--data-dir", "x", "--output-dir", "y", "--backbone", "small", "--image-size", "24"])
+    )
     torch.manual_seed(0)
     model = build_model(cfg, 8)
     ckpt = tmp_path / "grey.pt"
-    atomic_save({"format": CHECKPOINT_FORMAT, "model": model.state_dict(), "epoch": 0, "history": [{}],
-                 "config": {**cfg.to_dict(), "image_channels": "L"}, "class_names": list("abcdefgh"),
-                 "best": {"epoch": None, "accuracy": -1.0}}, ckpt)
+    atomic_save(
+        {
+            "format": CHECKPOINT_FORMAT,
+            "model": model.state_dict(),
+            "epoch": 0,
+            "history": [{}],
+            "config": {**cfg.to_dict(), "image_channels": "L"},
+            "class_names": list("abcdefgh"),
+            "best": {"epoch": None, "accuracy": -1.0},
+        },
+        ckpt,
+    )
     results = predict(["--checkpoint", str(ckpt), *map(str, _formats(tmp_path).values())])
     first = results[0]["probabilities"]
     assert all(r["probabilities"] == first for r in results), [r["image"] for r in results]
@@ -362,14 +410,21 @@ def test_a_non_utf8_byte_on_line_8_is_reported_on_line_8(tmp_path):
 
     # a long line 2: a decoder reading blocks reports the line where its block began, not line 8
     formats = {
-        "ferplus": (f"Usage,Image name,{','.join(VOTE_COLUMNS)}",
-                    lambda i: f"Training,fer{i:07d}.png,{' ' * (20000 if i == 0 else 0)}10,0,0,0,0,0,0,0,0,0"),
-        "affectnet": ("subDirectory_filePath,face_x,face_y,face_width,face_height,facial_landmarks,expression,valence,"
-                      "arousal", lambda i: f"{'x' * (20000 if i == 0 else 1)}{i}.jpg,0,0,1,1,,9,0,0"),
+        "ferplus": (
+            f"Usage,Image name,{','.join(VOTE_COLUMNS)}",
+            lambda i: f"Training,fer{i:07d}.png,{' ' * (20000 if i == 0 else 0)}10,0,0,0,0,0,0,0,0,0",
+        ),
+        "affectnet": (
+            "subDirectory_filePath,face_x,face_y,face_width,face_height,facial_landmarks,expression,valence,arousal",
+            lambda i: f"{'x' * (20000 if i == 0 else 1)}{i}.jpg,0,0,1,1,,9,0,0",
+        ),
         "kaggle": ("image,label", lambda i: f"train_{i:05d}.jpg,{' ' * (20000 if i == 0 else 0)}1"),
     }
-    readers = {"ferplus": lambda p: read_ferplus_csv(p, p), "affectnet": lambda p: read_affectnet_csv(p, tmp_path),
-               "kaggle": read_kaggle_csv}
+    readers = {
+        "ferplus": lambda p: read_ferplus_csv(p, p),
+        "affectnet": lambda p: read_affectnet_csv(p, tmp_path),
+        "kaggle": read_kaggle_csv,
+    }
     for name, (header, row) in formats.items():
         path = tmp_path / f"{name}.csv"
         rows = [header, *(row(i) for i in range(6))]

@@ -20,8 +20,22 @@ from examples.common.engine.checkpoints import CheckpointError, atomic_save, con
 from examples.common.synthetic import Splits, generate_ferplus
 from examples.ferplus.train import build_parser, main, make_task
 
-FAST = ["--backbone", "small", "--image-size", "16", "--batch-size", "16", "--workers", "0", "--device", "cpu",
-        "--lr", "0.05", "--max-steps-per-epoch", "2"]
+FAST = [
+    "--backbone",
+    "small",
+    "--image-size",
+    "16",
+    "--batch-size",
+    "16",
+    "--workers",
+    "0",
+    "--device",
+    "cpu",
+    "--lr",
+    "0.05",
+    "--max-steps-per-epoch",
+    "2",
+]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -101,13 +115,19 @@ def test_a_best_pt_that_is_not_the_selected_weights_stops_the_run_naming_it(data
     last_path = out / "checkpoints" / "last.pt"
     last = load_checkpoint_file(last_path)
     # The state of the old write order after a kill: last.pt records epoch 2 as the best, best.pt holds epoch 1.
-    last["best"] = {"epoch": 2, "accuracy": last["history"][1]["valid_accuracy"],
-                    "model_hash": content_hash(last["model"])}
+    last["best"] = {
+        "epoch": 2,
+        "accuracy": last["history"][1]["valid_accuracy"],
+        "model_hash": content_hash(last["model"]),
+    }
     atomic_save(last, last_path)
     atomic_save(epoch1, out / "checkpoints" / "best.pt")
-    line = refused(capsys, lambda: main(argv(data, out, "--resume", epochs=2)),
-                   r"best\.pt does not hold the selected weights: it holds epoch 1, but the run's record selects "
-                   r"epoch 2")
+    line = refused(
+        capsys,
+        lambda: main(argv(data, out, "--resume", epochs=2)),
+        r"best\.pt does not hold the selected weights: it holds epoch 1, but the run's record selects "
+        r"epoch 2",
+    )
     assert "Epoch 2's weights are lost: retrain the run (--overwrite)" in line  # advice that works
 
 
@@ -190,8 +210,11 @@ def test_a_refused_resume_leaves_config_json_alone(data, tmp_path, capsys):
     main(argv(data, out, epochs=1))
     config = (out / "config.json").read_bytes()
     metrics = (out / "metrics.jsonl").read_bytes()
-    refused(capsys, lambda: main([*argv(data, out, "--resume", epochs=2), "--image-size", "20"]),
-            "another configuration or other data: image_size: checkpoint 16 vs now 20")
+    refused(
+        capsys,
+        lambda: main([*argv(data, out, "--resume", epochs=2), "--image-size", "20"]),
+        "another configuration or other data: image_size: checkpoint 16 vs now 20",
+    )
     assert (out / "config.json").read_bytes() == config
     assert (out / "metrics.jsonl").read_bytes() == metrics
 
@@ -208,10 +231,17 @@ def test_resume_accepts_a_moved_data_folder_and_refuses_other_data(data, tmp_pat
     shutil.copytree(data, moved)
     other = tmp_path / "other"
     generate_ferplus(other, Splits(train=48, valid=16, test=16), seed=4)
-    refused(capsys, lambda: main(argv(other, out, "--resume", epochs=2)), r"train split: other images \(their names\); "
-            r"other labels .*; other image content .*valid split")
-    refused(capsys, lambda: main(argv(moved, out, "--resume", "--layout", "csv", epochs=2)),
-            r"data option layout: checkpoint 'auto' vs now 'csv'")
+    refused(
+        capsys,
+        lambda: main(argv(other, out, "--resume", epochs=2)),
+        r"train split: other images \(their names\); "
+        r"other labels .*; other image content .*valid split",
+    )
+    refused(
+        capsys,
+        lambda: main(argv(moved, out, "--resume", "--layout", "csv", epochs=2)),
+        r"data option layout: checkpoint 'auto' vs now 'csv'",
+    )
     summary = main(argv(moved, out, "--resume", epochs=2))  # the same data in another folder
     assert summary["selected_epoch"] in (1, 2)
     assert metrics_lines(out)[1]["changed_options"]["data_dir"] == str(moved)
@@ -234,8 +264,9 @@ def test_options_changed_at_a_resume_are_recorded_per_epoch(data, tmp_path):
 def test_data_fingerprint_hashes_keys_labels_and_pixels(data):
     import hashlib
 
-    cfg = engine.config_from_args(build_parser(), build_parser().parse_args(["--data-dir", str(data),
-                                                                             "--output-dir", "unused", *FAST]))
+    cfg = engine.config_from_args(
+        build_parser(), build_parser().parse_args(["--data-dir", str(data), "--output-dir", "unused", *FAST])
+    )
     task = make_task(cfg)
     fingerprint = protocol.data_fingerprint(task, cfg)
     split = task.test.split
@@ -287,8 +318,9 @@ def test_non_finite_predictions_are_an_error(data):
 
             return BaselineOutput(torch.full((image.shape[0], 8), float("nan")))
 
-    cfg = engine.config_from_args(build_parser(), build_parser().parse_args(["--data-dir", str(data),
-                                                                             "--output-dir", "unused", *FAST]))
+    cfg = engine.config_from_args(
+        build_parser(), build_parser().parse_args(["--data-dir", str(data), "--output-dir", "unused", *FAST])
+    )
     task = make_task(cfg)
     rt = engine.Runtime(torch.device("cpu"))
     n = len(task.test)
@@ -341,8 +373,13 @@ def test_a_flipped_byte_in_a_checkpoint_is_an_error_naming_the_file(data, tmp_pa
 
 
 def test_content_hash_is_stable_across_save_and_load(tmp_path):
-    obj = {"model": {"w": torch.randn(3, 4), "b": torch.zeros(2, dtype=torch.bfloat16)}, "epoch": 3,
-           "best": {"accuracy": 0.25, "epoch": None}, "history": [{"lr": 0.1}], "state": {0: torch.ones(1)}}
+    obj = {
+        "model": {"w": torch.randn(3, 4), "b": torch.zeros(2, dtype=torch.bfloat16)},
+        "epoch": 3,
+        "best": {"accuracy": 0.25, "epoch": None},
+        "history": [{"lr": 0.1}],
+        "state": {0: torch.ones(1)},
+    }
     path = tmp_path / "c.pt"
     atomic_save({"format": checkpoints.CHECKPOINT_FORMAT, "config": {}, "class_names": [], **obj}, path)
     loaded = load_checkpoint_file(path)
@@ -390,13 +427,34 @@ def test_affectnet_resume_refuses_another_holdout_margin_or_balance(tmp_path, ca
 
     data = tmp_path / "affectnet"
     generate_affectnet(data, Splits(train=48, test=16), layout="csv", image_size=48, seed=1)
-    fast = ["--data-dir", str(data), "--output-dir", str(tmp_path / "run"), "--backbone", "small", "--image-size",
-            "16", "--batch-size", "16", "--workers", "0", "--device", "cpu", "--max-steps-per-epoch", "1"]
+    fast = [
+        "--data-dir",
+        str(data),
+        "--output-dir",
+        str(tmp_path / "run"),
+        "--backbone",
+        "small",
+        "--image-size",
+        "16",
+        "--batch-size",
+        "16",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        "--max-steps-per-epoch",
+        "1",
+    ]
     affectnet_main([*fast, "--epochs", "1"])
-    for option, value, shown in (("--holdout-fraction", "0.2", "holdout_fraction: checkpoint 0.05 vs now 0.2"),
-                                 ("--face-margin", "0.1", "face_margin: checkpoint 0.0 vs now 0.1"),
-                                 ("--balance", "oversample", "balance: checkpoint 'none' vs now 'oversample'")):
-        refused(capsys, lambda o=option, v=value: affectnet_main([*fast, "--epochs", "2", "--resume", o, v]),
-                rf"another configuration or other data: .*data option {shown}")
+    for option, value, shown in (
+        ("--holdout-fraction", "0.2", "holdout_fraction: checkpoint 0.05 vs now 0.2"),
+        ("--face-margin", "0.1", "face_margin: checkpoint 0.0 vs now 0.1"),
+        ("--balance", "oversample", "balance: checkpoint 'none' vs now 'oversample'"),
+    ):
+        refused(
+            capsys,
+            lambda o=option, v=value: affectnet_main([*fast, "--epochs", "2", "--resume", o, v]),
+            rf"another configuration or other data: .*data option {shown}",
+        )
     summary = affectnet_main([*fast, "--epochs", "2", "--resume"])
     assert summary["selected_epoch"] in (1, 2)

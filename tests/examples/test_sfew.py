@@ -47,8 +47,9 @@ def test_both_variants_counts_and_validation_set(sfew: Path) -> None:
     frames = load_sfew(sfew, "frames")
     assert frames.notes["validation_set"]["folder"] == "Val" and frames.variant == "frames"
     train = frames.report["splits"]["train"]
-    assert train["folders"] == {name: {"class": cls, "images": 4} for name, cls in zip(SHIPPED_FOLDERS, SFEW_CLASSES,
-                                                                                       strict=True)}
+    assert train["folders"] == {
+        name: {"class": cls, "images": 4} for name, cls in zip(SHIPPED_FOLDERS, SFEW_CLASSES, strict=True)
+    }
     assert frames.report["splits"]["val"]["class_counts"] == dict.fromkeys(SFEW_CLASSES, 2)
     # frames are 5:4 pictures; the dataset makes them square
     image, target, label, _ = frames.dataset(frames.val, 40, fit="pad")[0]
@@ -60,8 +61,14 @@ def test_folder_names_are_mapped_explicitly(tmp_path: Path) -> None:
     assert [folder_class(n) for n in SHIPPED_FOLDERS] == list(range(7))
     assert folder_class("Happiness") == 3 and folder_class("sadness") == 5 and folder_class("ANGER") == 0
     out = tmp_path / "renamed"
-    generate_sfew(out, Splits(train=7, test=7), variant="frames", face_size=32, frame_size=(40, 32),
-                  folder_names=("Anger", "Disgust", "Fear", "Happiness", "Neutral", "Sadness", "Surprise"))
+    generate_sfew(
+        out,
+        Splits(train=7, test=7),
+        variant="frames",
+        face_size=32,
+        frame_size=(40, 32),
+        folder_names=("Anger", "Disgust", "Fear", "Happiness", "Neutral", "Sadness", "Surprise"),
+    )
     data = load_sfew(out)
     assert data.report["splits"]["train"]["class_counts"] == dict.fromkeys(SFEW_CLASSES, 1)
 
@@ -126,8 +133,9 @@ def test_train_end_to_end_with_subset(sfew: Path, tmp_path: Path) -> None:
     listing = tmp_path / "happy.txt"
     listing.write_text("".join(f"Happy/{p.name} 3 {i % 2}\n" for i, p in enumerate(val)) + "Happy/absent.png\n")
     out = tmp_path / "run"
-    summary = main(["--data-dir", str(sfew), "--output-dir", str(out), "--epochs", "1", *FAST,
-                    "--subset", f"happy={listing}"])
+    summary = main(
+        ["--data-dir", str(sfew), "--output-dir", str(out), "--epochs", "1", *FAST, "--subset", f"happy={listing}"]
+    )
     assert summary is not None
     saved = json.loads((out / "summary.json").read_text())
     assert saved["class_names"] == list(SFEW_CLASSES) and saved["task"] == "sfew"

@@ -531,8 +531,12 @@ def test_box_coverage_matches_a_pixel_loop() -> None:
     xy = torch.rand(20, 2, generator=g) * torch.tensor([w + 6.0, h + 6.0]) - 3.0  # some outside the image
     wh = torch.rand(20, 2, generator=g) * 7.0
     boxes = torch.cat([xy, xy + wh], 1)
-    boxes = torch.cat([boxes, torch.tensor([[2.0, 3.0, 2.0, 7.0], [0.0, 0.0, w, h], [-5.0, -5.0, -1.0, -1.0],
-                                            [1.25, 2.5, 3.75, 2.75]])])
+    boxes = torch.cat(
+        [
+            boxes,
+            torch.tensor([[2.0, 3.0, 2.0, 7.0], [0.0, 0.0, w, h], [-5.0, -5.0, -1.0, -1.0], [1.25, 2.5, 3.75, 2.75]]),
+        ]
+    )
     for mask in masks:
         got = syn.box_coverage(mask, boxes)
         expected = torch.tensor([_coverage_loop(mask, b) for b in boxes.tolist()], dtype=torch.float64)

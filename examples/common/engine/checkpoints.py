@@ -38,9 +38,28 @@ CHECKPOINT_FORMAT = "region-attention-example/1"
 TMP_MARK = ".tmp-"
 
 #: Configuration entries that must agree between a checkpoint and the run that resumes or reads it.
-IDENTITY_KEYS = ("task", "model", "backbone", "image_size", "image_channels", "variant", "whole_position", "regions",
-                 "num_regions", "radius", "dropout", "label_mode", "class_names", "train_on_valid", "seed",
-                 "data_identity", "regions_on", "roi_size", "split_at", "data_fingerprint")
+IDENTITY_KEYS = (
+    "task",
+    "model",
+    "backbone",
+    "image_size",
+    "image_channels",
+    "variant",
+    "whole_position",
+    "regions",
+    "num_regions",
+    "radius",
+    "dropout",
+    "label_mode",
+    "class_names",
+    "train_on_valid",
+    "seed",
+    "data_identity",
+    "regions_on",
+    "roi_size",
+    "split_at",
+    "data_fingerprint",
+)
 
 
 class RunError(ValueError):
@@ -160,23 +179,30 @@ def load_checkpoint_file(path: Path) -> dict[str, Any]:
         reason = next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
         raise CheckpointError(f"cannot read checkpoint {path} with torch.load(weights_only=True): {reason}") from err
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is not a checkpoint of the region-attention examples "
-                              f"(format {CHECKPOINT_FORMAT})")
+        raise CheckpointError(
+            f"{path} is not a checkpoint of the region-attention examples (format {CHECKPOINT_FORMAT})"
+        )
     saved = ckpt.pop("checksum", None)
     if saved is None:
-        raise CheckpointError(f"{path} has no checksum (every checkpoint of these scripts carries one), so its "
-                              "content cannot be verified; use a checkpoint the scripts wrote, or retrain")
+        raise CheckpointError(
+            f"{path} has no checksum (every checkpoint of these scripts carries one), so its "
+            "content cannot be verified; use a checkpoint the scripts wrote, or retrain"
+        )
     if content_hash(ckpt) != saved:
-        raise CheckpointError(f"{path} is damaged: its content does not match the checksum written with it "
-                              "(the file changed on disk); use another checkpoint or retrain")
+        raise CheckpointError(
+            f"{path} is damaged: its content does not match the checksum written with it "
+            "(the file changed on disk); use another checkpoint or retrain"
+        )
     missing = [k for k in ("model", "config", "class_names", "epoch", "best", "history") if k not in ckpt]
     if missing:
         raise CheckpointError(f"{path} lacks {', '.join(missing)}: not a run checkpoint of these scripts")
     check_state_dict(ckpt["model"], path)
     bad = non_finite_tensors({k: v for k, v in ckpt.items() if k not in ("model", "rng")})
     if bad:
-        raise CheckpointError(f"{path} holds NaN or infinite values in {', '.join(bad[:5])}"
-                              f"{' ...' if len(bad) > 5 else ''}; use another checkpoint or retrain")
+        raise CheckpointError(
+            f"{path} holds NaN or infinite values in {', '.join(bad[:5])}"
+            f"{' ...' if len(bad) > 5 else ''}; use another checkpoint or retrain"
+        )
     return ckpt
 
 
@@ -200,18 +226,21 @@ def check_state_dict(state: Any, path: str | Path) -> None:
     """Refuse weights that cannot be loaded without guessing (:class:`CheckpointError` naming ``path``): not a
     mapping of names to tensors, a non-finite value (any dtype, complex included), or a name present both
     with and without the ``module.`` prefix of ``DataParallel`` (which of the two would load is arbitrary)."""
-    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, Tensor)
-                                               for k, v in state.items()):
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, Tensor) for k, v in state.items()):
         raise CheckpointError(f"{path}: the weights are not a mapping of parameter names to tensors")
-    both = sorted(k for k in state if k.startswith("module.") and k[len("module."):] in state)
+    both = sorted(k for k in state if k.startswith("module.") and k[len("module.") :] in state)
     if both:
-        raise CheckpointError(f"{path} holds {len(both)} weight(s) both with and without the 'module.' prefix "
-                              f"(e.g. {both[0]!r} and {both[0][len('module.'):]!r}): which one is meant is "
-                              "ambiguous; keep one of each pair and save the file again")
+        raise CheckpointError(
+            f"{path} holds {len(both)} weight(s) both with and without the 'module.' prefix "
+            f"(e.g. {both[0]!r} and {both[0][len('module.') :]!r}): which one is meant is "
+            "ambiguous; keep one of each pair and save the file again"
+        )
     bad = non_finite_tensors(state)
     if bad:
-        raise CheckpointError(f"{path} holds NaN or infinite weights in {len(bad)} tensor(s): "
-                              f"{', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}; use another checkpoint")
+        raise CheckpointError(
+            f"{path} holds NaN or infinite weights in {len(bad)} tensor(s): "
+            f"{', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}; use another checkpoint"
+        )
 
 
 def read_pretrained(path: str | Path) -> None:
@@ -223,8 +252,9 @@ def read_pretrained(path: str | Path) -> None:
         raise CheckpointError(f"--pretrained: no file at {path}") from None
     except Exception as err:
         reason = next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
-        raise CheckpointError(f"--pretrained {path}: cannot read it with torch.load(weights_only=True): "
-                              f"{reason}") from err
+        raise CheckpointError(
+            f"--pretrained {path}: cannot read it with torch.load(weights_only=True): {reason}"
+        ) from err
     for key in ("state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
@@ -238,14 +268,22 @@ def load_weights(model: nn.Module, state: dict[str, Any], path: str | Path) -> N
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
-    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
-              if k in state and state[k].shape != own[k].shape]
+    shapes = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+        for k in own
+        if k in state and state[k].shape != own[k].shape
+    ]
     if missing or unexpected or shapes:
-        parts = [f"{len(missing)} missing (e.g. {missing[0]})" if missing else "",
-                 f"{len(unexpected)} unexpected (e.g. {unexpected[0]})" if unexpected else "",
-                 f"{len(shapes)} of another shape (e.g. {shapes[0]})" if shapes else ""]
-        raise CheckpointError(f"{path}: its weights do not fit the architecture its configuration records: "
-                              + ", ".join(p for p in parts if p) + "; the file was altered or mixed up")
+        parts = [
+            f"{len(missing)} missing (e.g. {missing[0]})" if missing else "",
+            f"{len(unexpected)} unexpected (e.g. {unexpected[0]})" if unexpected else "",
+            f"{len(shapes)} of another shape (e.g. {shapes[0]})" if shapes else "",
+        ]
+        raise CheckpointError(
+            f"{path}: its weights do not fit the architecture its configuration records: "
+            + ", ".join(p for p in parts if p)
+            + "; the file was altered or mixed up"
+        )
     model.load_state_dict(state)
 
 
@@ -258,8 +296,9 @@ def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[s
         if key == "data_fingerprint":
             diffs += fingerprint_differences(a or {}, b or {})
         elif isinstance(a, dict) and isinstance(b, dict):
-            diffs += [f"{k}: checkpoint {a.get(k)!r} vs now {b.get(k)!r}"
-                      for k in sorted({*a, *b}) if a.get(k) != b.get(k)]
+            diffs += [
+                f"{k}: checkpoint {a.get(k)!r} vs now {b.get(k)!r}" for k in sorted({*a, *b}) if a.get(k) != b.get(k)
+            ]
         elif a != b:
             diffs.append(f"{key}: checkpoint {a!r} vs now {b!r}")
     return diffs
@@ -278,16 +317,23 @@ def fingerprint_differences(saved: dict[str, Any], current: dict[str, Any]) -> l
         if a == b:
             continue
         if a is None or b is None:
-            diffs.append(f"{name} split: checkpoint {'none' if a is None else 'present'} vs now "
-                         f"{'none' if b is None else 'present'}")
+            diffs.append(
+                f"{name} split: checkpoint {'none' if a is None else 'present'} vs now "
+                f"{'none' if b is None else 'present'}"
+            )
             continue
         if a.get("images") != b.get("images"):
             diffs.append(f"{name} split: {a.get('images')} images vs now {b.get('images')}")
             continue
-        what = [label for key, label in (("keys", "other images (their names)"),
-                                         ("labels", "other labels (votes, classes, boxes or landmarks)"),
-                                         ("content", "other image content (pixels or image files changed)"))
-                if a.get(key) != b.get(key)]
+        what = [
+            label
+            for key, label in (
+                ("keys", "other images (their names)"),
+                ("labels", "other labels (votes, classes, boxes or landmarks)"),
+                ("content", "other image content (pixels or image files changed)"),
+            )
+            if a.get(key) != b.get(key)
+        ]
         diffs.append(f"{name} split: " + "; ".join(what or ["other data"]))
     return diffs
 
@@ -311,11 +357,15 @@ def check_selected(path: Path, ckpt: dict[str, Any], best: dict[str, Any]) -> No
     if "accuracy" in best and best.get("epoch") is not None and len(history) >= epoch:
         recorded = history[epoch - 1].get("valid_accuracy")
         if recorded is not None and best["accuracy"] >= 0 and recorded != best["accuracy"]:
-            problems.append(f"its epoch {epoch} validation accuracy {recorded} differs from the recorded "
-                            f"{best['accuracy']}")
+            problems.append(
+                f"its epoch {epoch} validation accuracy {recorded} differs from the recorded {best['accuracy']}"
+            )
     if problems:
-        raise CheckpointError(f"{path} does not hold the selected weights: " + "; ".join(problems)
-                              + f". Epoch {best.get('epoch')}'s weights are lost: retrain the run (--overwrite)")
+        raise CheckpointError(
+            f"{path} does not hold the selected weights: "
+            + "; ".join(problems)
+            + f". Epoch {best.get('epoch')}'s weights are lost: retrain the run (--overwrite)"
+        )
 
 
 def rng_state() -> dict[str, Any]:
@@ -337,13 +387,32 @@ def restore_rng(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(cuda)
 
 
-def make_checkpoint(*, model: nn.Module, optimizer: torch.optim.Optimizer, schedule: Any,
-                    scaler: torch.amp.GradScaler, epoch: int, best: dict[str, Any], history: list[dict[str, Any]],
-                    record: dict[str, Any], class_names: tuple[str, ...]) -> dict[str, Any]:
+def make_checkpoint(
+    *,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    schedule: Any,
+    scaler: torch.amp.GradScaler,
+    epoch: int,
+    best: dict[str, Any],
+    history: list[dict[str, Any]],
+    record: dict[str, Any],
+    class_names: tuple[str, ...],
+) -> dict[str, Any]:
     """Everything :func:`restore` needs to continue after ``epoch`` (0-based)."""
-    return {"format": CHECKPOINT_FORMAT, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": schedule.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch, "best": best,
-            "history": history, "rng": rng_state(), "config": record, "class_names": list(class_names)}
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": schedule.state_dict(),
+        "scaler": scaler.state_dict(),
+        "epoch": epoch,
+        "best": best,
+        "history": history,
+        "rng": rng_state(),
+        "config": record,
+        "class_names": list(class_names),
+    }
 
 
 def config_hash(record: dict[str, Any]) -> str:
@@ -371,19 +440,27 @@ def _owner(path: Path, ckpt: dict[str, Any], run: dict[str, Any], what: str) -> 
     """Refuse ``ckpt`` unless it was written by the run ``run`` (same run id and configuration hash)."""
     config = ckpt["config"]
     theirs, ours = config.get("run_id"), run.get("run_id")
-    if theirs != ours or config.get("config_hash") != run.get("config_hash") or config_hash(config) != config.get(
-            "config_hash"):
-        why = (f"run id {theirs} vs {ours}" if theirs != ours else "its configuration differs")
-        raise CheckpointError(f"{path} belongs to another run than {what} ({why}): move it out of {path.parent} "
-                              "and resume again, or start afresh with --overwrite")
+    if (
+        theirs != ours
+        or config.get("config_hash") != run.get("config_hash")
+        or config_hash(config) != config.get("config_hash")
+    ):
+        why = f"run id {theirs} vs {ours}" if theirs != ours else "its configuration differs"
+        raise CheckpointError(
+            f"{path} belongs to another run than {what} ({why}): move it out of {path.parent} "
+            "and resume again, or start afresh with --overwrite"
+        )
 
 
 def _fits(newer: dict[str, Any], older: dict[str, Any]) -> bool:
     """Can ``older`` and ``newer`` be two checkpoints of one training history (the older's history a prefix of
     the newer's, and the newer at most one epoch ahead when ``best.pt`` is the newer)?"""
     n = int(older["epoch"]) + 1
-    return bool(len(older["history"]) == n and len(newer["history"]) == newer["epoch"] + 1
-                and newer["history"][:n] == older["history"])
+    return bool(
+        len(older["history"]) == n
+        and len(newer["history"]) == newer["epoch"] + 1
+        and newer["history"][:n] == older["history"]
+    )
 
 
 def plan_resume(folder: Path, run: dict[str, Any] | None) -> Restored:
@@ -412,8 +489,10 @@ def plan_resume(folder: Path, run: dict[str, Any] | None) -> Restored:
     if run is None:
         if "last.pt" not in found:
             why = "" if "last.pt" not in damaged else f" ({damaged['last.pt']})"
-            raise RunError(f"nothing to resume in {folder.parent}: no readable config.json and no intact "
-                           f"checkpoints/last.pt{why}; start the run afresh with --overwrite")
+            raise RunError(
+                f"nothing to resume in {folder.parent}: no readable config.json and no intact "
+                f"checkpoints/last.pt{why}; start the run afresh with --overwrite"
+            )
         run = found["last.pt"][1]["config"]
     what = f"{folder.parent / 'config.json'}"
     for path, ckpt in found.values():
@@ -424,13 +503,17 @@ def plan_resume(folder: Path, run: dict[str, Any] | None) -> Restored:
         newer, older = (best, last) if best["epoch"] > last["epoch"] else (last, best)
         if not _fits(newer, older) or best["epoch"] > last["epoch"] + 1:
             path = found["best.pt"][0]
-            raise CheckpointError(f"{path} (epoch {best['epoch'] + 1}) does not fit {found['last.pt'][0]} (epoch "
-                                  f"{last['epoch'] + 1}): their histories differ, so they come from two attempts "
-                                  f"of the run; move {path.name} out of {folder} and resume again")
+            raise CheckpointError(
+                f"{path} (epoch {best['epoch'] + 1}) does not fit {found['last.pt'][0]} (epoch "
+                f"{last['epoch'] + 1}): their histories differ, so they come from two attempts "
+                f"of the run; move {path.name} out of {folder} and resume again"
+            )
     if not found:
         if "last.pt" in damaged:
-            raise CheckpointError(f"{damaged['last.pt']}; no intact checkpoint is left: move it out of {folder} "
-                                  "and resume again to restart the run from its first epoch, or use --overwrite")
+            raise CheckpointError(
+                f"{damaged['last.pt']}; no intact checkpoint is left: move it out of {folder} "
+                "and resume again to restart the run from its first epoch, or use --overwrite"
+            )
         return Restored(0, {"epoch": None, "accuracy": -1.0}, [], dict(run), None)
     name = max(found, key=lambda n: found[n][1]["epoch"])
     path, ckpt = found[name]
@@ -442,24 +525,36 @@ def plan_resume(folder: Path, run: dict[str, Any] | None) -> Restored:
             rewrite = True  # the selected weights are those of the checkpoint resumed from
             warnings.append(f"warning: {folder / 'best.pt'} {why}; written again from {path} (the same epoch)")
         else:
-            warnings.append(f"warning: {folder / 'best.pt'} {why}: epoch {best.get('epoch')}'s weights are lost; "
-                            "a later epoch that improves on its validation accuracy replaces it, otherwise the "
-                            "run ends without a test result")
+            warnings.append(
+                f"warning: {folder / 'best.pt'} {why}: epoch {best.get('epoch')}'s weights are lost; "
+                "a later epoch that improves on its validation accuracy replaces it, otherwise the "
+                "run ends without a test result"
+            )
     for line in warnings:
         log(line, error=True)
     return Restored(ckpt["epoch"] + 1, best, list(ckpt["history"]), dict(ckpt["config"]), path, ckpt, rewrite)
 
 
-def restore(plan: Restored, record: dict[str, Any], *, model: nn.Module, optimizer: torch.optim.Optimizer,
-            schedule: Any, scaler: torch.amp.GradScaler) -> None:
+def restore(
+    plan: Restored,
+    record: dict[str, Any],
+    *,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    schedule: Any,
+    scaler: torch.amp.GradScaler,
+) -> None:
     """Check that the run resumed (``plan.config``) has this run's configuration and data fingerprint
     (:class:`RunError` listing every difference), then load the checkpoint of ``plan`` into the run's
     objects: everything it holds is restored, the random state included."""
     diffs = config_differences(plan.config, record)
     if diffs:
         where = plan.path or "config.json"
-        raise RunError(f"{where} was written by another configuration or other data: " + "; ".join(diffs)
-                       + " (resume with the run's options and data, or start afresh with --overwrite)")
+        raise RunError(
+            f"{where} was written by another configuration or other data: "
+            + "; ".join(diffs)
+            + " (resume with the run's options and data, or start afresh with --overwrite)"
+        )
     if plan.path is None or plan.checkpoint is None:
         return
     ckpt = plan.checkpoint
@@ -470,9 +565,11 @@ def restore(plan: Restored, record: dict[str, Any], *, model: nn.Module, optimiz
         scaler.load_state_dict(ckpt["scaler"])
         restore_rng(ckpt["rng"])
     except (KeyError, ValueError, RuntimeError, TypeError) as err:
-        raise CheckpointError(f"{plan.path}: its optimiser, schedule or random state does not fit this run "
-                              f"({str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__})"
-                              "; start afresh with --overwrite") from err
+        raise CheckpointError(
+            f"{plan.path}: its optimiser, schedule or random state does not fit this run "
+            f"({str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__})"
+            "; start afresh with --overwrite"
+        ) from err
 
 
 __all__ = [

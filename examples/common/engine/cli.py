@@ -23,11 +23,42 @@ T = TypeVar("T")
 
 #: The options every script offers (the engine's), in --help order.
 ENGINE_OPTIONS = (
-    "data_dir", "output_dir", "recipe", "epochs", "batch_size", "lr", "momentum", "weight_decay", "milestones",
-    "gamma", "margin", "rb_weight", "model", "backbone", "pretrained", "dropout", "variant", "whole_position",
-    "region_batching", "regions_on", "roi_size", "split_at", "image_size", "device", "workers", "amp",
-    "channels_last", "compile", "subset",
-    "train_on_valid", "hflip", "resume", "overwrite", "seed", "eval_batch_size", "max_steps_per_epoch",
+    "data_dir",
+    "output_dir",
+    "recipe",
+    "epochs",
+    "batch_size",
+    "lr",
+    "momentum",
+    "weight_decay",
+    "milestones",
+    "gamma",
+    "margin",
+    "rb_weight",
+    "model",
+    "backbone",
+    "pretrained",
+    "dropout",
+    "variant",
+    "whole_position",
+    "region_batching",
+    "regions_on",
+    "roi_size",
+    "split_at",
+    "image_size",
+    "device",
+    "workers",
+    "amp",
+    "channels_last",
+    "compile",
+    "subset",
+    "train_on_valid",
+    "hflip",
+    "resume",
+    "overwrite",
+    "seed",
+    "eval_batch_size",
+    "max_steps_per_epoch",
 )
 #: Region options: ``regions`` and the two it parametrises.
 REGION_OPTIONS = ("regions", "radius", "num_regions")
@@ -113,8 +144,9 @@ def explicit_options(parser: argparse.ArgumentParser, argv: Sequence[str] | None
     return {k for k, v in vars(ns).items() if v is not unset}
 
 
-def config_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace,
-                     recipes: Mapping[str, Mapping[str, Any]] | None = None) -> RunConfig:
+def config_from_args(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, recipes: Mapping[str, Mapping[str, Any]] | None = None
+) -> RunConfig:
     """The validated :class:`RunConfig` of parsed ``args``; a bad value, a missing file or folder, an image or
     region size the backbone cannot take, a device that does not exist or an unusable output folder is a
     one-line ``parser.error`` (exit status 2)."""
@@ -125,8 +157,10 @@ def config_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace,
     if getattr(args, "milestones", None) is not None:  # given on the command line: within the epochs
         late = [m for m in cfg.milestones if m >= cfg.epochs]
         if late:
-            parser.error(f"--milestones {' '.join(map(str, late))}: not within --epochs {cfg.epochs} (a milestone "
-                         f"is an epoch after which the lr changes: give values from 1 to {cfg.epochs - 1})")
+            parser.error(
+                f"--milestones {' '.join(map(str, late))}: not within --epochs {cfg.epochs} (a milestone "
+                f"is an epoch after which the lr changes: give values from 1 to {cfg.epochs - 1})"
+            )
     if cfg.data_dir is not None and not Path(cfg.data_dir).is_dir():
         parser.error(f"--data-dir: no folder at {cfg.data_dir}")
     if cfg.pretrained is not None and not cfg.resume and not Path(cfg.pretrained).is_file():  # resume: unused
@@ -135,8 +169,12 @@ def config_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace,
         for name, path in pairs:
             if not Path(path).is_file():
                 parser.error(f"{option_name}: list for {name!r} not found: {path}")
-    for problem in (device_problem(cfg.device), size_problem(cfg), writable_problem(cfg.output_dir, "--output-dir"),
-                    output_folder_problem(cfg.output_dir, resume=cfg.resume, overwrite=cfg.overwrite)):
+    for problem in (
+        device_problem(cfg.device),
+        size_problem(cfg),
+        writable_problem(cfg.output_dir, "--output-dir"),
+        output_folder_problem(cfg.output_dir, resume=cfg.resume, overwrite=cfg.overwrite),
+    ):
         if problem:
             parser.error(problem)
     return cfg
@@ -155,8 +193,10 @@ def device_problem(device: str | None, flag: str = "--device") -> str | None:
         if not torch.cuda.is_available():
             return f"{flag} {device}: CUDA is not available on this machine; give --device cpu"
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            return (f"{flag} {device}: this machine has {torch.cuda.device_count()} GPU(s) (cuda:0 to "
-                    f"cuda:{torch.cuda.device_count() - 1})")
+            return (
+                f"{flag} {device}: this machine has {torch.cuda.device_count()} GPU(s) (cuda:0 to "
+                f"cuda:{torch.cuda.device_count() - 1})"
+            )
     elif dev.type not in ("cpu", "mps", "xpu"):
         return f"{flag} {device!r}: the examples run on cpu or cuda"
     return None
@@ -203,8 +243,9 @@ def _unfilled(module: nn.Module) -> nn.Module:
 def size_problem(cfg: RunConfig) -> str | None:
     """:func:`backbone_size_problem` of the run's model, backbone, image size and one-pass options."""
     features = cfg.model == "ran" and cfg.regions_on == "features"
-    return backbone_size_problem(cfg.backbone, cfg.image_size, cfg.split_at if features else None,
-                                 cfg.roi_size if features else None)
+    return backbone_size_problem(
+        cfg.backbone, cfg.image_size, cfg.split_at if features else None, cfg.roi_size if features else None
+    )
 
 
 @functools.lru_cache(maxsize=64)
@@ -216,8 +257,10 @@ def backbone_size_problem(name: str, size: int, split_at: str | None, roi_size: 
 
     if split_at is not None:
         if name not in SPLIT_BACKBONES:
-            return (f"--regions-on features needs a backbone that can be split "
-                    f"({', '.join(sorted(SPLIT_BACKBONES))}), got --backbone {name}")
+            return (
+                f"--regions-on features needs a backbone that can be split "
+                f"({', '.join(sorted(SPLIT_BACKBONES))}), got --backbone {name}"
+            )
         make, channels = SPLIT_BACKBONES[name]
         with torch.device("meta"):
             trunk, head = make(split_at, None)
@@ -231,16 +274,21 @@ def backbone_size_problem(name: str, size: int, split_at: str | None, roi_size: 
         fmap = None
     if _runs_on(whole, 1, 3, size, size) is None:
         smallest = next((s for s in range(size + 1, 1025) if _runs_on(whole, 1, 3, s, s) is not None), None)
-        return (f"--image-size {size} is too small for --backbone {name}"
-                + (f"; give at least {smallest}" if smallest else ""))
+        return f"--image-size {size} is too small for --backbone {name}" + (
+            f"; give at least {smallest}" if smallest else ""
+        )
     if fmap is not None and roi_size is not None and split_at is not None:
         side = min(fmap[-2:])
         if roi_size > side:
-            return (f"--roi-size {roi_size} exceeds the {fmap[-2]} x {fmap[-1]} feature map of a {size}-pixel "
-                    f"face at --split-at {split_at} (a region covers part of it); give --roi-size <= {side}")
+            return (
+                f"--roi-size {roi_size} exceeds the {fmap[-2]} x {fmap[-1]} feature map of a {size}-pixel "
+                f"face at --split-at {split_at} (a region covers part of it); give --roi-size <= {side}"
+            )
         if _runs_on(head, 1, channels[split_at], roi_size, roi_size) is None:
-            return (f"--roi-size {roi_size} is too small for the part of --backbone {name} after "
-                    f"--split-at {split_at}; give a larger --roi-size")
+            return (
+                f"--roi-size {roi_size} is too small for the part of --backbone {name} after "
+                f"--split-at {split_at}; give a larger --roi-size"
+            )
     return None
 
 
@@ -260,8 +308,7 @@ def one_line(err: BaseException) -> str:
     return " ".join(lines) if lines else type(err).__name__
 
 
-def run_script(parser: argparse.ArgumentParser, step: Callable[[], T],
-               also: tuple[type[BaseException], ...] = ()) -> T:
+def run_script(parser: argparse.ArgumentParser, step: Callable[[], T], also: tuple[type[BaseException], ...] = ()) -> T:
     """``step()``, with the user's mistakes found while it reads the data, the checkpoints or the output folder
     (:data:`USER_ERRORS`, and ``also``) turned into one line on stderr and exit status 2, as for a bad option."""
     try:
@@ -285,17 +332,30 @@ def read_data(parser: argparse.ArgumentParser, read: Callable[[RunConfig], T], c
         parser.exit(2, f"{parser.prog}: error: {one_line(err)}\n")
 
 
-def script_parser(prog: str, description: str | None, dataset: str, data_options: Sequence[str], *,
-                  recipes: Mapping[str, Mapping[str, Any]] | None = None, required: bool = True,
-                  engine_notes: Mapping[str, str] | None = None, **data_kwargs: Any) -> argparse.ArgumentParser:
+def script_parser(
+    prog: str,
+    description: str | None,
+    dataset: str,
+    data_options: Sequence[str],
+    *,
+    recipes: Mapping[str, Mapping[str, Any]] | None = None,
+    required: bool = True,
+    engine_notes: Mapping[str, str] | None = None,
+    **data_kwargs: Any,
+) -> argparse.ArgumentParser:
     """A dataset script's parser: ``--data-dir``/``--output-dir`` in the group "required arguments" (``required``;
     ``engine_notes`` may say when instead), the engine's other options, then the group ``dataset`` with
     ``data_options`` (``data_kwargs``: ``choices``, ``defaults``, ``notes`` for them, as in
     :func:`add_options`)."""
     parser = ScriptParser(prog=prog, description=description, formatter_class=HelpFormatter)
     where = ("data_dir", "output_dir")
-    add_options(parser.add_argument_group("required arguments"), where, recipes=recipes,
-                required=where if required else (), notes=engine_notes)
+    add_options(
+        parser.add_argument_group("required arguments"),
+        where,
+        recipes=recipes,
+        required=where if required else (),
+        notes=engine_notes,
+    )
     group = parser.add_argument_group("training (defaults come from --recipe; every value can be overridden)")
     add_options(group, [n for n in ENGINE_OPTIONS if n not in where], recipes=recipes, notes=engine_notes)
     add_options(parser.add_argument_group(dataset), data_options, recipes=recipes, **data_kwargs)

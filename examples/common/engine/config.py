@@ -27,12 +27,36 @@ from ..subsets import parse_subset_arg
 #: Training recipes. "paper": Sec. IV-B of the paper. "authors": the released FERPlus code.
 #: Dataset scripts may override entries (e.g. AffectNet's authors' schedule); every value is a CLI option.
 RECIPES: dict[str, dict[str, Any]] = {
-    "paper": {"lr": 0.01, "epochs": 40, "milestones": [15, 30], "gamma": 0.1, "margin": 0.02, "rb_weight": 1.0,
-              "momentum": 0.9, "weight_decay": 1e-4, "variant": "paper", "whole_position": "first",
-              "batch_size": 64, "region_batching": "joint", "regions": "fixed"},
-    "authors": {"lr": 0.1, "epochs": 60, "milestones": [18, 30, 48], "gamma": 0.1, "margin": 0.1, "rb_weight": 1.0,
-                "momentum": 0.9, "weight_decay": 1e-4, "variant": "authors", "whole_position": "last",
-                "batch_size": 128, "region_batching": "per_region", "regions": "fixed"},
+    "paper": {
+        "lr": 0.01,
+        "epochs": 40,
+        "milestones": [15, 30],
+        "gamma": 0.1,
+        "margin": 0.02,
+        "rb_weight": 1.0,
+        "momentum": 0.9,
+        "weight_decay": 1e-4,
+        "variant": "paper",
+        "whole_position": "first",
+        "batch_size": 64,
+        "region_batching": "joint",
+        "regions": "fixed",
+    },
+    "authors": {
+        "lr": 0.1,
+        "epochs": 60,
+        "milestones": [18, 30, 48],
+        "gamma": 0.1,
+        "margin": 0.1,
+        "rb_weight": 1.0,
+        "momentum": 0.9,
+        "weight_decay": 1e-4,
+        "variant": "authors",
+        "whole_position": "last",
+        "batch_size": 128,
+        "region_batching": "per_region",
+        "regions": "fixed",
+    },
 }
 
 #: Region layouts: the paper's fixed crops, the authors' seven AffectNet crops, landmark boxes, random boxes.
@@ -63,8 +87,9 @@ class RunConfig:
 
     # Where
     data_dir: str | None = option(None, "dataset folder in the provider's layout", type=Path, metavar="DIR")
-    output_dir: str | None = option(None, "where metrics, checkpoints, plots and summary.json go", type=Path,
-                                    metavar="OUT")
+    output_dir: str | None = option(
+        None, "where metrics, checkpoints, plots and summary.json go", type=Path, metavar="OUT"
+    )
     # Recipe and its values
     recipe: str = option("paper", "training recipe: paper (Sec. IV-B) or authors (their released code)")
     epochs: int = option(FROM_RECIPE, "number of epochs", type=int, recipe=True)
@@ -73,38 +98,69 @@ class RunConfig:
     momentum: float = option(FROM_RECIPE, "SGD momentum", type=float, recipe=True)
     weight_decay: float = option(FROM_RECIPE, "SGD weight decay", type=float, recipe=True)
     milestones: list[int] = option(  # noqa: RUF009 (a field with metadata, not a shared default)
-        FROM_RECIPE, "epochs after which the lr is multiplied by --gamma", type=int, nargs="*", recipe=True)
+        FROM_RECIPE, "epochs after which the lr is multiplied by --gamma", type=int, nargs="*", recipe=True
+    )
     gamma: float = option(FROM_RECIPE, "lr factor at each milestone", type=float, recipe=True)
     margin: float = option(FROM_RECIPE, "region biased loss margin", type=float, recipe=True)
-    rb_weight: float = option(FROM_RECIPE, "weight of the region biased loss (1 = the paper's 1:1; 0 = without it)",
-                              type=float, recipe=True)
+    rb_weight: float = option(
+        FROM_RECIPE, "weight of the region biased loss (1 = the paper's 1:1; 0 = without it)", type=float, recipe=True
+    )
     variant: str = option(FROM_RECIPE, "attention formulation", choices=("paper", "authors"), recipe=True)
-    whole_position: str = option(FROM_RECIPE, "where the whole face goes among the regions", choices=("first", "last"),
-                                 recipe=True)
-    region_batching: str = option(FROM_RECIPE, "one backbone call over all regions (joint), or one per region type "
-                                  "(per_region: BatchNorm statistics per type, as the authors' code)",
-                                  choices=("joint", "per_region"), recipe=True)
-    regions: str = option(FROM_RECIPE, "region layout: the paper's fixed crops, the authors' seven AffectNet crops, "
-                          "boxes around the 5 landmarks, or random crops", choices=REGION_LAYOUTS, recipe=True)
+    whole_position: str = option(
+        FROM_RECIPE, "where the whole face goes among the regions", choices=("first", "last"), recipe=True
+    )
+    region_batching: str = option(
+        FROM_RECIPE,
+        "one backbone call over all regions (joint), or one per region type "
+        "(per_region: BatchNorm statistics per type, as the authors' code)",
+        choices=("joint", "per_region"),
+        recipe=True,
+    )
+    regions: str = option(
+        FROM_RECIPE,
+        "region layout: the paper's fixed crops, the authors' seven AffectNet crops, "
+        "boxes around the 5 landmarks, or random crops",
+        choices=REGION_LAYOUTS,
+        recipe=True,
+    )
     # Model
-    model: str = option("ran", "RAN, or the backbone on the whole face alone (the paper's baseline)",
-                        choices=("ran", "baseline"))
-    backbone: str = option("resnet18", f"feature extractor: {', '.join(sorted(BACKBONES))}, or timm:NAME for any "
-                           "timm model (e.g. timm:convnext_tiny, timm:vit_small_patch16_224; needs timm)",
-                           metavar="NAME")
-    pretrained: str | None = option(None, "backbone checkpoint file (e.g. MS-Celeb-1M ResNet-18; for timm:NAME the "
-                                    "model's .safetensors or .pth weights)", type=Path, metavar="PATH")
+    model: str = option(
+        "ran", "RAN, or the backbone on the whole face alone (the paper's baseline)", choices=("ran", "baseline")
+    )
+    backbone: str = option(
+        "resnet18",
+        f"feature extractor: {', '.join(sorted(BACKBONES))}, or timm:NAME for any "
+        "timm model (e.g. timm:convnext_tiny, timm:vit_small_patch16_224; needs timm)",
+        metavar="NAME",
+    )
+    pretrained: str | None = option(
+        None,
+        "backbone checkpoint file (e.g. MS-Celeb-1M ResNet-18; for timm:NAME the model's .safetensors or .pth weights)",
+        type=Path,
+        metavar="PATH",
+    )
     dropout: float = option(0.0, "dropout before the classifier", type=float)
-    regions_on: str = option("image", "where the regions come from: crops of the image, one backbone pass each "
-                             "(image, the paper), or pooled from one feature map of the whole face (features, "
-                             "the one-pass model)", choices=("image", "features"))
-    roi_size: int | None = option(None, "--regions-on features: cells per side of each pooled region (default "
-                                  "with --regions-on features: 7)", type=int)
-    split_at: str | None = option(None, "--regions-on features: the backbone's last stage before the regions are "
-                                  "pooled (the rest runs per region): layer3 or layer4; for timm:NAME an index of "
-                                  "timm's forward_intermediates, a stage of a CNN or a block of a ViT, negative from "
-                                  "the end (default with --regions-on features: layer3; -1, the last, for "
-                                  "timm:NAME)", metavar="AT")
+    regions_on: str = option(
+        "image",
+        "where the regions come from: crops of the image, one backbone pass each "
+        "(image, the paper), or pooled from one feature map of the whole face (features, "
+        "the one-pass model)",
+        choices=("image", "features"),
+    )
+    roi_size: int | None = option(
+        None,
+        "--regions-on features: cells per side of each pooled region (default with --regions-on features: 7)",
+        type=int,
+    )
+    split_at: str | None = option(
+        None,
+        "--regions-on features: the backbone's last stage before the regions are "
+        "pooled (the rest runs per region): layer3 or layer4; for timm:NAME an index of "
+        "timm's forward_intermediates, a stage of a CNN or a block of a ViT, negative from "
+        "the end (default with --regions-on features: layer3; -1, the last, for "
+        "timm:NAME)",
+        metavar="AT",
+    )
     radius: float = option(0.4, "landmark regions: half-side as a fraction of the face", type=float)
     num_regions: int = option(5, "random regions: how many", type=int)
     image_size: int = option(224, "side of the face images and of every region, in pixels", type=int)
@@ -115,16 +171,27 @@ class RunConfig:
     channels_last: bool = option(False, "channels-last memory format", action="store_true")
     compile: bool = option(False, "torch.compile the model", action="store_true")
     # Protocol
-    subset: tuple[str, ...] = option((), "evaluate the selected checkpoint on a published subset list "
-                                                 "(repeatable)", action="append", metavar="NAME=PATH")
-    train_on_valid: bool = option(False, "the paper's protocol: train on train + valid and report the last epoch",
-                                  action="store_true")
-    hflip: bool = option(False, "random horizontal flips of the training faces, on the device (the authors used "
-                         "no augmentation)", action="store_true")
+    subset: tuple[str, ...] = option(
+        (),
+        "evaluate the selected checkpoint on a published subset list (repeatable)",
+        action="append",
+        metavar="NAME=PATH",
+    )
+    train_on_valid: bool = option(
+        False, "the paper's protocol: train on train + valid and report the last epoch", action="store_true"
+    )
+    hflip: bool = option(
+        False,
+        "random horizontal flips of the training faces, on the device (the authors used no augmentation)",
+        action="store_true",
+    )
     resume: bool = option(False, "continue from OUT/checkpoints/last.pt", action="store_true")
-    overwrite: bool = option(False, "start afresh in an OUT that holds another run's outputs, deleting them first "
-                             "(without it such an OUT is refused: give --resume to continue that run)",
-                             action="store_true")
+    overwrite: bool = option(
+        False,
+        "start afresh in an OUT that holds another run's outputs, deleting them first "
+        "(without it such an OUT is refused: give --resume to continue that run)",
+        action="store_true",
+    )
     seed: int = option(0, "seeds sampling, dropout, random regions and hold-out splits", type=int)
     eval_batch_size: int | None = option(None, "evaluation batch size (default None: --batch-size)", type=int)
     max_steps_per_epoch: int | None = option(None, argparse.SUPPRESS, type=int)
@@ -132,21 +199,34 @@ class RunConfig:
     layout: str | None = option(None, "the provider's file layout (auto: detect it)")
     label_mode: str | None = option(None, "training targets from the votes (validation/test always use majority)")
     classes: int | None = option(None, "7: expression codes 0-6; 8: codes 0-7", type=int, choices=(7, 8))
-    balance: str | None = option(None, "oversample: class-balanced sampling; weighted-loss: inverse-frequency "
-                                 "class weights", choices=("none", "oversample", "weighted-loss"))
+    balance: str | None = option(
+        None,
+        "oversample: class-balanced sampling; weighted-loss: inverse-frequency class weights",
+        choices=("none", "oversample", "weighted-loss"),
+    )
     images: str | None = option(None, "aligned faces, or the original images cut to the provider's face box")
-    face_margin: float | None = option(None, "grow the face box by this fraction of its side on each side",
-                                       type=float)
-    holdout_fraction: float | None = option(None, "share of the training set held out (per class, drawn with "
-                                            "--seed) for model selection; 0: none, train on all of it and report "
-                                            "the last epoch", type=float)
-    fit: str | None = option(None, "how a non-square image becomes square: stretch, pad (black borders) or "
-                             "center (crop)")
-    skip_bad_images: bool = option(False, "decode every image first and leave missing/corrupt ones out (counted "
-                                   "in summary.json)", action="store_true")
-    subset_labels: tuple[str, ...] = option((), "label file of the --subset NAME pose list (default: "
-                                                        "found beside it by the published naming)",
-                                                        action="append", metavar="NAME=PATH")
+    face_margin: float | None = option(None, "grow the face box by this fraction of its side on each side", type=float)
+    holdout_fraction: float | None = option(
+        None,
+        "share of the training set held out (per class, drawn with "
+        "--seed) for model selection; 0: none, train on all of it and report "
+        "the last epoch",
+        type=float,
+    )
+    fit: str | None = option(
+        None, "how a non-square image becomes square: stretch, pad (black borders) or center (crop)"
+    )
+    skip_bad_images: bool = option(
+        False,
+        "decode every image first and leave missing/corrupt ones out (counted in summary.json)",
+        action="store_true",
+    )
+    subset_labels: tuple[str, ...] = option(
+        (),
+        "label file of the --subset NAME pose list (default: found beside it by the published naming)",
+        action="append",
+        metavar="NAME=PATH",
+    )
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -201,8 +281,9 @@ class RunConfig:
         record was not written by these scripts."""
         missing = sorted(_FIELD_NAMES - set(values))
         if missing:
-            raise ValueError(f"the run record lacks the option(s) {', '.join(missing)}: it was not written by "
-                             "these example scripts")
+            raise ValueError(
+                f"the run record lacks the option(s) {', '.join(missing)}: it was not written by these example scripts"
+            )
         return cls(**{k: v for k, v in values.items() if k in _FIELD_NAMES})
 
 
@@ -233,8 +314,18 @@ def _name_path_pairs(values: Sequence[Any], flag: str) -> tuple[tuple[str, str],
 
 
 #: Options holding a float that must be finite (``--lr inf`` diverges at once).
-_FLOAT_FIELDS = ("lr", "momentum", "weight_decay", "gamma", "margin", "rb_weight", "dropout", "radius", "face_margin",
-                 "holdout_fraction")
+_FLOAT_FIELDS = (
+    "lr",
+    "momentum",
+    "weight_decay",
+    "gamma",
+    "margin",
+    "rb_weight",
+    "dropout",
+    "radius",
+    "face_margin",
+    "holdout_fraction",
+)
 
 
 def _problems(cfg: RunConfig) -> list[str | None]:
@@ -249,8 +340,11 @@ def _problems(cfg: RunConfig) -> list[str | None]:
         value = getattr(cfg, f.name)
         if choices is not None and value is not None and value not in choices:
             return [f"{flag_of(f.name)} must be one of {', '.join(map(str, choices))}, got {value!r}"]
-    not_finite = [f"{flag_of(n)} {getattr(cfg, n)!r}" for n in _FLOAT_FIELDS
-                  if getattr(cfg, n) is not None and not math.isfinite(getattr(cfg, n))]
+    not_finite = [
+        f"{flag_of(n)} {getattr(cfg, n)!r}"
+        for n in _FLOAT_FIELDS
+        if getattr(cfg, n) is not None and not math.isfinite(getattr(cfg, n))
+    ]
     if not_finite:
         return [f"{', '.join(not_finite)}: expected a finite number"]
     optional = cfg.eval_batch_size, cfg.max_steps_per_epoch, cfg.holdout_fraction, cfg.face_margin
@@ -267,8 +361,9 @@ def _problems(cfg: RunConfig) -> list[str | None]:
         check(cfg.gamma > 0, "--gamma", "> 0", cfg.gamma),
         check(cfg.margin >= 0, "--margin", ">= 0", cfg.margin),
         check(cfg.rb_weight >= 0, "--rb-weight", ">= 0", cfg.rb_weight),
-        check(not bad_milestones, "--milestones", "epochs >= 1 (the epochs after which the lr changes)",
-              bad_milestones),
+        check(
+            not bad_milestones, "--milestones", "epochs >= 1 (the epochs after which the lr changes)", bad_milestones
+        ),
         check(len(set(cfg.milestones)) == len(cfg.milestones), "--milestones", "distinct epochs", cfg.milestones),
         check(0 <= cfg.dropout < 1, "--dropout", "in [0, 1)", cfg.dropout),
         check(cfg.radius > 0, "--radius", "> 0", cfg.radius),
@@ -279,19 +374,33 @@ def _problems(cfg: RunConfig) -> list[str | None]:
         check(optional[0] is None or optional[0] >= 1, "--eval-batch-size", ">= 1", optional[0]),
         check(optional[1] is None or optional[1] >= 1, "--max-steps-per-epoch", ">= 1", optional[1]),
         check(optional[2] is None or 0 <= optional[2] < 1, "--holdout-fraction", "in [0, 1)", optional[2]),
-        check(optional[3] is None or 0 <= optional[3] <= 2, "--face-margin",
-              "in [0, 2] (a fraction of the box side)", optional[3]),
-        None if cfg.regions_on == "features" or not one_pass else (
+        check(
+            optional[3] is None or 0 <= optional[3] <= 2,
+            "--face-margin",
+            "in [0, 2] (a fraction of the box side)",
+            optional[3],
+        ),
+        None
+        if cfg.regions_on == "features" or not one_pass
+        else (
             f"{' and '.join(one_pass)} appl{'y' if len(one_pass) > 1 else 'ies'} to the one-pass model only: add "
-            "--regions-on features, or drop them"),
-        None if not (cfg.model == "baseline" and cfg.regions_on == "features") else (
+            "--regions-on features, or drop them"
+        ),
+        None
+        if not (cfg.model == "baseline" and cfg.regions_on == "features")
+        else (
             "--regions-on features builds the one-pass RAN; the baseline has no regions: drop --regions-on (and "
-            "--roi-size, --split-at) or use --model ran"),
-        None if not (cfg.resume and cfg.overwrite) else (
-            "--resume continues the run in OUT and --overwrite deletes it: give one of them"),
-        None if not (cfg.balance == "oversample" and cfg.train_on_valid) else (
+            "--roi-size, --split-at) or use --model ran"
+        ),
+        None
+        if not (cfg.resume and cfg.overwrite)
+        else ("--resume continues the run in OUT and --overwrite deletes it: give one of them"),
+        None
+        if not (cfg.balance == "oversample" and cfg.train_on_valid)
+        else (
             "--balance oversample cannot be combined with --train-on-valid (the sampler's weights cover the "
-            "training images only); use --holdout-fraction 0 to train on every training image"),
+            "training images only); use --holdout-fraction 0 to train on every training image"
+        ),
     ]
 
 

@@ -20,8 +20,14 @@ from .training import amp_context, progress, unpack
 
 
 @torch.no_grad()
-def predict(model: nn.Module, dataset: Dataset, cfg: RunConfig, rt: Runtime,
-            collect_attention: bool = False, what: str = "the evaluated images") -> dict[str, Tensor]:
+def predict(
+    model: nn.Module,
+    dataset: Dataset,
+    cfg: RunConfig,
+    rt: Runtime,
+    collect_attention: bool = False,
+    what: str = "the evaluated images",
+) -> dict[str, Tensor]:
     """Predictions for every image of ``dataset`` (gathered across ranks): ``pred`` (N,), ``probs`` (N, C), and
     with ``collect_attention`` the relation-attention weights ``attention`` (N, K) of a RAN.
 
@@ -33,9 +39,13 @@ def predict(model: nn.Module, dataset: Dataset, cfg: RunConfig, rt: Runtime,
     n = len(dataset)  # type: ignore[arg-type]
     if n == 0:
         raise ValueError(f"{what}: no images to evaluate")
-    loader = DataLoader(dataset, batch_size=cfg.eval_batch_size or cfg.batch_size,
-                        sampler=ShardSampler(n, rt.rank, rt.world_size), num_workers=cfg.workers,
-                        pin_memory=rt.device.type == "cuda")
+    loader = DataLoader(
+        dataset,
+        batch_size=cfg.eval_batch_size or cfg.batch_size,
+        sampler=ShardSampler(n, rt.rank, rt.world_size),
+        num_workers=cfg.workers,
+        pin_memory=rt.device.type == "cuda",
+    )
     probs: Tensor | None = None
     weights: Tensor | None = None
     for batch in progress(loader, total=len(loader), desc="evaluate", enabled=rt.is_main):
@@ -56,8 +66,10 @@ def predict(model: nn.Module, dataset: Dataset, cfg: RunConfig, rt: Runtime,
     probs = all_reduce_sum(rt, probs)
     bad = ~torch.isfinite(probs).all(dim=1)
     if bad.any():
-        raise FloatingPointError(f"the model diverged: {int(bad.sum())} of {n} predictions on {what} are NaN or "
-                                 "infinite (lower --lr, or check the data); nothing is reported from it")
+        raise FloatingPointError(
+            f"the model diverged: {int(bad.sum())} of {n} predictions on {what} are NaN or "
+            "infinite (lower --lr, or check the data); nothing is reported from it"
+        )
     result = {"probs": probs.float(), "pred": probs.argmax(1)}
     if weights is not None:
         result["attention"] = all_reduce_sum(rt, weights).float()
@@ -86,13 +98,24 @@ def metrics_from_confusion(cm: Tensor, class_names: Sequence[str]) -> dict[str, 
         per_class[name] = None if n == 0 else float(cm[i, i]) / n
         if n:
             present.append(per_class[name])
-    return {"images": total, "accuracy": correct / total if total else None,
-            "mean_class_accuracy": sum(present) / len(present) if present else None,
-            "per_class_accuracy": per_class, "confusion_matrix": cm.tolist()}
+    return {
+        "images": total,
+        "accuracy": correct / total if total else None,
+        "mean_class_accuracy": sum(present) / len(present) if present else None,
+        "per_class_accuracy": per_class,
+        "confusion_matrix": cm.tolist(),
+    }
 
 
-def evaluate(model: nn.Module, dataset: Dataset, labels: Tensor, class_names: Sequence[str], cfg: RunConfig,
-             rt: Runtime, what: str = "the validation split") -> dict[str, Any]:
+def evaluate(
+    model: nn.Module,
+    dataset: Dataset,
+    labels: Tensor,
+    class_names: Sequence[str],
+    cfg: RunConfig,
+    rt: Runtime,
+    what: str = "the validation split",
+) -> dict[str, Any]:
     out = predict(model, dataset, cfg, rt, what=what)
     return metrics_from_confusion(confusion(out["pred"], labels, len(class_names)), class_names)
 
@@ -137,13 +160,21 @@ def evaluate_subset(subset: SubsetList, task: Task, pred: Tensor) -> dict[str, A
     key_index = {k: i for i, k in enumerate(task.test_keys)}
     match = match_subset_with_labels(subset, key_index, task.test_labels.tolist())
     idx = torch.tensor(match.indices, dtype=torch.long)
-    entry = metrics_from_confusion(confusion(pred[idx], task.test_labels[idx], len(task.class_names)),
-                                   task.class_names)
+    entry = metrics_from_confusion(confusion(pred[idx], task.test_labels[idx], len(task.class_names)), task.class_names)
     label_file = None if subset.label_path is None else str(subset.label_path)
-    entry.update({"list": str(subset.path), "label_file": label_file, "format": subset.format,
-                  "entries": len(subset.entries), "duplicates": subset.duplicates, "matched": len(match.indices),
-                  "unmatched": len(match.unmatched), "unmatched_examples": match.unmatched[:10],
-                  "label_disagreements": match.label_disagreements})
+    entry.update(
+        {
+            "list": str(subset.path),
+            "label_file": label_file,
+            "format": subset.format,
+            "entries": len(subset.entries),
+            "duplicates": subset.duplicates,
+            "matched": len(match.indices),
+            "unmatched": len(match.unmatched),
+            "unmatched_examples": match.unmatched[:10],
+            "label_disagreements": match.label_disagreements,
+        }
+    )
     by_kind = accuracy_by_kind(subset, key_index, pred, task.test_labels)
     if by_kind:
         entry["accuracy_by_type"] = by_kind
@@ -160,10 +191,21 @@ def accuracy_by_kind(subset: SubsetList, key_index: dict[str, int], pred: Tensor
     for kind, idx in sorted(kinds.items()):
         t = torch.tensor(idx)
         keep = labels[t] >= 0
-        out[kind] = {"images": int(keep.sum()),
-                     "accuracy": float((pred[t][keep] == labels[t][keep]).float().mean()) if keep.any() else None}
+        out[kind] = {
+            "images": int(keep.sum()),
+            "accuracy": float((pred[t][keep] == labels[t][keep]).float().mean()) if keep.any() else None,
+        }
     return out
 
 
-__all__ = ["accuracy_by_kind", "class_histogram", "confusion", "evaluate", "evaluate_subset", "labels_of",
-           "metrics_from_confusion", "parse_subsets", "predict"]
+__all__ = [
+    "accuracy_by_kind",
+    "class_histogram",
+    "confusion",
+    "evaluate",
+    "evaluate_subset",
+    "labels_of",
+    "metrics_from_confusion",
+    "parse_subsets",
+    "predict",
+]

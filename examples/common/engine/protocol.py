@@ -78,9 +78,11 @@ def _protocol(task: Task, cfg: RunConfig, rt: Runtime) -> dict[str, Any] | None:
     # Everything is checked before the first write: a refused resume leaves the folder as it was.
     plan = plan_resume(files.checkpoints, files.read_config()) if cfg.resume else None
     if plan is not None and plan.start_epoch > cfg.epochs:
-        raise RunError(f"the run in {files.root} has trained {plan.start_epoch} epochs; --epochs {cfg.epochs} is "
-                       f"below that: give --epochs {plan.start_epoch} or more to continue it, or start afresh "
-                       "with --overwrite")
+        raise RunError(
+            f"the run in {files.root} has trained {plan.start_epoch} epochs; --epochs {cfg.epochs} is "
+            f"below that: give --epochs {plan.start_epoch} or more to continue it, or start afresh "
+            "with --overwrite"
+        )
     record = run_record(task, cfg, rt)
     parts = build(task, cfg, rt)
     state = resume(parts, plan, record) if plan is not None else TrainingState(config=record)
@@ -95,21 +97,34 @@ def _protocol(task: Task, cfg: RunConfig, rt: Runtime) -> dict[str, Any] | None:
     for epoch in range(state.start_epoch, cfg.epochs):
         metrics = train_epoch(parts, loader, sampler, cfg, rt, epoch)
         if selects_on_valid(task, cfg):
-            val = evaluate(parts.model, task.valid, state.valid_labels(task), task.class_names, cfg, rt,
-                           what=f"the validation split after epoch {epoch + 1}")
+            val = evaluate(
+                parts.model,
+                task.valid,
+                state.valid_labels(task),
+                task.class_names,
+                cfg,
+                rt,
+                what=f"the validation split after epoch {epoch + 1}",
+            )
             metrics.update(valid_accuracy=val["accuracy"], valid_mean_class_accuracy=val["mean_class_accuracy"])
         if changed:
             metrics["changed_options"] = changed
         improved = state.add_epoch(epoch, metrics, selects_on_valid(task, cfg))
         if rt.is_main:
-            save_epoch(parts, state, files, state.config, task.class_names, epoch, best=improved or not
-                       selects_on_valid(task, cfg))
+            save_epoch(
+                parts,
+                state,
+                files,
+                state.config,
+                task.class_names,
+                epoch,
+                best=improved or not selects_on_valid(task, cfg),
+            )
             log(epoch_line(metrics, cfg.epochs))
         rt.barrier()
     rt.barrier()
     selected = files.checkpoints / ("best.pt" if selects_on_valid(task, cfg) else "last.pt")
-    test, subset_results, selected_epoch = test_selected(parts.model, selected, subsets, task, cfg, rt, files,
-                                                         state)
+    test, subset_results, selected_epoch = test_selected(parts.model, selected, subsets, task, cfg, rt, files, state)
     if not rt.is_main:
         return None
     summary = make_summary(task, cfg, state.config, state, test, subset_results, selected, selected_epoch)
@@ -124,8 +139,9 @@ def start_writing(files: RunFiles, cfg: RunConfig, state: TrainingState) -> None
     resume ``metrics.jsonl`` rebuilt from the checkpoint's history."""
     removed = files.remove_temporaries()
     if removed:
-        log(f"removed {len(removed)} temporary file(s) of interrupted writes: "
-            + ", ".join(p.name for p in removed[:5]))
+        log(
+            f"removed {len(removed)} temporary file(s) of interrupted writes: " + ", ".join(p.name for p in removed[:5])
+        )
     if cfg.overwrite and not cfg.resume:
         old = files.remove_outputs()
         if old:
@@ -189,18 +205,33 @@ def run_record(task: Task, cfg: RunConfig, rt: Runtime) -> dict[str, Any]:
     """The configuration as written to config.json and every checkpoint: the options, the task, how its images
     are read (``image_channels``), the device, the data fingerprint, a new ``run_id`` and the ``config_hash`` of
     the identity (a resumed run keeps the record, and so the run id, it started with)."""
-    record = {**cfg.to_dict(), "task": task.name, "class_names": list(task.class_names),
-              "image_channels": task.image_channels, "world_size": rt.world_size, "device": str(rt.device),
-              "data_identity": json.loads(json.dumps(task.identity, default=str)),
-              "data_fingerprint": data_fingerprint(task, cfg), "run_id": uuid.uuid4().hex}
+    record = {
+        **cfg.to_dict(),
+        "task": task.name,
+        "class_names": list(task.class_names),
+        "image_channels": task.image_channels,
+        "world_size": rt.world_size,
+        "device": str(rt.device),
+        "data_identity": json.loads(json.dumps(task.identity, default=str)),
+        "data_fingerprint": data_fingerprint(task, cfg),
+        "run_id": uuid.uuid4().hex,
+    }
     record["config_hash"] = config_hash(record)
     return record
 
 
 #: Data options that change which images a split holds, their labels or how they are read and sampled: a
 #: resumed run must use the values it started with (the data folder itself may move).
-DATA_FINGERPRINT_OPTIONS = ("layout", "images", "face_margin", "holdout_fraction", "balance", "classes", "fit",
-                            "label_mode")
+DATA_FINGERPRINT_OPTIONS = (
+    "layout",
+    "images",
+    "face_margin",
+    "holdout_fraction",
+    "balance",
+    "classes",
+    "fit",
+    "label_mode",
+)
 
 
 def data_fingerprint(task: Task, cfg: RunConfig) -> dict[str, Any]:
@@ -215,15 +246,20 @@ def data_fingerprint(task: Task, cfg: RunConfig) -> dict[str, Any]:
             continue
         fingerprint = getattr(dataset, "fingerprint", None)
         if not callable(fingerprint):
-            raise TypeError(f"task {task.name!r}: the {name} dataset ({type(dataset).__name__}) has no "
-                            "fingerprint() (the hashes of its image content and labels a resume checks)")
+            raise TypeError(
+                f"task {task.name!r}: the {name} dataset ({type(dataset).__name__}) has no "
+                "fingerprint() (the hashes of its image content and labels a resume checks)"
+            )
         own = fingerprint()
         keys = task.test_keys if dataset is task.test else _keys_of(dataset)
         labels = task.test_labels if dataset is task.test else labels_of(dataset)
         label_hash = hashlib.sha256(json.dumps([[int(v) for v in labels.tolist()], own["labels"]]).encode())
-        splits[name] = {"images": len(dataset),  # type: ignore[arg-type]
-                        "keys": hashlib.sha256(json.dumps(keys).encode()).hexdigest(),
-                        "labels": label_hash.hexdigest(), "content": own["images"]}
+        splits[name] = {
+            "images": len(dataset),  # type: ignore[arg-type]
+            "keys": hashlib.sha256(json.dumps(keys).encode()).hexdigest(),
+            "labels": label_hash.hexdigest(),
+            "content": own["images"],
+        }
     options = {k: getattr(cfg, k) for k in DATA_FINGERPRINT_OPTIONS if getattr(cfg, k, None) is not None}
     return json.loads(json.dumps({"options": options, "splits": splits}, default=str))  # type: ignore[no-any-return]
 
@@ -246,9 +282,11 @@ def check_splits(task: Task, cfg: RunConfig) -> None:
         sizes["validation"] = len(task.valid)  # type: ignore[arg-type]
     empty = [name for name, n in sizes.items() if n == 0]
     if empty:
-        raise RunError(f"task {task.name!r}: the {' and '.join(empty)} split(s) hold no images "
-                         f"(sizes: {', '.join(f'{k} {v}' for k, v in sizes.items())}); check --data-dir "
-                         f"{cfg.data_dir} and the data options")
+        raise RunError(
+            f"task {task.name!r}: the {' and '.join(empty)} split(s) hold no images "
+            f"(sizes: {', '.join(f'{k} {v}' for k, v in sizes.items())}); check --data-dir "
+            f"{cfg.data_dir} and the data options"
+        )
 
 
 #: Options that never change a run's result or its identity and are not reported as changed on a resume.
@@ -259,8 +297,9 @@ def changed_options(original: dict[str, Any], record: dict[str, Any]) -> dict[st
     """The options a resumed run uses that differ from those the run started with (``lr``, ``epochs``,
     ``workers``, ``device``, a moved ``data_dir``, ...), recorded in the metrics of every epoch trained with
     them instead of rewriting config.json for the whole run."""
-    return {k: v for k, v in record.items()
-            if k not in _NOT_CHANGES and k not in IDENTITY_KEYS and original.get(k) != v}
+    return {
+        k: v for k, v in record.items() if k not in _NOT_CHANGES and k not in IDENTITY_KEYS and original.get(k) != v
+    }
 
 
 def build(task: Task, cfg: RunConfig, rt: Runtime) -> Parts:
@@ -270,8 +309,9 @@ def build(task: Task, cfg: RunConfig, rt: Runtime) -> Parts:
     if cfg.pretrained is not None and not cfg.resume:
         read_pretrained(cfg.pretrained)  # NaN weights, ambiguous module. names: one line naming the file
     # A resumed run takes every weight from its checkpoint: the --pretrained file is not read (it may have moved).
-    model = build_model(dataclasses.replace(cfg, pretrained=None) if cfg.resume else cfg,
-                        len(task.class_names)).to(rt.device)
+    model = build_model(dataclasses.replace(cfg, pretrained=None) if cfg.resume else cfg, len(task.class_names)).to(
+        rt.device
+    )
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer, schedule = build_optimizer(model, cfg)
@@ -280,7 +320,8 @@ def build(task: Task, cfg: RunConfig, rt: Runtime) -> Parts:
     train_model: nn.Module = model
     if rt.distributed:
         train_model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
+            model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None
+        )
     if cfg.compile:
         train_model = torch.compile(train_model)  # type: ignore[assignment]
     return Parts(model, train_model, optimizer, schedule, scaler, criterion)
@@ -289,16 +330,17 @@ def build(task: Task, cfg: RunConfig, rt: Runtime) -> Parts:
 def resume(parts: Parts, plan: Restored, record: dict[str, Any]) -> TrainingState:
     """Continue where ``plan`` (:func:`~.checkpoints.plan_resume`) says: configuration and data fingerprint
     checked, every saved piece restored. Writes nothing."""
-    restore(plan, record, model=parts.model, optimizer=parts.optimizer, schedule=parts.schedule,
-            scaler=parts.scaler)
+    restore(plan, record, model=parts.model, optimizer=parts.optimizer, schedule=parts.schedule, scaler=parts.scaler)
     if plan.path is None:
         log("resumed a run that stopped before its first checkpoint: it starts from epoch 1")
     else:
         log(f"resumed from {plan.path} after epoch {plan.start_epoch}")
     changes = changed_options(plan.config, record)
     if changes:
-        log("options changed at this resume (recorded in the metrics of the epochs trained with them): "
-            + ", ".join(f"{k} {plan.config.get(k)!r} -> {v!r}" for k, v in changes.items()))
+        log(
+            "options changed at this resume (recorded in the metrics of the epochs trained with them): "
+            + ", ".join(f"{k} {plan.config.get(k)!r} -> {v!r}" for k, v in changes.items())
+        )
     return TrainingState(plan.start_epoch, plan.best, plan.history, config=plan.config)
 
 
@@ -309,16 +351,29 @@ def training_loader(task: Task, cfg: RunConfig, rt: Runtime) -> tuple[DataLoader
         if task.train_weights is not None:
             raise ValueError("--train-on-valid cannot be combined with a weighted training sampler")
         train_set = ConcatDataset([task.train, task.valid])
-    sampler = EpochSampler(len(train_set), seed=cfg.seed, rank=rt.rank,  # type: ignore[arg-type]
-                           world_size=rt.world_size, weights=task.train_weights)
-    loader = DataLoader(train_set, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.workers,
-                        pin_memory=rt.device.type == "cuda", drop_last=len(sampler) > cfg.batch_size,
-                        persistent_workers=False, generator=torch.Generator())
+    sampler = EpochSampler(
+        len(train_set),
+        seed=cfg.seed,
+        rank=rt.rank,  # type: ignore[arg-type]
+        world_size=rt.world_size,
+        weights=task.train_weights,
+    )
+    loader = DataLoader(
+        train_set,
+        batch_size=cfg.batch_size,
+        sampler=sampler,
+        num_workers=cfg.workers,
+        pin_memory=rt.device.type == "cuda",
+        drop_last=len(sampler) > cfg.batch_size,
+        persistent_workers=False,
+        generator=torch.Generator(),
+    )
     return loader, sampler
 
 
-def train_epoch(parts: Parts, loader: DataLoader, sampler: EpochSampler, cfg: RunConfig, rt: Runtime,
-                epoch: int) -> dict[str, Any]:
+def train_epoch(
+    parts: Parts, loader: DataLoader, sampler: EpochSampler, cfg: RunConfig, rt: Runtime, epoch: int
+) -> dict[str, Any]:
     """One epoch at its learning rate. Everything random in it (dropout, drawn targets, flips, worker seeds)
     derives from (seed, epoch, rank), so a run resumed from last.pt repeats what the uninterrupted run did."""
     lr = parts.schedule.step(parts.optimizer, epoch)
@@ -326,13 +381,31 @@ def train_epoch(parts: Parts, loader: DataLoader, sampler: EpochSampler, cfg: Ru
     torch.manual_seed(cfg.seed * 1_000_003 + epoch * 1009 + rt.rank)
     loader.generator.manual_seed(cfg.seed * 7919 + epoch)  # type: ignore[union-attr]
     metrics: dict[str, Any] = {"epoch": epoch + 1, "lr": lr}
-    metrics.update(train_one_epoch(parts.train_model, loader, parts.optimizer, parts.scaler, parts.criterion,  # type: ignore[arg-type]
-                                   cfg, rt, epoch))
+    metrics.update(
+        train_one_epoch(
+            parts.train_model,
+            loader,
+            parts.optimizer,
+            parts.scaler,
+            parts.criterion,  # type: ignore[arg-type]
+            cfg,
+            rt,
+            epoch,
+        )
+    )
     return metrics
 
 
-def save_epoch(parts: Parts, state: TrainingState, files: RunFiles, record: dict[str, Any],
-               class_names: tuple[str, ...], epoch: int, *, best: bool) -> None:
+def save_epoch(
+    parts: Parts,
+    state: TrainingState,
+    files: RunFiles,
+    record: dict[str, Any],
+    class_names: tuple[str, ...],
+    epoch: int,
+    *,
+    best: bool,
+) -> None:
     """``best.pt`` (when ``best``) first, then ``last.pt``, each atomically, then the epoch's metrics line.
 
     ``best.pt`` is a complete checkpoint written before ``last.pt``: a kill between the two leaves a newer
@@ -340,26 +413,47 @@ def save_epoch(parts: Parts, state: TrainingState, files: RunFiles, record: dict
     the best epoch (epoch and weights' hash) never names weights that ``best.pt`` does not hold."""
     if best:
         state.best.update(model_identity(epoch + 1, parts.model.state_dict()))
-    ckpt = make_checkpoint(model=parts.model, optimizer=parts.optimizer, schedule=parts.schedule,
-                           scaler=parts.scaler, epoch=epoch, best=state.best, history=state.history, record=record,
-                           class_names=class_names)
+    ckpt = make_checkpoint(
+        model=parts.model,
+        optimizer=parts.optimizer,
+        schedule=parts.schedule,
+        scaler=parts.scaler,
+        epoch=epoch,
+        best=state.best,
+        history=state.history,
+        record=record,
+        class_names=class_names,
+    )
     if best:
         atomic_save(ckpt, files.checkpoints / "best.pt")
     atomic_save(ckpt, files.checkpoints / "last.pt")
     files.append_metrics(state.history[-1])
 
 
-def test_selected(model: nn.Module, selected: Any, subsets: list[Any], task: Task, cfg: RunConfig, rt: Runtime,
-                  files: RunFiles, state: TrainingState | None = None
-                  ) -> tuple[dict[str, Any], dict[str, dict[str, Any]], int]:
+def test_selected(
+    model: nn.Module,
+    selected: Any,
+    subsets: list[Any],
+    task: Task,
+    cfg: RunConfig,
+    rt: Runtime,
+    files: RunFiles,
+    state: TrainingState | None = None,
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]], int]:
     """The selected checkpoint on the test split, once; its scores on every subset list; files on rank 0. The
     checkpoint must hold the weights the run's record selects (``state.best``), or the run stops naming it."""
     ckpt = load_checkpoint_file(selected)
     if state is not None:
         check_selected(selected, ckpt, state.best)
     load_weights(model, ckpt["model"], selected)
-    result = predict(model, task.test, cfg, rt, collect_attention=True,
-                     what=f"the test split (checkpoint of epoch {ckpt['epoch'] + 1}, {selected})")
+    result = predict(
+        model,
+        task.test,
+        cfg,
+        rt,
+        collect_attention=True,
+        what=f"the test split (checkpoint of epoch {ckpt['epoch'] + 1}, {selected})",
+    )
     cm = confusion(result["pred"], task.test_labels, len(task.class_names))
     test = metrics_from_confusion(cm, task.class_names)
     subset_results = {name: evaluate_subset(subset, task, result["pred"]) for name, subset in subsets}
@@ -369,23 +463,41 @@ def test_selected(model: nn.Module, selected: Any, subsets: list[Any], task: Tas
     return test, subset_results, ckpt["epoch"] + 1
 
 
-def make_summary(task: Task, cfg: RunConfig, record: dict[str, Any], state: TrainingState, test: dict[str, Any],
-                 subsets: dict[str, Any], selected: Any, selected_epoch: int) -> dict[str, Any]:
+def make_summary(
+    task: Task,
+    cfg: RunConfig,
+    record: dict[str, Any],
+    state: TrainingState,
+    test: dict[str, Any],
+    subsets: dict[str, Any],
+    selected: Any,
+    selected_epoch: int,
+) -> dict[str, Any]:
     select = selects_on_valid(task, cfg)
     histograms = {"train": class_histogram(labels_of(task.train), task.class_names)}
     if task.valid is not None:
         histograms["valid"] = class_histogram(state.valid_labels(task), task.class_names)
     histograms["test"] = class_histogram(task.test_labels, task.class_names)
     return {
-        "task": task.name, "class_names": list(task.class_names),
-        "protocol": ("trained on train+valid, last epoch reported (paper)" if cfg.train_on_valid
-                     else "trained on train, best epoch selected on valid, test evaluated once"),
-        "data": task.report, "class_histograms": histograms,
-        "selected_epoch": selected_epoch, "selected_checkpoint": str(selected),
+        "task": task.name,
+        "class_names": list(task.class_names),
+        "protocol": (
+            "trained on train+valid, last epoch reported (paper)"
+            if cfg.train_on_valid
+            else "trained on train, best epoch selected on valid, test evaluated once"
+        ),
+        "data": task.report,
+        "class_histograms": histograms,
+        "selected_epoch": selected_epoch,
+        "selected_checkpoint": str(selected),
         "best_valid_accuracy": state.best["accuracy"] if select else None,
-        "test": test, "subsets": subsets, "config": record, **task.notes,
-        "options_changed_on_resume": {str(h["epoch"]): h["changed_options"] for h in state.history
-                                      if h.get("changed_options")},
+        "test": test,
+        "subsets": subsets,
+        "config": record,
+        **task.notes,
+        "options_changed_on_resume": {
+            str(h["epoch"]): h["changed_options"] for h in state.history if h.get("changed_options")
+        },
     }
 
 

@@ -22,8 +22,14 @@ from .task import Task
 
 #: What a run writes under OUT (``checkpoints/`` holds ``last.pt`` and ``best.pt``): a folder holding any of them
 #: holds a run.
-OUTPUT_FILES = ("config.json", "metrics.jsonl", "summary.json", "test_predictions.pt", "confusion_matrix.png",
-                "training_curves.png")
+OUTPUT_FILES = (
+    "config.json",
+    "metrics.jsonl",
+    "summary.json",
+    "test_predictions.pt",
+    "confusion_matrix.png",
+    "training_curves.png",
+)
 CHECKPOINT_FILES = ("last.pt", "best.pt")
 
 
@@ -35,8 +41,10 @@ def output_folder_problem(output_dir: str | Path | None, *, resume: bool, overwr
     found = RunFiles(output_dir).existing_outputs()
     if not found:
         return None
-    return (f"{output_dir} already holds a run ({', '.join(str(p.relative_to(Path(output_dir))) for p in found)}); "
-            "give --resume to continue it, --overwrite to delete it and start afresh, or another --output-dir")
+    return (
+        f"{output_dir} already holds a run ({', '.join(str(p.relative_to(Path(output_dir))) for p in found)}); "
+        "give --resume to continue it, --overwrite to delete it and start afresh, or another --output-dir"
+    )
 
 
 class RunFiles:
@@ -108,9 +116,16 @@ class RunFiles:
         atomic_write_text(json.dumps(summary, indent=2), self.root / "summary.json")
 
     def write_predictions(self, result: dict[str, Tensor], task: Task) -> None:
-        atomic_save({"probs": result["probs"], "labels": task.test_labels, "keys": task.test_keys,
-                     **({"attention": result["attention"]} if "attention" in result else {})},
-                    self.root / "test_predictions.pt", checksum=False)
+        atomic_save(
+            {
+                "probs": result["probs"],
+                "labels": task.test_labels,
+                "keys": task.test_keys,
+                **({"attention": result["attention"]} if "attention" in result else {}),
+            },
+            self.root / "test_predictions.pt",
+            checksum=False,
+        )
 
     def write_plots(self, cm: Tensor, task: Task, title: str) -> None:
         try:
@@ -124,20 +139,33 @@ class RunFiles:
 
 def epoch_line(record: dict[str, Any], epochs: int) -> str:
     val_text = f", valid acc {record['valid_accuracy']:.4f}" if "valid_accuracy" in record else ""
-    return (f"epoch {record['epoch']}/{epochs}: lr {record['lr']:g}, loss {record['train_loss']:.4f} "
-            f"(cls {record['train_cls_loss']:.4f}, rb {record['train_rb_loss']:.4f}){val_text}, "
-            f"{record['train_images_per_s']:.0f} images/s")
+    return (
+        f"epoch {record['epoch']}/{epochs}: lr {record['lr']:g}, loss {record['train_loss']:.4f} "
+        f"(cls {record['train_cls_loss']:.4f}, rb {record['train_rb_loss']:.4f}){val_text}, "
+        f"{record['train_images_per_s']:.0f} images/s"
+    )
 
 
 def closing_lines(test: dict[str, Any], subsets: dict[str, dict[str, Any]], epoch: int) -> str:
-    lines = [f"test accuracy {test['accuracy']:.4f} (mean class {test['mean_class_accuracy']:.4f}) "
-             f"with the checkpoint of epoch {epoch}"]
+    lines = [
+        f"test accuracy {test['accuracy']:.4f} (mean class {test['mean_class_accuracy']:.4f}) "
+        f"with the checkpoint of epoch {epoch}"
+    ]
     for name, entry in subsets.items():
         acc = "n/a" if entry["accuracy"] is None else f"{entry['accuracy']:.4f}"
-        lines.append(f"  subset {name}: accuracy {acc} on {entry['matched']} images "
-                     f"({entry['unmatched']} list entries matched no test image, {entry['duplicates']} duplicates)")
+        lines.append(
+            f"  subset {name}: accuracy {acc} on {entry['matched']} images "
+            f"({entry['unmatched']} list entries matched no test image, {entry['duplicates']} duplicates)"
+        )
     return "\n".join(lines)
 
 
-__all__ = ["CHECKPOINT_FILES", "OUTPUT_FILES", "TMP_MARK", "RunFiles", "closing_lines", "epoch_line",
-           "output_folder_problem"]
+__all__ = [
+    "CHECKPOINT_FILES",
+    "OUTPUT_FILES",
+    "TMP_MARK",
+    "RunFiles",
+    "closing_lines",
+    "epoch_line",
+    "output_folder_problem",
+]

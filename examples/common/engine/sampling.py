@@ -18,8 +18,16 @@ class EpochSampler(Sampler[int]):
     split round-robin, as ``DistributedSampler`` does.
     """
 
-    def __init__(self, size: int, *, seed: int, rank: int = 0, world_size: int = 1, shuffle: bool = True,
-                 weights: Tensor | None = None) -> None:
+    def __init__(
+        self,
+        size: int,
+        *,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        shuffle: bool = True,
+        weights: Tensor | None = None,
+    ) -> None:
         self.size, self.seed, self.rank, self.world_size = size, seed, rank, world_size
         self.shuffle, self.weights, self.epoch = shuffle, weights, 0
         self.per_rank = math.ceil(size / world_size)

@@ -59,8 +59,7 @@ class Task:
         if self.image_channels not in ("RGB", "L"):
             raise ValueError(f"task {self.name!r}: image_channels must be 'RGB' or 'L', got {self.image_channels!r}")
         if self.loss is not None and self.class_weight is not None:
-            raise ValueError(f"task {self.name!r}: give loss or class_weight, not both (put the weights into the "
-                             "loss)")
+            raise ValueError(f"task {self.name!r}: give loss or class_weight, not both (put the weights into the loss)")
 
 
 __all__ = ["Task"]

@@ -50,9 +50,11 @@ class StepSchedule:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if (list(state["milestones"]), state["gamma"]) != (self.milestones, self.gamma):
-            raise ValueError(f"the checkpoint's schedule (milestones {list(state['milestones'])}, gamma "
-                             f"{state['gamma']}) differs from this run's (milestones {self.milestones}, gamma "
-                             f"{self.gamma}); resume with the checkpoint's --milestones and --gamma")
+            raise ValueError(
+                f"the checkpoint's schedule (milestones {list(state['milestones'])}, gamma "
+                f"{state['gamma']}) differs from this run's (milestones {self.milestones}, gamma "
+                f"{self.gamma}); resume with the checkpoint's --milestones and --gamma"
+            )
         self.last_epoch = int(state["last_epoch"])
 
 
@@ -71,11 +73,18 @@ def build_criterion(task: Task, cfg: RunConfig, model: nn.Module) -> RegionAtten
         whole_index, rb_weight = model.whole_index, cfg.rb_weight
         if not isinstance(whole_index, int):
             if rb_weight > 0:
-                raise ValueError("the region biased loss compares the crops with the whole face, but this "
-                                 "network's cropper has no whole face; use --rb-weight 0 or a cropper with one")
+                raise ValueError(
+                    "the region biased loss compares the crops with the whole face, but this "
+                    "network's cropper has no whole face; use --rb-weight 0 or a cropper with one"
+                )
             whole_index = 0  # unused: rb_weight is 0
-    return RegionAttentionLoss(cfg.margin, rb_weight=rb_weight, whole_index=whole_index,
-                               class_weight=task.class_weight, classification=task.loss)
+    return RegionAttentionLoss(
+        cfg.margin,
+        rb_weight=rb_weight,
+        whole_index=whole_index,
+        class_weight=task.class_weight,
+        classification=task.loss,
+    )
 
 
 def progress(iterable: Any, *, total: int, desc: str, enabled: bool) -> Any:
@@ -89,8 +98,9 @@ def progress(iterable: Any, *, total: int, desc: str, enabled: bool) -> Any:
     return tqdm(iterable, total=total, desc=desc, unit="batch", leave=False, dynamic_ncols=True)
 
 
-def unpack(batch: Sequence[Any], rt: Runtime, *, landmarks: bool = True
-           ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor | None]:
+def unpack(
+    batch: Sequence[Any], rt: Runtime, *, landmarks: bool = True
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor | None]:
     """A batch on the device: image in [0, 1], target, label, index, landmarks (None when the batch has none,
     or when the model's regions do not use them: ``landmarks=False``)."""
     image, target, label, index = batch[:4]
@@ -136,9 +146,16 @@ def loss_of(criterion: RegionAttentionLoss, out: Any, target: Tensor) -> Any:
     return criterion.from_parts(out.logits, target)
 
 
-def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
-                    scaler: torch.amp.GradScaler, criterion: RegionAttentionLoss, cfg: RunConfig, rt: Runtime,
-                    epoch: int) -> dict[str, float]:
+def train_one_epoch(
+    model: nn.Module,
+    loader: DataLoader,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    criterion: RegionAttentionLoss,
+    cfg: RunConfig,
+    rt: Runtime,
+    epoch: int,
+) -> dict[str, float]:
     """One pass over ``loader``; returns the epoch's mean losses (total, classification, region biased),
     images and throughput, summed over ranks."""
     model.train()
@@ -182,9 +199,13 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
     any_bad = all_reduce_sum(rt, (first_bad > 0).double().view(1)) if rt.distributed else (first_bad > 0).view(1)
     check_finite(model, sums, int(first_bad) or (-1 if bool(any_bad.item()) else 0), epoch)
     images = max(float(sums[3]), 1.0)
-    return {"train_loss": float(sums[0]) / images, "train_cls_loss": float(sums[1]) / images,
-            "train_rb_loss": float(sums[2]) / images, "train_images": int(sums[3]),
-            "train_images_per_s": float(sums[3]) / elapsed}
+    return {
+        "train_loss": float(sums[0]) / images,
+        "train_cls_loss": float(sums[1]) / images,
+        "train_rb_loss": float(sums[2]) / images,
+        "train_images": int(sums[3]),
+        "train_images_per_s": float(sums[3]) / elapsed,
+    }
 
 
 def check_finite(model: nn.Module, sums: Tensor, first_bad: int, epoch: int) -> None:
@@ -193,14 +214,18 @@ def check_finite(model: nn.Module, sums: Tensor, first_bad: int, epoch: int) -> 
     (:class:`FloatingPointError` naming the epoch)."""
     if first_bad or not torch.isfinite(sums).all():
         step = f" (first at step {first_bad})" if first_bad > 0 else " (on another rank)" if first_bad else ""
-        raise FloatingPointError(f"training diverged in epoch {epoch + 1}: non-finite loss or gradient norm{step}; "
-                                 f"mean losses {sums[:3].tolist()}. Lower --lr (or check the data); the run stops "
-                                 "here, nothing is reported from it")
+        raise FloatingPointError(
+            f"training diverged in epoch {epoch + 1}: non-finite loss or gradient norm{step}; "
+            f"mean losses {sums[:3].tolist()}. Lower --lr (or check the data); the run stops "
+            "here, nothing is reported from it"
+        )
     bad = [name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
     if bad:
-        raise FloatingPointError(f"training diverged in epoch {epoch + 1}: non-finite weights after the epoch in "
-                                 f"{len(bad)} parameter(s), e.g. {', '.join(bad[:3])}. Lower --lr; the run stops "
-                                 "here, nothing is reported from it")
+        raise FloatingPointError(
+            f"training diverged in epoch {epoch + 1}: non-finite weights after the epoch in "
+            f"{len(bad)} parameter(s), e.g. {', '.join(bad[:3])}. Lower --lr; the run stops "
+            "here, nothing is reported from it"
+        )
 
 
 __all__ = [

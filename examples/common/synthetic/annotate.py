@@ -188,7 +188,6 @@ def _class_list(n: int, probs: Sequence[float], rng: random.Random) -> list[int]
     return out
 
 
-
 def _write_meta(path: Path, rows: list[dict[str, Any]], key: str) -> None:
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh, lineterminator="\n")
@@ -227,4 +226,3 @@ def _write_meta(path: Path, rows: list[dict[str, Any]], key: str) -> None:
                     f"{r['roll']:.2f}",
                 ]
             )
-

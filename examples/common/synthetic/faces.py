@@ -60,7 +60,6 @@ _EXPR_TABLE = torch.tensor([
 _E = {name: i for i, name in enumerate(_EXPR)}
 
 
-
 def _uniform(n: int, lo: float, hi: float, g: torch.Generator) -> torch.Tensor:
     return lo + (hi - lo) * torch.rand(n, generator=g)
 
@@ -148,8 +147,17 @@ def _flags(values: Sequence[bool] | torch.Tensor | None, n: int) -> torch.Tensor
 
 
 _JITTER = (0.015, 0.01, 0.06, 0.01, 0.1, 0.01, 0.015, 0.015, 0.01, 0.01, 0.01, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1)
-_NONNEGATIVE = ("mouth_open", "teeth", "lip_raise", "mouth_asym", "brow_asym", "nose_wrinkle", "glabella",
-                "smile_lines", "clench")
+_NONNEGATIVE = (
+    "mouth_open",
+    "teeth",
+    "lip_raise",
+    "mouth_asym",
+    "brow_asym",
+    "nose_wrinkle",
+    "glabella",
+    "smile_lines",
+    "clench",
+)
 
 
 def _expression(
@@ -281,4 +289,3 @@ def _occluder_look(n: int, g: torch.Generator) -> dict[str, torch.Tensor]:
     ).contiguous()
     p["occ_tex"] = _uniform(n, 0.1, 0.45, g)
     return p
-

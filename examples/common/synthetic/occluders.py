@@ -125,8 +125,10 @@ def load_occluders(data_dir: str | Path, split: str) -> Occluders:
     """
     path = Path(data_dir) / OCCLUDERS_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"no occlusion ground truth in {data_dir}: expected {OCCLUDERS_FILE} (written by "
-                                "examples.common.synthetic's FERPlus and AffectNet generators)")
+        raise FileNotFoundError(
+            f"no occlusion ground truth in {data_dir}: expected {OCCLUDERS_FILE} (written by "
+            "examples.common.synthetic's FERPlus and AffectNet generators)"
+        )
     with zipfile.ZipFile(path) as zf:
         names = zf.namelist()
         splits = sorted(n[: -len("_keys.npy")] for n in names if n.endswith("_keys.npy"))
@@ -193,8 +195,10 @@ def box_coverage(mask: Tensor, boxes: Tensor, *, image_size: tuple[int, int] | N
         raise ValueError(f"box_coverage expected mask of shape (H, W) or (B, H, W), got {tuple(mask.shape)}")
     if boxes.dim() != mask.dim() or boxes.shape[-1] != 4 or (mask.dim() == 3 and boxes.shape[0] != mask.shape[0]):
         want = "(K, 4)" if mask.dim() == 2 else f"({mask.shape[0]}, K, 4)"
-        raise ValueError(f"box_coverage expected boxes of shape {want} for a mask of shape {tuple(mask.shape)}, "
-                         f"got {tuple(boxes.shape)}")
+        raise ValueError(
+            f"box_coverage expected boxes of shape {want} for a mask of shape {tuple(mask.shape)}, "
+            f"got {tuple(boxes.shape)}"
+        )
     if not boxes.is_floating_point():
         raise TypeError(f"box_coverage expected floating-point boxes, got {boxes.dtype}")
     b = boxes.to(torch.float64)
@@ -218,4 +222,3 @@ def box_coverage(mask: Tensor, boxes: Tensor, *, image_size: tuple[int, int] | N
     covered = torch.einsum("...kh,...hw,...kw->...k", oy, m, ox)
     area = (x2 - x1) * (y2 - y1)
     return torch.where(area > 0, covered / area.clamp_min(torch.finfo(torch.float64).tiny), 0.0)
-

@@ -18,16 +18,25 @@ from .render import _to_pil, render_batch
 __all__ = ["place_on_canvas", "render_with_synthetic"]
 
 
-def render_with_synthetic(expressions: Sequence[str], size: int, seed: int, *,
-                          occlusion: Sequence[str] | None = None, yaw: Sequence[float] | None = None
-                          ) -> tuple[list[Image.Image], list[list[tuple[float, float]]]]:
+def render_with_synthetic(
+    expressions: Sequence[str],
+    size: int,
+    seed: int,
+    *,
+    occlusion: Sequence[str] | None = None,
+    yaw: Sequence[float] | None = None,
+) -> tuple[list[Image.Image], list[list[tuple[float, float]]]]:
     """One RGB ``size x size`` face per expression name (FERPlus class names) and its 5 landmarks (eye centres,
     nose tip, mouth corners; :func:`region_attention.functional.reduce_landmarks`) in pixels. ``occlusion``
     names and ``yaw`` degrees per face are passed to the renderer."""
     labels = [FERPLUS_CLASSES.index(e) for e in expressions]
     g = torch.Generator().manual_seed(seed)
-    params = sample_faces(labels, generator=g, occlusion=list(occlusion) if occlusion is not None else None,
-                          yaw=list(yaw) if yaw is not None else None)
+    params = sample_faces(
+        labels,
+        generator=g,
+        occlusion=list(occlusion) if occlusion is not None else None,
+        yaw=list(yaw) if yaw is not None else None,
+    )
     images, lm68 = render_batch(params, size, channels=3, generator=g)
     five = reduce_landmarks(lm68) if len(labels) else torch.zeros(0, 5, 2)
     out = [_to_pil(img) for img in images]
@@ -35,9 +44,9 @@ def render_with_synthetic(expressions: Sequence[str], size: int, seed: int, *,
     return out, marks
 
 
-def place_on_canvas(face: Image.Image, marks: Sequence[tuple[float, float]], canvas: tuple[int, int],
-                    rng: random.Random) -> tuple[Image.Image, tuple[float, float, float, float],
-                                                 list[tuple[float, float]]]:
+def place_on_canvas(
+    face: Image.Image, marks: Sequence[tuple[float, float]], canvas: tuple[int, int], rng: random.Random
+) -> tuple[Image.Image, tuple[float, float, float, float], list[tuple[float, float]]]:
     """Paste ``face`` scaled into a larger noisy ``canvas`` (W, H) at a random place: the "original" image,
     its face box ``(x1, y1, x2, y2)`` and the landmarks in canvas pixels."""
     cw, ch = canvas

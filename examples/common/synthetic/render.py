@@ -34,7 +34,6 @@ __all__ = ["Rendered", "render", "render_batch", "render_faces"]
 # ----------------------------------------------------------------------------------------------------------------
 
 
-
 def _cov(d: torch.Tensor, aa: torch.Tensor) -> torch.Tensor:
     """Coverage from a signed distance (negative inside) with an edge of width ``aa``."""
     return (0.5 - d / aa).clamp_(0.0, 1.0)
@@ -706,5 +705,3 @@ def _save_png(img: torch.Tensor, path: Path) -> None:
 
 def _save_jpeg(img: torch.Tensor, path: Path) -> None:
     _to_pil(img).save(path, format="JPEG", quality=92)
-
-
