@@ -667,6 +667,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="P,P,...",
         help=f"pools to compare (default: all: {','.join(POOLS)})",
     )
+    _add_training_options(p)
+    _add_output_options(p)
+    return p
+
+
+def _add_training_options(p: argparse.ArgumentParser) -> None:
+    """The test set, epochs, batch, learning rate and processes of :func:`build_parser`."""
     p.add_argument("--test-bags", type=_positive, default=1000, metavar="N", help="test bags (default: 1000)")
     p.add_argument("--epochs", type=_positive, default=20, metavar="N", help="epochs (default: 20)")
     p.add_argument(
@@ -690,6 +697,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="processes, one torch thread each (default: min(2, CPU count))",
     )
+
+
+def _add_output_options(p: argparse.ArgumentParser) -> None:
+    """Where :func:`main` writes (``--json``, ``--plot``), ``--resume`` and the progress bar."""
     p.add_argument(
         "--json",
         type=Path,
@@ -710,7 +721,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep the runs already in --json (same config) and run only the others (default: off)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar (default: shown)")
-    return p
 
 
 def _check_output(parser: argparse.ArgumentParser, path: Path | None, option: str) -> None:
@@ -743,21 +753,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     plot = args.plot if args.plot is not None else (args.json.with_suffix(".png") if args.json else None)
     _check_output(parser, plot, "--plot")
 
-    pools = args.pools
-    if "torchmil_gated" in pools and not torchmil_available():
-        print(
-            "note: torchmil is not installed, so the torchmil_gated row is skipped "
-            "(pip install --no-deps torchmil; its pools need only torch)",
-            flush=True,
-        )
-        pools = tuple(p for p in pools if p != "torchmil_gated")
-        if not pools:
-            parser.error("--pools holds only torchmil_gated, and torchmil is not installed")
-    try:
-        import sklearn  # noqa: F401
-    except ImportError:
-        parser.error("scikit-learn is needed for its bundled digits: pip install scikit-learn")
-
+    pools = _available_pools(parser, args.pools)
     proto = Protocol(
         bag_means=args.bag_means or base["bag_means"],
         train_bags=args.train_bags or base["train_bags"],
@@ -777,29 +773,66 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for n in proto.train_bags
         for s in range(proto.seeds)
     ]
-
     kept: list[dict[str, Any]] = []
     if args.resume and args.json.exists():
-        try:
-            old = json.loads(args.json.read_text())
-            old_config, old_results = old["config"], old["results"]
-        except (ValueError, KeyError, TypeError) as e:
-            parser.error(f"--resume: {args.json} is not a results file of this script ({e})")
-        now = json.loads(json.dumps(config))  # tuples as lists, as read back
-        differ = [k for k in now if k != "pools" and old_config.get(k) != now[k]]
-        if differ:
-            parser.error(
-                f"--resume: {args.json} was written with another {differ[0]} "
-                f"({old_config.get(differ[0])!r}, now {now[differ[0]]!r})"
-            )
-        kept = list(old_results)  # all of them: runs of pools not asked for now stay in the file
-        config["pools"] = [p for p in POOLS if p in proto.pools or p in old_config.get("pools", ())]
-        have = {(r["pool"], r["bag_mean"], r["train_bags"], r["seed"]) for r in kept}
-        specs = [s for s in specs if tuple(s) not in have]
-        print(f"resuming: {len(kept)} runs kept from {args.json}, {len(specs)} to run", flush=True)
+        kept, specs = _resumed(parser, args.json, config, proto, specs)
     elif args.json is not None and args.json.exists():
         parser.error(f"--json {args.json} exists; pass --resume to continue it, or another path")
+    return _run_and_report(args, proto, config, specs, kept, plot)
 
+
+def _available_pools(parser: argparse.ArgumentParser, pools: tuple[str, ...]) -> tuple[str, ...]:
+    """``--pools`` less ``torchmil_gated`` when torchmil is missing (with a printed note); scikit-learn checked."""
+    if "torchmil_gated" in pools and not torchmil_available():
+        print(
+            "note: torchmil is not installed, so the torchmil_gated row is skipped "
+            "(pip install --no-deps torchmil; its pools need only torch)",
+            flush=True,
+        )
+        pools = tuple(p for p in pools if p != "torchmil_gated")
+        if not pools:
+            parser.error("--pools holds only torchmil_gated, and torchmil is not installed")
+    try:
+        import sklearn  # noqa: F401
+    except ImportError:
+        parser.error("scikit-learn is needed for its bundled digits: pip install scikit-learn")
+    return pools
+
+
+def _resumed(
+    parser: argparse.ArgumentParser, path: Path, config: dict[str, Any], proto: Protocol, specs: list[RunSpec]
+) -> tuple[list[dict[str, Any]], list[RunSpec]]:
+    """``--resume``: the runs kept from ``path`` (same config) and the specs still to run; ``config["pools"]``
+    becomes every pool of the file and of this call."""
+    try:
+        old = json.loads(path.read_text())
+        old_config, old_results = old["config"], old["results"]
+    except (ValueError, KeyError, TypeError) as e:
+        parser.error(f"--resume: {path} is not a results file of this script ({e})")
+    now = json.loads(json.dumps(config))  # tuples as lists, as read back
+    differ = [k for k in now if k != "pools" and old_config.get(k) != now[k]]
+    if differ:
+        parser.error(
+            f"--resume: {path} was written with another {differ[0]} "
+            f"({old_config.get(differ[0])!r}, now {now[differ[0]]!r})"
+        )
+    kept = list(old_results)  # all of them: runs of pools not asked for now stay in the file
+    config["pools"] = [p for p in POOLS if p in proto.pools or p in old_config.get("pools", ())]
+    have = {(r["pool"], r["bag_mean"], r["train_bags"], r["seed"]) for r in kept}
+    specs = [s for s in specs if tuple(s) not in have]
+    print(f"resuming: {len(kept)} runs kept from {path}, {len(specs)} to run", flush=True)
+    return kept, specs
+
+
+def _run_and_report(
+    args: argparse.Namespace,
+    proto: Protocol,
+    config: dict[str, Any],
+    specs: list[RunSpec],
+    kept: list[dict[str, Any]],
+    plot: Path | None,
+) -> dict[str, Any]:
+    """Run ``specs``, saving ``--json`` after each run, then print the tables and draw the plot."""
     results = list(kept)
     start = time.perf_counter()
 

@@ -36,8 +36,10 @@ def test_every_script_takes_a_timm_backbone_and_its_split_index(script, tmp_path
         parser.parse_args([*base, "--backbone", "timm:resnet10t", "--regions-on", "features", "--split-at", "3"])
     )
     assert (cfg.backbone, cfg.regions_on, cfg.split_at) == ("timm:resnet10t", "features", "3")
-    assert resolve_config(parser.parse_args([*base, "--backbone", "timm:resnet10t"])).split_at == "-1"  # the last
-    assert resolve_config(parser.parse_args(base)).split_at == "layer3"  # the built-in default is unchanged
+    one_pass = [*base, "--regions-on", "features"]
+    assert resolve_config(parser.parse_args([*one_pass, "--backbone", "timm:resnet10t"])).split_at == "-1"  # last
+    assert resolve_config(parser.parse_args(one_pass)).split_at == "layer3"  # the built-in default is unchanged
+    assert resolve_config(parser.parse_args(base)).split_at is None  # no split for the image-level model
     assert "timm:NAME" in parser.format_help()
 
 
@@ -46,9 +48,18 @@ def test_every_script_takes_a_timm_backbone_and_its_split_index(script, tmp_path
     [
         (["--backbone", "timm:no_such_net"], r"--backbone: timm has no model 'no_such_net'"),
         (["--backbone", "resnet"], r"--backbone must be one of resnet18, small, vgg16 or timm:NAME .*got 'resnet'"),
-        (["--backbone", "timm:resnet10t", "--split-at", "layer3"], r"--split-at must be an index of timm's"),
-        (["--backbone", "timm:resnet10t", "--split-at", "5"], r"--split-at 5: timm_split expected at in \[-5, 4\]"),
-        (["--split-at", "2"], r"--split-at must be one of layer3, layer4 for --backbone resnet18, got '2'"),
+        (
+            ["--backbone", "timm:resnet10t", "--regions-on", "features", "--split-at", "layer3"],
+            r"--split-at must be an index of timm's",
+        ),
+        (
+            ["--backbone", "timm:resnet10t", "--regions-on", "features", "--split-at", "5"],
+            r"--split-at 5: timm_split expected at in \[-5, 4\]",
+        ),
+        (
+            ["--regions-on", "features", "--split-at", "2"],
+            r"--split-at must be one of layer3, layer4 for --backbone resnet18, got '2'",
+        ),
     ],
 )
 def test_bad_backbone_or_split_is_one_line_and_status_2(args, message, tmp_path, capsys):

@@ -14,6 +14,7 @@ from typing import Any, NoReturn, TypeVar
 import torch
 from torch import nn
 
+from ..backbones import BACKBONES, SPLIT_BACKBONES, timm_name
 from ..folder_data import DataError
 from .checkpoints import RunError
 from .config import FROM_RECIPE, RECIPES, RunConfig, flag_of, resolve_config
@@ -253,17 +254,16 @@ def backbone_size_problem(name: str, size: int, split_at: str | None, roi_size: 
     """Why the backbone cannot take the run's ``--image-size`` (every region is resized to it) or, for the
     one-pass model, its ``--roi-size`` (None: it can). The backbone is built without initialising its weights
     and run once on one zero image; no file is read."""
-    from ..models import BACKBONES, SPLIT_BACKBONES
-
+    if timm_name(name) is not None:  # built and checked with its split by backbone_problem (config)
+        return None
     if split_at is not None:
         if name not in SPLIT_BACKBONES:
             return (
                 f"--regions-on features needs a backbone that can be split "
                 f"({', '.join(sorted(SPLIT_BACKBONES))}), got --backbone {name}"
             )
-        make, channels = SPLIT_BACKBONES[name]
         with torch.device("meta"):
-            trunk, head = make(split_at, None)
+            trunk, head = SPLIT_BACKBONES[name](split_at, None)
         trunk, head = _unfilled(trunk), _unfilled(head)
         whole: nn.Module = nn.Sequential(trunk, head)
         fmap = _runs_on(trunk, 1, 3, size, size)
@@ -284,7 +284,7 @@ def backbone_size_problem(name: str, size: int, split_at: str | None, roi_size: 
                 f"--roi-size {roi_size} exceeds the {fmap[-2]} x {fmap[-1]} feature map of a {size}-pixel "
                 f"face at --split-at {split_at} (a region covers part of it); give --roi-size <= {side}"
             )
-        if _runs_on(head, 1, channels[split_at], roi_size, roi_size) is None:
+        if _runs_on(head, 1, fmap[1], roi_size, roi_size) is None:
             return (
                 f"--roi-size {roi_size} is too small for the part of --backbone {name} after "
                 f"--split-at {split_at}; give a larger --roi-size"
