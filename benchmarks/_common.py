@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import torch
 
@@ -15,7 +15,7 @@ def sync(device: torch.device) -> None:
 
 
 def interleaved_medians(
-    fns: dict[str, Callable[[], object]], repeats: int, warmup: int, device: torch.device
+    fns: Mapping[str, Callable[[], object]], repeats: int, warmup: int, device: torch.device
 ) -> dict[str, float]:
     """Median seconds per call of each function, measured round-robin so drift hits all of them alike."""
     for _ in range(warmup):

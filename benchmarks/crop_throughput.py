@@ -29,7 +29,9 @@ import json
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -39,6 +41,9 @@ from _common import interleaved_medians, machine_description, print_table, sync
 from region_attention import RegionCropper
 from region_attention.functional import BOX_PRESETS
 
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
+
 PAPER = BOX_PRESETS["paper"]
 
 
@@ -47,16 +52,18 @@ PAPER = BOX_PRESETS["paper"]
 # ------------------------------------------------------------------------------------------------------
 
 
-def pil_regions(image, size: int):  # PIL.Image -> (K, C, size, size): whole face first, then the regions
+def pil_regions(
+    image: PILImage, size: int
+) -> torch.Tensor:  # PIL.Image -> (K, C, size, size): whole face first, then the regions
     from PIL import Image
     from torchvision.transforms import functional as TF
 
     width, height = image.size
-    whole = image if image.size == (size, size) else image.resize((size, size), Image.BILINEAR)
+    whole = image if image.size == (size, size) else image.resize((size, size), Image.Resampling.BILINEAR)
     regions = [TF.to_tensor(whole)]
     for x1, y1, x2, y2 in PAPER:
         crop = image.crop((x1 * width, y1 * height, x2 * width, y2 * height))
-        regions.append(TF.to_tensor(crop.resize((size, size), Image.BILINEAR)))
+        regions.append(TF.to_tensor(crop.resize((size, size), Image.Resampling.BILINEAR)))
     return torch.stack(regions)
 
 
@@ -67,7 +74,12 @@ def naive_grid_sample(images: torch.Tensor, boxes: torch.Tensor, size: int) -> t
     t = (torch.arange(size, device=images.device, dtype=images.dtype) + 0.5) / size
     xs = boxes[:, 0, None] + t * (boxes[:, 2, None] - boxes[:, 0, None])  # (K, size) pixels
     ys = boxes[:, 1, None] + t * (boxes[:, 3, None] - boxes[:, 1, None])
-    grid = torch.stack(torch.broadcast_tensors(xs[:, None, :] / width * 2 - 1, ys[:, :, None] / height * 2 - 1), -1)
+    grid = torch.stack(
+        torch.broadcast_tensors(  # type: ignore[no-untyped-call]  # torch leaves broadcast_tensors unannotated
+            xs[:, None, :] / width * 2 - 1, ys[:, :, None] / height * 2 - 1
+        ),
+        -1,
+    )
     grid = grid.to(images.dtype).repeat(bsz, 1, 1, 1)  # (B*K, size, size, 2)
     out = F.grid_sample(images.repeat_interleave(k, 0), grid, align_corners=False, padding_mode="border")
     return out.view(bsz, k, chans, size, size)
@@ -78,7 +90,7 @@ def naive_grid_sample(images: torch.Tensor, boxes: torch.Tensor, size: int) -> t
 # ------------------------------------------------------------------------------------------------------
 
 
-def part1(args) -> list[dict]:
+def part1(args: argparse.Namespace) -> list[dict[str, Any]]:
     from PIL import Image
 
     torch.manual_seed(0)
@@ -92,10 +104,11 @@ def part1(args) -> list[dict]:
     pixel_boxes = fixed.boxes(images).boxes[0]
     with torch.no_grad():
         ours = fixed(images).crops
+        assert ours is not None  # RegionCropper always crops (only the one-pass network's output has no crops)
         pil = torch.stack([pil_regions(im, size) for im in pils])
     # PIL rounds crop boxes to whole pixels and resizes in uint8: close to ours, not equal.
     gap = (ours - pil).abs().mean().item()
-    fns = {
+    fns: dict[str, Callable[[], object]] = {
         "PIL crop + resize + ToTensor per image and region (FER repos)": lambda: torch.stack(
             [pil_regions(im, size) for im in pils]
         ),
@@ -123,7 +136,7 @@ def part1(args) -> list[dict]:
 # ------------------------------------------------------------------------------------------------------
 
 
-class JpegFaces(torch.utils.data.Dataset):
+class JpegFaces(torch.utils.data.Dataset[torch.Tensor]):
     def __init__(self, files: list[Path], size: int, regions: bool) -> None:
         self.files, self.size, self.regions = files, size, regions
 
@@ -138,7 +151,8 @@ class JpegFaces(torch.utils.data.Dataset):
         if self.regions:  # the FER repositories: K crops, resizes and ToTensor per image
             return pil_regions(image, self.size)
         # ours: one resize, uint8; the regions are cut on the device for the whole batch
-        return TF.pil_to_tensor(image.resize((self.size, self.size), Image.BILINEAR))
+        resized: torch.Tensor = TF.pil_to_tensor(image.resize((self.size, self.size), Image.Resampling.BILINEAR))
+        return resized
 
 
 def write_jpegs(folder: Path, count: int, side: int) -> list[Path]:
@@ -158,11 +172,11 @@ def write_jpegs(folder: Path, count: int, side: int) -> list[Path]:
     return files
 
 
-def part2(args) -> list[dict]:
-    rows = []
+def part2(args: argparse.Namespace) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         files = write_jpegs(Path(tmp), args.jpegs, args.jpeg_side)
-        results = {}
+        results: dict[str, float] = {}
         for name, regions in (
             ("decode + PIL region path (K crops, resizes, ToTensor)", True),
             ("decode + one resize to uint8 (regions cut on the device)", False),
@@ -213,7 +227,7 @@ def part2(args) -> list[dict]:
 # ------------------------------------------------------------------------------------------------------
 
 
-def part3(args) -> list[dict]:
+def part3(args: argparse.Namespace) -> list[dict[str, Any]]:
     from torchvision.models import resnet18
 
     device = torch.device(args.device)
@@ -223,9 +237,11 @@ def part3(args) -> list[dict]:
     images = u8.float() / 255
     fixed, random_ = RegionCropper(size), RegionCropper(size, strategy="random")
     k = fixed.K
-    crops = fixed(images).crops.flatten(0, 1)
+    cropped = fixed(images).crops
+    assert cropped is not None  # RegionCropper always crops
+    crops = cropped.flatten(0, 1)
     labels = torch.randint(0, 8, (bsz * k,), device=device)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for label, amp, channels_last in (("float32", False, False), ("bf16 autocast, channels-last", True, True)):
         model = resnet18(num_classes=8).to(device)
         batch = crops
@@ -234,14 +250,19 @@ def part3(args) -> list[dict]:
             batch = crops.contiguous(memory_format=torch.channels_last)
         opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
-        def step(model=model, batch=batch, opt=opt, amp=amp) -> None:
+        def step(
+            model: torch.nn.Module = model,
+            batch: torch.Tensor = batch,
+            opt: torch.optim.Optimizer = opt,
+            amp: bool = amp,
+        ) -> None:
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 loss = F.cross_entropy(model(batch), labels)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]  # torch leaves backward unannotated
             opt.step()
 
-        fns = {
+        fns: dict[str, Callable[[], object]] = {
             "RegionCropper, float32 images": lambda: fixed(images),
             "RegionCropper, uint8 images": lambda: fixed(u8),
             "RegionCropper(strategy='random')": lambda: random_(images),
@@ -301,7 +322,7 @@ def main() -> None:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error("--device cuda asked for, but CUDA is not available")
     parts = args.parts.split(",") if args.parts else ["1", "2"] + (["3"] if args.device.startswith("cuda") else [])
-    rows: list[dict] = []
+    rows: list[dict[str, Any]] = []
     for part, fn in (("1", part1), ("2", part2), ("3", part3)):
         if part in parts:
             rows += fn(args)

@@ -15,7 +15,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -31,7 +33,7 @@ from examples.ferplus.demo import DEMO_MODELS, DEMO_TRAINING  # noqa: E402
 from _common import interleaved_medians, machine_description, print_table  # noqa: E402
 
 
-def step_fn(settings: dict, channels_last: bool, batch: int, size: int, seed: int = 0):
+def step_fn(settings: dict[str, Any], channels_last: bool, batch: int, size: int, seed: int = 0) -> Callable[[], None]:
     """One training step of a demo model on a fixed random batch (the model trains in place)."""
     torch.manual_seed(seed)
     training = {k: v for k, v in DEMO_TRAINING.items() if k not in ("workers", "device", "hflip")}
@@ -42,13 +44,15 @@ def step_fn(settings: dict, channels_last: bool, batch: int, size: int, seed: in
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     model.train()
-    # the demo's FERPlus task in majority mode: plain cross-entropy, no class weights
+    # the demo's FERPlus task in majority mode: plain cross-entropy, no class weights; build_criterion reads
+    # neither split, so both are empty datasets
+    no_data = torch.utils.data.TensorDataset()
     task = Task(
         name="ferplus",
         class_names=tuple(map(str, range(8))),
-        train=None,
+        train=no_data,
         valid=None,
-        test=None,
+        test=no_data,
         test_keys=[],
         test_labels=torch.zeros(0, dtype=torch.long),
     )
@@ -75,7 +79,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
     args = parser.parse_args()
 
-    fns = {}
+    fns: dict[str, Callable[[], object]] = {}
     for name, _, settings in DEMO_MODELS:
         for layout in ("nchw", "channels_last"):
             fns[f"{name}/{layout}"] = step_fn(settings, layout == "channels_last", args.batch_size, args.image_size)

@@ -24,7 +24,9 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -49,10 +51,11 @@ def crop_cases(batch: int, size: int, repeats: int) -> None:
     unit = torch.tensor(BOX_PRESETS["paper"])
     whole = torch.tensor([[0.0, 0.0, 1.0, 1.0]])
     fixed = torch.cat([whole, unit]) * size  # (K, 4) pixels, shared by the batch
-    host = tuple(tuple(float(v) for v in box) for box in fixed.tolist())
+    host = tuple((float(x1), float(y1), float(x2), float(y2)) for x1, y1, x2, y2 in fixed.tolist())
     per_image = torch.cat([whole.expand(batch, 1, 4), random_boxes(batch, 5, generator=gen)], dim=1) * size
     out = (size, size)
-    hp = sys.modules.get("region_attention.functional._hugepages")  # the advice, removed in issue 21
+    # the advice, removed in issue 21: a module the library may no longer have, so untyped here
+    hp: Any = sys.modules.get("region_attention.functional._hugepages")
     advice = ", huge-page advice" if hp is not None else ""
 
     def with_advice(fn: Callable[[], object], advise: bool) -> Callable[[], object]:
@@ -69,23 +72,23 @@ def crop_cases(batch: int, size: int, repeats: int) -> None:
 
     for label, imgs in (("float32", images), ("uint8", images_u8)):
         fns: dict[str, Callable[[], object]] = {
-            "plain: _crop_dense": lambda imgs=imgs: crop_mod._crop_dense(imgs, fixed, out, False, torch.float32, True)
+            "plain: _crop_dense": partial(crop_mod._crop_dense, imgs, fixed, out, False, torch.float32, True)
         }
         if hasattr(crop_mod, "_crop_host_boxes"):
             fns[f"_crop_host_boxes (banded){advice}"] = with_advice(
-                lambda imgs=imgs: crop_mod._crop_host_boxes(imgs, host, out, False, torch.float32, True), True
+                partial(crop_mod._crop_host_boxes, imgs, host, out, False, torch.float32, True), True
             )
             if hp is not None:
                 fns["_crop_host_boxes (banded), no advice"] = with_advice(
-                    lambda imgs=imgs: crop_mod._crop_host_boxes(imgs, host, out, False, torch.float32, True), False
+                    partial(crop_mod._crop_host_boxes, imgs, host, out, False, torch.float32, True), False
                 )
         if hasattr(crop_mod, "_crop_taps"):
             fns[f"_crop_taps (two taps){advice}"] = with_advice(
-                lambda imgs=imgs: crop_mod._crop_taps(imgs, fixed, out, torch.float32, True), True
+                partial(crop_mod._crop_taps, imgs, fixed, out, torch.float32, True), True
             )
             if hp is not None:
                 fns["_crop_taps (two taps), no advice"] = with_advice(
-                    lambda imgs=imgs: crop_mod._crop_taps(imgs, fixed, out, torch.float32, True), False
+                    partial(crop_mod._crop_taps, imgs, fixed, out, torch.float32, True), False
                 )
         with torch.no_grad():
             times = interleaved_medians(fns, repeats, 1, CPU)
@@ -117,12 +120,12 @@ def gated_cases(quick: bool, repeats: int) -> None:
     dim = 512
     torch.manual_seed(0)
     pool = GatedAttentionPool(dim, 128)
-    cases = {}
+    cases: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
     n = 512 if quick else 4096
     cases[f"8 bags x {n} instances, no mask"] = (torch.randn(8, n, dim, generator=gen), None)
     sizes = torch.randint(16 if quick else 19, (128 if quick else 1023) + 1, (64,), generator=gen).tolist()
-    x, mask = pad_bags([torch.randn(s, dim, generator=gen) for s in sizes])
-    cases[f"64 ragged bags, {100 * sum(sizes) / mask.numel():.0f} % present"] = (x, mask)
+    ragged, present = pad_bags([torch.randn(s, dim, generator=gen) for s in sizes])
+    cases[f"64 ragged bags, {100 * sum(sizes) / present.numel():.0f} % present"] = (ragged, present)
     has_fused = hasattr(gated_mod, "_use_fused")
 
     def step(x: torch.Tensor, mask: torch.Tensor | None, fused: bool) -> Callable[[], object]:
@@ -138,7 +141,7 @@ def gated_cases(quick: bool, repeats: int) -> None:
             try:
                 pool.zero_grad(set_to_none=True)
                 out = pool(x, mask)
-                out.pooled.sum().backward()
+                out.pooled.sum().backward()  # type: ignore[no-untyped-call]  # torch leaves backward unannotated
                 return out
             finally:
                 for name, fn in saved.items():
@@ -146,7 +149,7 @@ def gated_cases(quick: bool, repeats: int) -> None:
 
         return run
 
-    def present_rows(x: torch.Tensor, mask: torch.Tensor | None) -> Callable[[], object]:
+    def present_rows(x: torch.Tensor, mask: torch.Tensor) -> Callable[[], object]:
         """The plain expression on the present rows only (index_select under autograd), scattered back."""
 
         def run() -> object:
@@ -159,7 +162,7 @@ def gated_cases(quick: bool, repeats: int) -> None:
             scores = flat.new_full((flat.shape[0], 1), float("-inf")).index_copy(0, keep, s)
             weights = torch.softmax(scores.view(x.shape[0], x.shape[1], 1), dim=1)
             pooled = torch.bmm(weights.transpose(1, 2), x).squeeze(1)
-            pooled.sum().backward()
+            pooled.sum().backward()  # type: ignore[no-untyped-call]  # torch leaves backward unannotated
             return pooled
 
         return run

@@ -38,7 +38,9 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -55,13 +57,17 @@ class GateNN(nn.Module):
 
     def __init__(self, pool: GatedAttentionPool) -> None:
         super().__init__()
-        self.V, self.U, self.w = pool.V, pool.U, pool.w
+        gate = pool.U
+        if gate is None:  # an ungated pool has no sigmoid gate to share
+            raise ValueError("GateNN needs a gated pool (gated=True)")
+        self.V, self.U, self.w = pool.V, gate, pool.w
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.w(torch.tanh(self.V(x)) * torch.sigmoid(self.U(x)))
+        scores: torch.Tensor = self.w(torch.tanh(self.V(x)) * torch.sigmoid(self.U(x)))
+        return scores
 
 
-def make_case(case: str, args, device: torch.device) -> dict:
+def make_case(case: str, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     """The same bags in both layouts: padded (B, K, D) with a mask for us, flat (N, D) with an index for PyG."""
     gen = torch.Generator().manual_seed(0)
     if case == "a":
@@ -81,7 +87,9 @@ def make_case(case: str, args, device: torch.device) -> dict:
     return {"sizes": sizes, "x": x, "mask": mask, "flat": flat, "index": index}
 
 
-def make_steps(data: dict, args, device: torch.device):
+def make_steps(
+    data: dict[str, Any], args: argparse.Namespace, device: torch.device
+) -> dict[str, Callable[[], torch.Tensor]]:
     from torch_geometric.nn.aggr import AttentionalAggregation
 
     torch.manual_seed(0)
@@ -92,19 +100,19 @@ def make_steps(data: dict, args, device: torch.device):
     def ours() -> torch.Tensor:
         pool.zero_grad(set_to_none=True)
         out = pool(x, mask).pooled
-        out.square().mean().backward()
+        out.square().mean().backward()  # type: ignore[no-untyped-call]  # torch leaves backward unannotated
         return out
 
     def theirs() -> torch.Tensor:
         pool.zero_grad(set_to_none=True)
-        out = pyg(flat, index, dim_size=bsz)
-        out.square().mean().backward()
+        out: torch.Tensor = pyg(flat, index, dim_size=bsz)
+        out.square().mean().backward()  # type: ignore[no-untyped-call]  # torch leaves backward unannotated
         return out
 
     return {"GatedAttentionPool (padded + mask)": ours, "torch_geometric AttentionalAggregation (index)": theirs}
 
 
-def describe(case: str, data: dict) -> str:
+def describe(case: str, data: dict[str, Any]) -> str:
     sizes = data["sizes"]
     if case == "a":
         return f"a. {len(sizes)} bags x {sizes[0]} instances"
@@ -127,7 +135,7 @@ def _status_kib(field: str) -> int:
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
-def memory_child(args) -> None:
+def memory_child(args: argparse.Namespace) -> None:
     """In a fresh process: one warm-up pass, reset the peak RSS, one measured pass; print the peak in bytes."""
     device = torch.device("cpu")
     data = make_case(args.memory_child[0], args, device)
@@ -139,7 +147,9 @@ def memory_child(args) -> None:
     print(json.dumps({"peak_bytes": (_status_kib("VmHWM") - before) * 1024}))
 
 
-def peak_memory(case: str, which: int, data: dict, args, device: torch.device) -> float | None:
+def peak_memory(
+    case: str, which: int, data: dict[str, Any], args: argparse.Namespace, device: torch.device
+) -> float | None:
     if device.type == "cuda":
         step = list(make_steps(data, args, device).values())[which]
         step()
@@ -154,13 +164,14 @@ def peak_memory(case: str, which: int, data: dict, args, device: torch.device) -
     cmd = [sys.executable, __file__, "--memory-child", case, str(which), *args.child_args]
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
-    return json.loads(result.stdout.strip().splitlines()[-1])["peak_bytes"]
+    peak: float = json.loads(result.stdout.strip().splitlines()[-1])["peak_bytes"]
+    return peak
 
 
 # ------------------------------------------------------------------------------------------------------
 
 
-def run_case(case: str, args, device: torch.device) -> list[dict]:
+def run_case(case: str, args: argparse.Namespace, device: torch.device) -> list[dict[str, Any]]:
     data = make_case(case, args, device)
     steps = make_steps(data, args, device)
     outs = [fn().detach() for fn in steps.values()]
@@ -169,7 +180,7 @@ def run_case(case: str, args, device: torch.device) -> list[dict]:
         raise RuntimeError(f"the two pools disagree by {gap}: the comparison would be meaningless")
     med = interleaved_medians(steps, args.repeats, 1, device)
     base = med[list(steps)[1]]
-    rows = []
+    rows: list[dict[str, Any]] = []
     for which, (name, t) in enumerate(med.items()):
         peak = None if args.no_memory else peak_memory(case, which, data, args, device)
         rows.append(
@@ -238,7 +249,7 @@ def main() -> None:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error("--device cuda asked for, but CUDA is not available")
     device = torch.device(args.device)
-    rows: list[dict] = []
+    rows: list[dict[str, Any]] = []
     for case in args.cases.split(","):
         rows += run_case(case, args, device)
     if args.json:

@@ -41,7 +41,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -53,6 +53,9 @@ import contextlib
 from _common import interleaved_medians, machine_description, print_table, sync
 from region_attention import FeatureRegionAttentionNetwork, RegionAttentionLoss, RegionAttentionNetwork, RegionCropper
 from region_attention.backbones import resnet18, resnet18_split, timm_split
+
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
 
 #: The paper's five regions as (left, top, right, bottom) fractions; the authors put the whole face last.
 PAPER_BOXES = [
@@ -69,7 +72,7 @@ PAPER_BOXES = [
 # ------------------------------------------------------------------------------------------------------
 
 
-def pil_regions(image, size: int):
+def pil_regions(image: PILImage, size: int) -> torch.Tensor:
     """Their data path for one face: a PIL crop + resize + ToTensor per region, whole face last."""
     from PIL import Image
     from torchvision.transforms.functional import to_tensor
@@ -78,8 +81,8 @@ def pil_regions(image, size: int):
     tensors = []
     for left, top, right, bottom in PAPER_BOXES:
         box = (round(left * w), round(top * h), round(right * w), round(bottom * h))
-        tensors.append(to_tensor(image.crop(box).resize((size, size), Image.BILINEAR)))
-    tensors.append(to_tensor(image.resize((size, size), Image.BILINEAR)))
+        tensors.append(to_tensor(image.crop(box).resize((size, size), Image.Resampling.BILINEAR)))
+    tensors.append(to_tensor(image.resize((size, size), Image.Resampling.BILINEAR)))
     return torch.stack(tensors, dim=-1)  # (3, size, size, K), their layout
 
 
@@ -102,14 +105,16 @@ class AuthorsRAN(nn.Module):
         return self.fc((cat * w.unsqueeze(1)).sum(2) / w.sum(1, keepdim=True)), alphas
 
 
-def authors_loss(logits, alphas, target, margin: float = 0.02):
+def authors_loss(
+    logits: torch.Tensor, alphas: torch.Tensor, target: torch.Tensor, margin: float = 0.02
+) -> torch.Tensor:
     ce = F.cross_entropy(logits, target)
     best_crop, whole = alphas[:, :-1].max(1).values, alphas[:, -1]
     rb = F.margin_ranking_loss(best_crop, whole, torch.ones_like(whole), margin=margin)
     return ce + rb
 
 
-class JpegFaces(torch.utils.data.Dataset):
+class JpegFaces(torch.utils.data.Dataset[tuple[torch.Tensor, int]]):
     """Faces stored as JPEG bytes; ``mode="authors"`` returns their region stack, ``"ours"`` one tensor."""
 
     def __init__(self, jpegs: list[bytes], size: int, mode: str) -> None:
@@ -118,7 +123,7 @@ class JpegFaces(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.jpegs)
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         from PIL import Image
         from torchvision.transforms.functional import pil_to_tensor
 
@@ -126,11 +131,11 @@ class JpegFaces(torch.utils.data.Dataset):
         if self.mode == "authors":
             return pil_regions(image, self.size), 0
         if image.size != (self.size, self.size):
-            image = image.resize((self.size, self.size), Image.BILINEAR)
+            image = image.resize((self.size, self.size), Image.Resampling.BILINEAR)
         return pil_to_tensor(image), 0  # uint8; converted and cropped on the device
 
 
-def make_faces(n: int, size: int, seed: int = 0):
+def make_faces(n: int, size: int, seed: int = 0) -> tuple[torch.Tensor, list[PILImage], list[bytes]]:
     from PIL import Image
 
     gen = torch.Generator().manual_seed(seed)
@@ -153,7 +158,7 @@ def sgd(model: nn.Module) -> torch.optim.Optimizer:
     return torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=1e-4)
 
 
-def autocast(device: torch.device, amp: str | None):
+def autocast(device: torch.device, amp: str | None) -> torch.autocast:
     if amp is None:
         return torch.autocast(device.type, enabled=False)
     return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
@@ -177,36 +182,37 @@ def run_training(args: argparse.Namespace, device: torch.device) -> dict[str, fl
     their_opt = sgd(theirs)
     with torch.no_grad():
         crops = cropper(images).crops  # pre-cropped region images for the bare backbone
+    assert crops is not None  # RegionCropper always crops
     bare = resnet18().to(device)
     bare_head = nn.Linear(512, 8).to(device)
     bare_opt = torch.optim.SGD([*bare.parameters(), *bare_head.parameters()], lr=1e-3, momentum=0.9)
 
-    def ours(batching):
+    def ours(batching: str) -> Callable[[], None]:
         model, opt, crit = models[batching]
 
-        def step():
+        def step() -> None:
             opt.zero_grad(set_to_none=True)
             out = model(images)
-            crit(out, target).total.backward()
+            crit(out, target).total.backward()  # type: ignore[no-untyped-call]  # torch leaves backward unannotated
             opt.step()
 
         return step
 
-    def authors():
+    def authors() -> None:
         x5 = torch.stack([pil_regions(p, size) for p in pils]).to(device)
         their_opt.zero_grad(set_to_none=True)
         logits, alphas = theirs(x5)
-        authors_loss(logits, alphas, target).backward()
+        authors_loss(logits, alphas, target).backward()  # type: ignore[no-untyped-call]  # torch: backward unannotated
         their_opt.step()
 
-    def bare_step(batching):
-        def step():
+    def bare_step(batching: str) -> Callable[[], None]:
+        def step() -> None:
             bare_opt.zero_grad(set_to_none=True)
             if batching == "joint":
                 feats = bare(crops.flatten(0, 1)).unflatten(0, (bsz, k))
             else:
                 feats = torch.stack([bare(crops[:, i]) for i in range(k)], 1)
-            F.cross_entropy(bare_head(feats.mean(1)), target).backward()
+            F.cross_entropy(bare_head(feats.mean(1)), target).backward()  # type: ignore[no-untyped-call]  # torch
             bare_opt.step()
 
         return step
@@ -225,12 +231,12 @@ def run_inference(args: argparse.Namespace, device: torch.device) -> dict[str, f
     size = args.image_size
     image = torch.rand(1, 3, size, size, device=device)
     results = {}
-    fns = {}
+    fns: dict[str, Callable[[], object]] = {}
     for batching in ("joint", "per_region"):
         torch.manual_seed(0)
         m = RegionAttentionNetwork(resnet18(), 512, 8, cropper=RegionCropper(size), region_batching=batching)
         m = m.to(device).eval()
-        fns[f"RAN batch-1, {batching}"] = lambda m=m: m(image)
+        fns[f"RAN batch-1, {batching}"] = functools.partial(m, image)
     backbone = resnet18().to(device).eval()
     fns["backbone on the whole face"] = lambda: backbone(image)
     with torch.inference_mode():
@@ -331,7 +337,9 @@ def one_pass_model(which: str, size: int, device: torch.device, channels_last: b
     return model.to(memory_format=torch.channels_last) if channels_last else model
 
 
-def one_pass_step(which: str, model: nn.Module, device: torch.device, amp: str | None):
+def one_pass_step(
+    which: str, model: nn.Module, device: torch.device, amp: str | None
+) -> Callable[[torch.Tensor, torch.Tensor], None]:
     """One training step (forward, loss, backward, SGD step) of ``model`` as a closure over a fixed batch."""
     opt = sgd(model)
     crit = RegionAttentionLoss(0.02, whole_index=0)
@@ -341,7 +349,7 @@ def one_pass_step(which: str, model: nn.Module, device: torch.device, amp: str |
         with autocast(device, amp):
             out = model(images)
             loss = F.cross_entropy(out, target) if which == "bare" else crit(out, target).total
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]  # torch leaves backward unannotated
         opt.step()
 
     return step
@@ -356,7 +364,7 @@ def run_one_pass(args: argparse.Namespace, device: torch.device) -> dict[str, di
     image = torch.rand(1, 3, size, size, generator=gen).to(device)
     for m in models.values():
         m.eval()
-    infer = {which: (lambda m=m: m(image)) for which, m in models.items()}
+    infer = {which: functools.partial(m, image) for which, m in models.items()}
     with torch.inference_mode(), autocast(device, args.amp):
         inference = interleaved_medians(infer, args.repeats * 4, args.warmup * 2, device)
 
@@ -366,7 +374,7 @@ def run_one_pass(args: argparse.Namespace, device: torch.device) -> dict[str, di
         m.train()
     steps = {which: one_pass_step(which, m, device, args.amp) for which, m in models.items()}
     training = interleaved_medians(
-        {which: (lambda s=s: s(images, target)) for which, s in steps.items()}, args.repeats, args.warmup, device
+        {which: functools.partial(s, images, target) for which, s in steps.items()}, args.repeats, args.warmup, device
     )
     return {"inference_s": inference, "training_step_s": training}
 
@@ -572,7 +580,18 @@ def report_timm(args: argparse.Namespace, device: torch.device, figures: dict[st
         )
 
 
-def _pipeline_epoch(name, loader, model, opt, scaler, crit, target, device, amp, limit=None) -> int:
+def _pipeline_epoch(
+    name: str,
+    loader: torch.utils.data.DataLoader[tuple[torch.Tensor, int]],
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    crit: RegionAttentionLoss | None,
+    target: torch.Tensor,
+    device: torch.device,
+    amp: str | None,
+    limit: int | None = None,
+) -> int:
     seen = 0
     for i, (x, _) in enumerate(loader):
         if limit is not None and i >= limit:
@@ -581,13 +600,14 @@ def _pipeline_epoch(name, loader, model, opt, scaler, crit, target, device, amp,
         opt.zero_grad(set_to_none=True)
         if name == "authors":  # their loop: fp32, PIL regions from the loader, one backbone call per region
             logits, alphas = model(x)
-            authors_loss(logits, alphas, target).backward()
+            authors_loss(logits, alphas, target).backward()  # type: ignore[no-untyped-call]  # torch: unannotated
             opt.step()
         else:
+            assert crit is not None  # our loop always has its loss
             x = x.float().div_(255)
             with autocast(device, amp):
                 loss = crit(model(x), target).total
-            scaler.scale(loss).backward()
+            scaler.scale(loss).backward()  # type: ignore[no-untyped-call]  # torch leaves backward unannotated
             scaler.step(opt)
             scaler.update()
         seen += x.shape[0]
@@ -712,9 +732,10 @@ def main() -> None:
         rows = [[name, f"{s * 1000:.0f}", f"{args.batch_size / s:.1f}"] for name, s in t.items()]
         print_table("1-2. training step (median of interleaved runs)", ["path", "ms/step", "images/s"], rows)
         figures["authors_over_ours"] = theirs / ours
-        figures["ran_overhead"] = {b: t[f"RAN, region_batching='{b}'"] / bare for b in ("joint", "per_region")}
+        overhead = {b: t[f"RAN, region_batching='{b}'"] / bare for b in ("joint", "per_region")}
+        figures["ran_overhead"] = overhead
         print(f"authors' step / our best step: {theirs / ours:.2f}x (target >= 1: not slower)")
-        for b, v in figures["ran_overhead"].items():
+        for b, v in overhead.items():
             print(f"RAN overhead, {b}: our step / best bare-backbone step = {v:.3f} (target <= 1.05)")
 
     if "inference" not in args.skip:
