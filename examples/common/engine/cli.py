@@ -261,9 +261,8 @@ def backbone_size_problem(name: str, size: int, split_at: str | None, roi_size: 
                 f"--regions-on features needs a backbone that can be split "
                 f"({', '.join(sorted(SPLIT_BACKBONES))}), got --backbone {name}"
             )
-        make, channels = SPLIT_BACKBONES[name]
         with torch.device("meta"):
-            trunk, head = make(split_at, None)
+            trunk, head = SPLIT_BACKBONES[name](split_at, None)
         trunk, head = _unfilled(trunk), _unfilled(head)
         whole: nn.Module = nn.Sequential(trunk, head)
         fmap = _runs_on(trunk, 1, 3, size, size)
@@ -284,7 +283,7 @@ def backbone_size_problem(name: str, size: int, split_at: str | None, roi_size: 
                 f"--roi-size {roi_size} exceeds the {fmap[-2]} x {fmap[-1]} feature map of a {size}-pixel "
                 f"face at --split-at {split_at} (a region covers part of it); give --roi-size <= {side}"
             )
-        if _runs_on(head, 1, channels[split_at], roi_size, roi_size) is None:
+        if _runs_on(head, 1, fmap[1], roi_size, roi_size) is None:  # the head sees crops of the trunk's map
             return (
                 f"--roi-size {roi_size} is too small for the part of --backbone {name} after "
                 f"--split-at {split_at}; give a larger --roi-size"
