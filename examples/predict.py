@@ -36,7 +36,9 @@ import dataclasses
 import json
 import math
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -54,7 +56,7 @@ from region_attention.functional import reduce_landmarks
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 #: How ``load_image`` reads faces when the caller gives no checkpoint record: RGB, stretched to square.
-PLAIN_READING = {"image_channels": "RGB", "fit": None}
+PLAIN_READING: dict[str, str | None] = {"image_channels": "RGB", "fit": None}
 
 
 def collect_images(paths: list[Path]) -> list[Path]:
@@ -71,15 +73,18 @@ def collect_images(paths: list[Path]) -> list[Path]:
     return files
 
 
-def load_image(path: Path, size: int, record: dict | None = None) -> tuple[torch.Tensor, tuple[int, int]]:
+def load_image(path: Path, size: int, record: Mapping[str, Any] | None = None) -> tuple[torch.Tensor, tuple[int, int]]:
     """The face as float ``(3, size, size)`` in [0, 1], read as the run of the checkpoint ``record`` read its
     training faces (its ``image_channels`` and ``fit``), and the file's ``(width, height)``. Errors name the
     file (``OSError``)."""
     from PIL import Image
 
     record = record or PLAIN_READING
+    channels = record["image_channels"]
+    if not isinstance(channels, str):
+        raise TypeError(f"the checkpoint's image_channels must be a string such as 'RGB', got {channels!r}")
     dataset = ImageListDataset(
-        [ImageRecord(str(path), path, 0)], size, fit=record.get("fit") or "stretch", channels=record["image_channels"]
+        [ImageRecord(str(path), path, 0)], size, fit=record.get("fit") or "stretch", channels=channels
     )
     image = dataset[0][0]
     try:
@@ -209,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> list[dict]:
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser = build_parser()
     args = parser.parse_args(argv)
     if bool(args.images) == bool(args.detect):
@@ -240,7 +245,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     return run_script(parser, lambda: predict(parser, args), also=(ValueError,))
 
 
-def predict(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[dict]:
+def predict(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[dict[str, Any]]:
     """What :func:`main` does once the command line is checked (errors naming a file: one line, exit 2)."""
     ckpt = load_checkpoint_file(args.checkpoint)
     cfg, classes = RunConfig.from_dict(ckpt["config"]), ckpt["class_names"]
@@ -268,7 +273,7 @@ def predict(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[d
             return []
         files = [Path(f.image) for f in faces]
         names = [f"{f.image} [{', '.join(f'{v:.0f}' for v in f.box)}]" for f in faces]
-        records = [
+        records: list[dict[str, Any]] = [
             {"image": f.image, "box": list(f.box), "landmarks": f.landmarks.tolist(), "score": f.score} for f in faces
         ]
         images = torch.stack([f.face for f in faces])
@@ -343,7 +348,7 @@ def find_faces(parser: argparse.ArgumentParser, args: argparse.Namespace, size: 
     return faces
 
 
-def write_json(path: Path | None, results: list[dict]) -> None:
+def write_json(path: Path | None, results: list[dict[str, Any]]) -> None:
     """``--json``: the records of every face (``top`` and ``prediction`` are left to the printed lines)."""
     if path is None:
         return

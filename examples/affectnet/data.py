@@ -406,7 +406,7 @@ class _Builder:
 _NAN_POINTS = array("f", [math.nan] * (2 * _NUM_KEEP))
 
 
-def _from_array(values: array, dtype: torch.dtype) -> Tensor:
+def _from_array(values: array[int] | array[float], dtype: torch.dtype) -> Tensor:
     return torch.frombuffer(values, dtype=dtype).clone() if len(values) else torch.zeros(0, dtype=dtype)
 
 
@@ -687,7 +687,7 @@ def load_face(
     return face, (left, top, cw, ch)
 
 
-class AffectNetDataset(Dataset):
+class AffectNetDataset(Dataset[tuple[Tensor, int, int, int, Tensor]]):
     """Face crops of one :class:`AffectNetSplit`; items ``(image, target, label, index, landmarks)`` (see the
     module docstring)."""
 
@@ -738,7 +738,7 @@ class AffectNetDataset(Dataset):
         return image, label, label, index, landmarks
 
 
-class _Verify(Dataset):
+class _Verify(Dataset[tuple[int, str]]):
     def __init__(self, dataset: AffectNetDataset) -> None:
         self.dataset = dataset
 

@@ -38,6 +38,7 @@ if __package__ in (None, ""):  # run as a script: make `examples` importable
 from examples.affectnet.data import (
     AFFECTNET_CLASSES,
     LAYOUTS,
+    AffectNetSplit,
     balanced_sample_weights,
     check_images,
     format_report,
@@ -120,22 +121,32 @@ def _balance(cfg: engine.RunConfig, labels: Any, class_names: tuple[str, ...]) -
     return None, None, balance
 
 
-def make_task(cfg: engine.RunConfig) -> engine.Task:
-    num_classes = cfg.classes
-    class_names = AFFECTNET_CLASSES[:num_classes]
-    size, margin, skip = cfg.image_size, cfg.face_margin, cfg.skip_bad_images
-    splits = load_affectnet(cfg.data_dir, num_classes, layout=cfg.layout)
+def _read_splits(
+    cfg: engine.RunConfig, num_classes: int, margin: float
+) -> tuple[dict[str, AffectNetSplit], list[dict[str, str]]]:
+    """The provider's train and test splits, each checked by :func:`check_images`, and the bad images found."""
+    data_dir, layout = engine.required(cfg.data_dir, "data_dir"), engine.required(cfg.layout, "layout")
+    splits = load_affectnet(data_dir, num_classes, layout=layout)
     bad: list[dict[str, str]] = []
     for name in ("train", "test"):
-        if skip:
+        if cfg.skip_bad_images:
             engine.log(f"checking the {len(splits[name])} {name} images (--skip-bad-images) ...")
         splits[name], entries = check_images(
-            splits[name], skip_bad=skip, image_size=size, margin=margin, workers=cfg.workers
+            splits[name], skip_bad=cfg.skip_bad_images, image_size=cfg.image_size, margin=margin, workers=cfg.workers
         )
         bad += entries
+    return splits, bad
+
+
+def make_task(cfg: engine.RunConfig) -> engine.Task:
+    num_classes = engine.required(cfg.classes, "classes")
+    class_names = AFFECTNET_CLASSES[:num_classes]
+    size, margin, skip = cfg.image_size, engine.required(cfg.face_margin, "face_margin"), cfg.skip_bad_images
+    splits, bad = _read_splits(cfg, num_classes, margin)
     provider_train, test = splits["train"], splits["test"]
     layout = provider_train.layout
-    train_idx, hold_idx = stratified_holdout(provider_train.labels(), cfg.holdout_fraction, cfg.seed)
+    fraction = engine.required(cfg.holdout_fraction, "holdout_fraction")
+    train_idx, hold_idx = stratified_holdout(provider_train.labels(), fraction, cfg.seed)
     train = provider_train.take(train_idx, "train")
     holdout = provider_train.take(hold_idx, "holdout") if len(hold_idx) else None
     train_weights, class_weight, balance = _balance(cfg, train.labels(), class_names)
@@ -183,7 +194,7 @@ def make_task(cfg: engine.RunConfig) -> engine.Task:
     )
 
 
-def main(argv: list[str] | None = None) -> dict | None:
+def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     parser = build_parser()
     args = parser.parse_args(argv)
     cfg = engine.config_from_args(parser, args, affectnet_recipes(args.balance))

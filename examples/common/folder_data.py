@@ -18,7 +18,7 @@ import os
 import random
 import struct
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,7 +152,7 @@ def image_tensor(img: Image.Image, channels: str = "RGB") -> Tensor:
     return data.permute(2, 0, 1).contiguous()
 
 
-def text_lines(path: str | Path, what: str = "file") -> Iterator[str]:
+def text_lines(path: str | Path, what: str = "file") -> Generator[str, None, None]:
     """The lines of a UTF-8 text file (a BOM accepted), line ends kept, for ``csv.reader``: read and decoded one
     line at a time, so a byte that is not UTF-8 is a :class:`DataError` naming the file and its true 1-based
     line (a decoder reading blocks reports the line where its block began). A missing file is a

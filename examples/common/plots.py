@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import torch
 from torch import Tensor
 
 
-def _pyplot():
+def _pyplot() -> ModuleType:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -55,16 +57,16 @@ def plot_confusion_matrix(
     return path
 
 
-def read_metrics(path: Path | str) -> list[dict]:
+def read_metrics(path: Path | str) -> list[dict[str, Any]]:
     lines = Path(path).read_text().splitlines()
     return [json.loads(line) for line in lines if line.strip()]
 
 
 def plot_curves(
-    metrics: Path | str | list[dict],
+    metrics: Path | str | list[dict[str, Any]],
     path: Path | str,
     labels: Sequence[str] | None = None,
-    extra: Sequence[list[dict]] = (),
+    extra: Sequence[list[dict[str, Any]]] = (),
 ) -> Path:
     """Training loss (total, classification, region biased) and validation accuracy per epoch."""
     plt = _pyplot()

@@ -580,7 +580,7 @@ def load_ferplus(
 # Dataset
 
 
-class FERPlusDataset(Dataset):
+class FERPlusDataset(Dataset[tuple[torch.Tensor, torch.Tensor, int, int]]):
     """Images and targets of one :class:`FERPlusSplit`; items are ``(image, target, label, index)``.
 
     ``image``: uint8 ``(3, image_size, image_size)``; the grey image resized once with PIL bilinear (no resize if
@@ -621,6 +621,8 @@ class FERPlusDataset(Dataset):
         record = self.split.records[index]
         if self.split.pixels is not None:
             return Image.frombytes("L", (48, 48), bytes(self.split.pixels[index].reshape(-1).tolist()))
+        if record.image_path is None:
+            raise ValueError(f"FERPlus record {index} has neither pixels nor an image file")
         return read_image(record.image_path, "L", what="FERPlus image")
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int, int]:

@@ -36,14 +36,14 @@ import dataclasses
 import json
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Sequence, Set
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from examples.common.engine import RECIPES, RunConfig, load_checkpoint_file, resolve_config, run
+from examples.common.engine import RECIPES, RunConfig, load_checkpoint_file, required, resolve_config, run
 from examples.common.models import build_model
 from examples.common.plots import plot_attention, plot_curves, read_metrics
 from examples.common.subsets import parse_subset_list
@@ -237,7 +237,7 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def run_demo(args: argparse.Namespace, explicit: set[str] = frozenset(), **overrides: Any) -> dict[str, Any]:
+def run_demo(args: argparse.Namespace, explicit: Set[str] = frozenset(), **overrides: Any) -> dict[str, Any]:
     """Run the demo. ``explicit``: the options given on the command line (they win over the demo's settings);
     ``overrides``: settings for tests (e.g. fewer epochs; ``data``: the generated set's sizes). With
     ``args.seeds`` (``"0,1,2"``) the whole demo runs once per seed and the result holds every seed's figures,
@@ -276,7 +276,8 @@ def run_demo(args: argparse.Namespace, explicit: set[str] = frozenset(), **overr
 def _run_one(args: argparse.Namespace, explicit: set[str], out: Path, overrides: dict[str, Any]) -> dict[str, Any]:
     begin = time.perf_counter()
     data = _data(out, args.seed, overrides.pop("data", None))
-    summaries, timings = {}, {}
+    summaries: dict[str, dict[str, Any]] = {}
+    timings: dict[str, float] = {}
     splits: dict[str, FERPlusSplit] = {}  # read once: every model has the same data, label mode and layout
     for name, label, settings in DEMO_MODELS:
         cfg = _config(args, explicit, data, out, name, settings, overrides)
@@ -284,8 +285,15 @@ def _run_one(args: argparse.Namespace, explicit: set[str], out: Path, overrides:
             cfg = dataclasses.replace(cfg, overwrite=True)
         print(f"\n== training {label} ({cfg.backbone} backbone, {cfg.epochs} epochs, {cfg.image_size} px) ==")
         start = time.perf_counter()
-        splits = splits or load_ferplus(cfg.data_dir, cfg.label_mode, layout=cfg.layout)
-        summaries[name] = run(make_task(cfg, splits), cfg)
+        splits = splits or load_ferplus(
+            required(cfg.data_dir, "data_dir"),
+            required(cfg.label_mode, "label_mode"),
+            layout=required(cfg.layout, "layout"),
+        )
+        summary = run(make_task(cfg, splits), cfg)
+        if summary is None:  # only a non-main torchrun process has none, and the demo runs in one process
+            raise RuntimeError(f"the {name} run returned no summary")
+        summaries[name] = summary
         timings[name] = time.perf_counter() - start
     attention = {name: occlusion_attention(out / name, data, splits["test"]) for name in RAN_MODELS}
     table = _table(summaries) + "\n\n" + _attention_table(attention)

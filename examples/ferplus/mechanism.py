@@ -140,7 +140,7 @@ def attention_on(model: nn.Module, images: Tensor, batch_size: int = 256) -> tup
     (uint8 or [0, 1] float), in evaluation mode."""
     model.eval()
     boxes, weights, mask = [], [], []
-    for chunk in images.split(batch_size):
+    for chunk in torch.split(images, batch_size):
         x = chunk.float() / 255 if chunk.dtype == torch.uint8 else chunk.float()
         out = model(x)
         boxes.append(out.regions.boxes.float())
@@ -167,7 +167,7 @@ def gate_saliency(model: nn.Module, images: Tensor, batch_size: int = 64) -> Ten
     """
     model.eval()
     maps = []
-    for chunk in images.split(batch_size):
+    for chunk in torch.split(images, batch_size):
         x = (chunk.float() / 255 if chunk.dtype == torch.uint8 else chunk.float()).requires_grad_(True)
         with torch.enable_grad():
             gates = model(x).self_attention.gates  # (B, K); in eval mode each face's gates depend on it alone

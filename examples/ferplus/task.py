@@ -19,7 +19,11 @@ def make_task(cfg: engine.RunConfig, splits: dict[str, FERPlusSplit] | None = No
     :func:`~examples.ferplus.data.load_ferplus` read them with ``cfg``'s label mode and layout, when they are
     read already (the demo reads its data once for its three models)."""
     if splits is None:
-        splits = load_ferplus(cfg.data_dir, cfg.label_mode, layout=cfg.layout)
+        splits = load_ferplus(
+            engine.required(cfg.data_dir, "data_dir"),
+            engine.required(cfg.label_mode, "label_mode"),
+            layout=engine.required(cfg.layout, "layout"),
+        )
     engine.log(format_report(splits))
     size = cfg.image_size
     return engine.Task(
@@ -30,7 +34,7 @@ def make_task(cfg: engine.RunConfig, splits: dict[str, FERPlusSplit] | None = No
         test=splits["test"].dataset(size, draw_targets=False),
         test_keys=splits["test"].keys(),
         test_labels=splits["test"].labels(),
-        loss=partial(ferplus_loss, mode=cfg.label_mode),
+        loss=partial(ferplus_loss, mode=engine.required(cfg.label_mode, "label_mode")),
         report={name: split.report for name, split in splits.items()},
         subset_dataset="ferplus",
         image_channels="L",

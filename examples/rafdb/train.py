@@ -37,6 +37,7 @@ import argparse
 import dataclasses
 import sys
 from pathlib import Path
+from typing import Any
 
 if __package__ in (None, ""):  # run as a script: make `examples` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -66,13 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
 
-def _subset_lists(cfg: engine.RunConfig) -> dict[str, dict]:
+def _subset_lists(cfg: engine.RunConfig) -> dict[str, dict[str, Any]]:
     """Parse every --subset list before training (cross-checking pose-list label files); what was read."""
     labels = cfg.subset_label_files
     unknown = sorted(set(labels) - {name for name, _ in cfg.subsets})
     if unknown:
         raise SystemExit(f"error: --subset-labels names no --subset: {', '.join(unknown)}")
-    out = {}
+    out: dict[str, dict[str, Any]] = {}
     for name, path in cfg.subsets:
         subset = parse_rafdb_subset(path, name=name, label_path=labels.get(name))
         out[name] = {
@@ -92,12 +93,14 @@ def make_task(cfg: engine.RunConfig) -> engine.Task:
             "error: --regions landmarks needs --images original (the RAF-DB landmarks are in "
             "original-image pixels; the alignment of Image/aligned/ is not published)"
         )
-    data = load_rafdb(cfg.data_dir, layout=cfg.layout, images=cfg.images, landmarks=landmarks)
-    train, held, selection = hold_out(data.train, cfg.holdout_fraction, cfg.seed, RAFDB_CLASSES)
+    layout, images = engine.required(cfg.layout, "layout"), engine.required(cfg.images, "images")
+    data = load_rafdb(engine.required(cfg.data_dir, "data_dir"), layout=layout, images=images, landmarks=landmarks)
+    fraction = engine.required(cfg.holdout_fraction, "holdout_fraction")
+    train, held, selection = hold_out(data.train, fraction, cfg.seed, RAFDB_CLASSES)
     report = {**data.report, "model_selection": selection, "subset_lists": _subset_lists(cfg)}
     labels = {name: Path(path) for name, path in cfg.subset_label_files.items()}
     engine.log(format_report(report))
-    size, margin = cfg.image_size, cfg.face_margin
+    size, margin = cfg.image_size, engine.required(cfg.face_margin, "face_margin")
     test = data.dataset("test", size, margin=margin, landmarks=landmarks)
     return engine.Task(
         name="rafdb",
@@ -115,10 +118,14 @@ def make_task(cfg: engine.RunConfig) -> engine.Task:
     )
 
 
-def main(argv: list[str] | None = None) -> dict | None:
+def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     parser = build_parser()
     cfg = engine.config_from_args(parser, parser.parse_args(argv))
-    found = engine.read_data(parser, lambda c: detect_layout(c.data_dir, c.layout)[0], cfg)
+    found = engine.read_data(
+        parser,
+        lambda c: detect_layout(engine.required(c.data_dir, "data_dir"), engine.required(c.layout, "layout"))[0],
+        cfg,
+    )
     cfg = dataclasses.replace(cfg, layout=found)  # auto -> what was found
     task = engine.read_data(parser, make_task, cfg)
     return engine.run_script(parser, lambda: engine.run(task, cfg))

@@ -35,6 +35,7 @@ import argparse
 import dataclasses
 import sys
 from pathlib import Path
+from typing import Any
 
 if __package__ in (None, ""):  # run as a script: make `examples` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -69,11 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def make_task(cfg: engine.RunConfig) -> engine.Task:
-    data = load_sfew(cfg.data_dir, cfg.layout)
-    train, held, selection = hold_out(data.train, cfg.holdout_fraction, cfg.seed, SFEW_CLASSES)
+    data = load_sfew(engine.required(cfg.data_dir, "data_dir"), engine.required(cfg.layout, "layout"))
+    fraction = engine.required(cfg.holdout_fraction, "holdout_fraction")
+    train, held, selection = hold_out(data.train, fraction, cfg.seed, SFEW_CLASSES)
     report = {**data.report, "model_selection": selection}
     engine.log(format_report(report) + f"\n  test split: {data.notes['validation_set']['description']}")
-    size, fit = cfg.image_size, cfg.fit
+    size, fit = cfg.image_size, engine.required(cfg.fit, "fit")
     test = data.dataset(data.val, size, fit)
     return engine.Task(
         name="sfew",
@@ -90,10 +92,14 @@ def make_task(cfg: engine.RunConfig) -> engine.Task:
     )
 
 
-def main(argv: list[str] | None = None) -> dict | None:
+def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     parser = build_parser()
     cfg = engine.config_from_args(parser, parser.parse_args(argv))
-    found = engine.read_data(parser, lambda c: detect_variant(c.data_dir, c.layout)[0], cfg)
+    found = engine.read_data(
+        parser,
+        lambda c: detect_variant(engine.required(c.data_dir, "data_dir"), engine.required(c.layout, "layout"))[0],
+        cfg,
+    )
     cfg = dataclasses.replace(cfg, layout=found)  # auto -> what was found
     task = engine.read_data(parser, make_task, cfg)
     return engine.run_script(parser, lambda: engine.run(task, cfg))

@@ -41,7 +41,7 @@ from .cli import (
     run_script,
     script_parser,
 )
-from .config import RECIPES, REGION_LAYOUTS, RunConfig, resolve_config
+from .config import RECIPES, REGION_LAYOUTS, RunConfig, required, resolve_config
 from .evaluation import confusion, metrics_from_confusion, predict
 from .protocol import run
 from .runtime import Runtime, is_main_process, log
@@ -75,6 +75,7 @@ __all__ = [
     "metrics_from_confusion",
     "predict",
     "read_data",
+    "required",
     "resolve_config",
     "run",
     "run_script",

@@ -284,7 +284,7 @@ def backbone_size_problem(name: str, size: int, split_at: str | None, roi_size: 
                 f"--roi-size {roi_size} exceeds the {fmap[-2]} x {fmap[-1]} feature map of a {size}-pixel "
                 f"face at --split-at {split_at} (a region covers part of it); give --roi-size <= {side}"
             )
-        if _runs_on(head, 1, fmap[1], roi_size, roi_size) is None:
+        if _runs_on(head, 1, fmap[1], roi_size, roi_size) is None:  # the head sees crops of the trunk's map
             return (
                 f"--roi-size {roi_size} is too small for the part of --backbone {name} after "
                 f"--split-at {split_at}; give a larger --roi-size"

@@ -19,7 +19,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ..backbones import BACKBONES, backbone_problem, default_split
 from ..subsets import parse_subset_arg
@@ -294,6 +294,20 @@ _RECIPE_FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig) if f.metada
 def flag_of(name: str) -> str:
     """The command-line spelling of a field: ``batch_size`` -> ``--batch-size``."""
     return "--" + name.replace("_", "-")
+
+
+_V = TypeVar("_V")
+
+
+def required(value: _V | None, name: str) -> _V:
+    """The value of the option ``name`` of a script that always sets it (its own default), never ``None``.
+
+    Data options are ``None`` in :class:`RunConfig` for a dataset without them; a script that offers one reads
+    it here, so that a configuration built without it fails with a clear error instead of deep inside a loader.
+    """
+    if value is None:
+        raise ValueError(f"{flag_of(name)} is not set: this script needs it")
+    return value
 
 
 def _name_path_pairs(values: Sequence[Any], flag: str) -> tuple[tuple[str, str], ...]:

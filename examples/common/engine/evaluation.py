@@ -22,7 +22,7 @@ from .training import amp_context, progress, unpack
 @torch.no_grad()
 def predict(
     model: nn.Module,
-    dataset: Dataset,
+    dataset: Dataset[Any],
     cfg: RunConfig,
     rt: Runtime,
     collect_attention: bool = False,
@@ -77,7 +77,10 @@ def predict(
 
 
 def model_classes(model: nn.Module) -> int:
-    return int(model.classifier.out_features)  # type: ignore[union-attr]
+    out_features = getattr(model.classifier, "out_features", None)
+    if not isinstance(out_features, int):
+        raise TypeError(f"{type(model).__name__}.classifier must be a layer with an int out_features")
+    return out_features
 
 
 def confusion(pred: Tensor, labels: Tensor, num_classes: int) -> Tensor:
@@ -91,13 +94,14 @@ def metrics_from_confusion(cm: Tensor, class_names: Sequence[str]) -> dict[str, 
     """Images, accuracy, mean class accuracy (over classes present), per-class accuracy, the matrix."""
     total = int(cm.sum())
     correct = int(cm.diag().sum())
-    per_class = {}
-    present = []
+    per_class: dict[str, float | None] = {}
+    present: list[float] = []
     for i, name in enumerate(class_names):
         n = int(cm[i].sum())
-        per_class[name] = None if n == 0 else float(cm[i, i]) / n
-        if n:
-            present.append(per_class[name])
+        accuracy = None if n == 0 else float(cm[i, i]) / n
+        per_class[name] = accuracy
+        if accuracy is not None:
+            present.append(accuracy)
     return {
         "images": total,
         "accuracy": correct / total if total else None,
@@ -109,7 +113,7 @@ def metrics_from_confusion(cm: Tensor, class_names: Sequence[str]) -> dict[str, 
 
 def evaluate(
     model: nn.Module,
-    dataset: Dataset,
+    dataset: Dataset[Any],
     labels: Tensor,
     class_names: Sequence[str],
     cfg: RunConfig,
@@ -120,18 +124,18 @@ def evaluate(
     return metrics_from_confusion(confusion(out["pred"], labels, len(class_names)), class_names)
 
 
-def labels_of(dataset: Dataset | None) -> Tensor:
+def labels_of(dataset: Dataset[Any] | None) -> Tensor:
     """The evaluation labels of a dataset (``labels()``, ``.labels`` or its split's ``labels()``)."""
     if dataset is None:
         return torch.zeros(0, dtype=torch.long)
     labels = getattr(dataset, "labels", None)
     if callable(labels):
-        return labels()
+        return _labels_tensor(labels(), dataset)
     if isinstance(labels, Tensor):
         return labels
     split = getattr(dataset, "split", None)
     if split is not None and hasattr(split, "labels"):
-        return split.labels()
+        return _labels_tensor(split.labels(), dataset)
     raise TypeError(f"{type(dataset).__name__} must expose labels() or .labels for evaluation")
 
 
@@ -209,3 +213,9 @@ __all__ = [
     "parse_subsets",
     "predict",
 ]
+
+
+def _labels_tensor(labels: object, dataset: Dataset[Any]) -> Tensor:
+    if not isinstance(labels, Tensor):
+        raise TypeError(f"{type(dataset).__name__}'s labels() must return a tensor, got {type(labels).__name__}")
+    return labels

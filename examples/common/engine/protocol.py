@@ -13,6 +13,7 @@ import hashlib
 import json
 import random
 import uuid
+from collections.abc import Sized
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,7 +100,7 @@ def _protocol(task: Task, cfg: RunConfig, rt: Runtime) -> dict[str, Any] | None:
         if selects_on_valid(task, cfg):
             val = evaluate(
                 parts.model,
-                task.valid,
+                _valid_set(task),
                 state.valid_labels(task),
                 task.class_names,
                 cfg,
@@ -264,7 +265,14 @@ def data_fingerprint(task: Task, cfg: RunConfig) -> dict[str, Any]:
     return json.loads(json.dumps({"options": options, "splits": splits}, default=str))  # type: ignore[no-any-return]
 
 
-def _keys_of(dataset: Dataset) -> list[str] | None:
+def _valid_set(task: Task) -> Dataset[Any]:
+    """The validation set, for a run that selects its model on it."""
+    if task.valid is None:
+        raise ValueError(f"the {task.name} task has no validation set to select the model on")
+    return task.valid
+
+
+def _keys_of(dataset: Dataset[Any]) -> list[str] | None:
     keys = getattr(dataset, "keys", None)
     if callable(keys):
         return list(keys())
@@ -344,17 +352,19 @@ def resume(parts: Parts, plan: Restored, record: dict[str, Any]) -> TrainingStat
     return TrainingState(plan.start_epoch, plan.best, plan.history, config=plan.config)
 
 
-def training_loader(task: Task, cfg: RunConfig, rt: Runtime) -> tuple[DataLoader, EpochSampler]:
+def training_loader(task: Task, cfg: RunConfig, rt: Runtime) -> tuple[DataLoader[Any], EpochSampler]:
     """Train (plus valid with ``--train-on-valid``) in batches drawn by a per-(seed, epoch) sampler."""
-    train_set: Dataset = task.train
+    train_set: Dataset[Any] = task.train
     if cfg.train_on_valid and task.valid is not None:
         if task.train_weights is not None:
             raise ValueError("--train-on-valid cannot be combined with a weighted training sampler")
         train_set = ConcatDataset([task.train, task.valid])
+    if not isinstance(train_set, Sized):
+        raise TypeError(f"the training set ({type(train_set).__name__}) must have a length for its sampler")
     sampler = EpochSampler(
         len(train_set),
         seed=cfg.seed,
-        rank=rt.rank,  # type: ignore[arg-type]
+        rank=rt.rank,
         world_size=rt.world_size,
         weights=task.train_weights,
     )
@@ -372,14 +382,14 @@ def training_loader(task: Task, cfg: RunConfig, rt: Runtime) -> tuple[DataLoader
 
 
 def train_epoch(
-    parts: Parts, loader: DataLoader, sampler: EpochSampler, cfg: RunConfig, rt: Runtime, epoch: int
+    parts: Parts, loader: DataLoader[Any], sampler: EpochSampler, cfg: RunConfig, rt: Runtime, epoch: int
 ) -> dict[str, Any]:
     """One epoch at its learning rate. Everything random in it (dropout, drawn targets, flips, worker seeds)
     derives from (seed, epoch, rank), so a run resumed from last.pt repeats what the uninterrupted run did."""
     lr = parts.schedule.step(parts.optimizer, epoch)
     sampler.set_epoch(epoch)
     torch.manual_seed(cfg.seed * 1_000_003 + epoch * 1009 + rt.rank)
-    loader.generator.manual_seed(cfg.seed * 7919 + epoch)  # type: ignore[union-attr]
+    loader.generator.manual_seed(cfg.seed * 7919 + epoch)
     metrics: dict[str, Any] = {"epoch": epoch + 1, "lr": lr}
     metrics.update(
         train_one_epoch(

@@ -28,9 +28,9 @@ class Task:
 
     name: str
     class_names: tuple[str, ...]
-    train: Dataset
-    valid: Dataset | None
-    test: Dataset
+    train: Dataset[Any]
+    valid: Dataset[Any] | None
+    test: Dataset[Any]
     test_keys: list[str]
     test_labels: Tensor
     #: classification loss ``(logits, targets) -> scalar`` for the training targets the datasets yield, given to

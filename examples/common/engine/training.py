@@ -70,8 +70,11 @@ def build_criterion(task: Task, cfg: RunConfig, model: nn.Module) -> RegionAtten
     if cfg.model == "baseline":
         whole_index, rb_weight = 0, 0.0  # no self-attention gates: no region biased part
     else:
-        whole_index, rb_weight = model.whole_index, cfg.rb_weight
-        if not isinstance(whole_index, int):
+        found: object = model.whole_index  # an int, or None for a cropper without the whole face
+        rb_weight = cfg.rb_weight
+        if isinstance(found, int):
+            whole_index = found
+        else:
             if rb_weight > 0:
                 raise ValueError(
                     "the region biased loss compares the crops with the whole face, but this "
@@ -148,7 +151,7 @@ def loss_of(criterion: RegionAttentionLoss, out: Any, target: Tensor) -> Any:
 
 def train_one_epoch(
     model: nn.Module,
-    loader: DataLoader,
+    loader: DataLoader[Any],
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
     criterion: RegionAttentionLoss,

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -34,19 +34,26 @@ __all__ = ["Rendered", "render", "render_batch", "render_faces"]
 # ----------------------------------------------------------------------------------------------------------------
 
 
+_T = torch.Tensor
+_Num = torch.Tensor | float  # a shape parameter: per-face (B, 1, 1) or one number for the whole batch
+_Curve = Callable[[torch.Tensor], torch.Tensor]  # y = f(t)
+_SlopedCurve = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]  # (y, dy/dt) = f(t)
+_Params = Callable[[str], torch.Tensor]  # a face parameter by name, shaped to broadcast
+
+
 def _cov(d: torch.Tensor, aa: torch.Tensor) -> torch.Tensor:
     """Coverage from a signed distance (negative inside) with an edge of width ``aa``."""
     return (0.5 - d / aa).clamp_(0.0, 1.0)
 
 
-def _ellipse(x, y, cx, cy, rx, ry, aa):  # type: ignore[no-untyped-def]
+def _ellipse(x: _T, y: _T, cx: _Num, cy: _Num, rx: _Num, ry: _Num, aa: _T) -> _T:
     nx, ny = (x - cx) / rx, (y - cy) / ry
     r = torch.sqrt(nx * nx + ny * ny + 1e-12)
     grad = torch.sqrt((nx / rx) ** 2 + (ny / ry) ** 2 + 1e-12) / r
     return _cov((r - 1.0) / grad, aa)
 
 
-def _box(x, y, cx, cy, hw, hh, radius, aa):  # type: ignore[no-untyped-def]
+def _box(x: _T, y: _T, cx: _Num, cy: _Num, hw: _Num, hh: _Num, radius: float, aa: _T) -> _T:
     qx = (x - cx).abs() - hw + radius
     qy = (y - cy).abs() - hh + radius
     outside = torch.sqrt(qx.clamp_min(0) ** 2 + qy.clamp_min(0) ** 2)
@@ -54,7 +61,7 @@ def _box(x, y, cx, cy, hw, hh, radius, aa):  # type: ignore[no-untyped-def]
     return _cov(outside + inside - radius, aa)
 
 
-def _capsule(x, y, x0, y0, x1, y1, th, aa):  # type: ignore[no-untyped-def]
+def _capsule(x: _T, y: _T, x0: _Num, y0: _Num, x1: _Num, y1: _Num, th: _Num, aa: _T) -> _T:
     """A segment from (x0, y0) to (x1, y1) of half thickness ``th``."""
     dx, dy = x1 - x0, y1 - y0
     h = (((x - x0) * dx + (y - y0) * dy) / (dx * dx + dy * dy + 1e-12)).clamp(0.0, 1.0)
@@ -62,14 +69,14 @@ def _capsule(x, y, x0, y0, x1, y1, th, aa):  # type: ignore[no-untyped-def]
     return _cov(d - th, aa)
 
 
-def _band(x, y, cx, hw, top, bottom, aa):  # type: ignore[no-untyped-def]
+def _band(x: _T, y: _T, cx: _Num, hw: _Num, top: _Curve, bottom: _Curve, aa: _T) -> _T:
     """The region between two curves ``top(t) <= y <= bottom(t)`` over ``|t| <= 1``, ``t = (x - cx) / hw``."""
     t = (x - cx) / hw
     d = torch.maximum(torch.maximum(top(t) - y, y - bottom(t)), (t.abs() - 1.0) * hw)
     return _cov(d, aa)
 
 
-def _stroke(x, y, cx, hw, curve, th, aa):  # type: ignore[no-untyped-def]
+def _stroke(x: _T, y: _T, cx: _Num, hw: _Num, curve: _SlopedCurve, th: _Num, aa: _T) -> _T:
     """A stroke of half thickness ``th`` along ``y = curve(t)``, ``|t| <= 1``, ``t = (x - cx) / hw``.
 
     ``curve(t)`` returns the height and its derivative in ``t``; the distance is the vertical gap divided by
@@ -109,7 +116,7 @@ def _relu(t: torch.Tensor) -> torch.Tensor:
 class _Mouth:
     """Mouth curves as functions of ``t`` in ``[-1, 1]`` along the mouth (params shaped to broadcast)."""
 
-    def __init__(self, q: Any) -> None:
+    def __init__(self, q: _Params) -> None:
         self.my, self.curve, self.asym, self.side = q("mouth_y"), q("mouth_curve"), q("mouth_asym"), q("side")
         self.open, self.raise_ = q("mouth_open"), q("lip_raise")
         self.hw = q("mouth_w") * q("mouth_width")
@@ -141,7 +148,7 @@ class _Mouth:
 class _Eye:
     """One eye (``s = -1`` image left, ``+1`` image right) as curves of ``t`` (``t = -1`` its left corner)."""
 
-    def __init__(self, q: Any, s: float) -> None:
+    def __init__(self, q: _Params, s: float) -> None:
         self.cx = s * q("eye_dx")
         self.hw = q("eye_w")
         self.cy = q("eye_y")
@@ -164,7 +171,7 @@ class _Eye:
 
 
 class _Brow:
-    def __init__(self, q: Any, s: float) -> None:
+    def __init__(self, q: _Params, s: float) -> None:
         asym = q("brow_asym") * (q("brow_side") == s).float()
         self.cx = s * (q("eye_dx") - q("brow_pinch"))
         self.hw = q("brow_len")
@@ -386,7 +393,11 @@ def _brows_and_lines(paint: _Painter, p: dict[str, torch.Tensor], face: _Face) -
     wr = q("nose_wrinkle").clamp(0, 1)
     for k in range(3):
         yk = q("eye_y") + 0.01 + 0.05 * k
-        c = _stroke(fx, fy, torch.zeros_like(yk), 0.075, lambda t, yk=yk: (yk - 0.02 * t * t, -0.04 * t), 0.011, aa)
+
+        def wrinkle(t: torch.Tensor, yk: torch.Tensor = yk) -> tuple[torch.Tensor, torch.Tensor]:
+            return yk - 0.02 * t * t, -0.04 * t
+
+        c = _stroke(fx, fy, torch.zeros_like(yk), 0.075, wrinkle, 0.011, aa)
         paint(c * wr, line_col)
 
 
@@ -530,7 +541,7 @@ def _occluder_shapes(
     return shapes, fingers, pleats
 
 
-def _draw_occluders(img, p, hx, hy, aa, size, g):  # type: ignore[no-untyped-def]
+def _draw_occluders(img: _T, p: dict[str, _T], hx: _T, hy: _T, aa: _T, size: int, g: torch.Generator) -> _T:
     """Occluders drawn over the face in head coordinates, placed from the turned facial points.
 
     Returns the alpha ``(B, S, S)`` with which the occluder was composited (zero where there is none).
@@ -560,7 +571,7 @@ def _draw_occluders(img, p, hx, hy, aa, size, g):  # type: ignore[no-untyped-def
     return cover.expand(b, size, size)
 
 
-def _nonface(p, gx, gy, aa, size, g):  # type: ignore[no-untyped-def]
+def _nonface(p: dict[str, _T], gx: _T, gy: _T, aa: _T, size: int, g: torch.Generator) -> _T:
     """Images with no face: blobs and texture over a gradient background (the FERPlus NF case)."""
     b = p["label"].numel()
     img = p["bg1"][:, :, None, None] * torch.ones(1, 1, size, size)

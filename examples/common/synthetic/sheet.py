@@ -40,7 +40,7 @@ def contact_sheet(
         for c in range(imgs.shape[0]):
             sheet.paste(_to_pil(imgs[c]).convert("RGB"), (c * size, r * size))
     if zoom != 1:
-        sheet = sheet.resize((sheet.width * zoom, sheet.height * zoom), Image.NEAREST)
+        sheet = sheet.resize((sheet.width * zoom, sheet.height * zoom), Image.Resampling.NEAREST)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(path)
