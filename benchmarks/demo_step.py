@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(ROOT))
 
-from examples.common.engine import RECIPES, RunConfig, Task  # noqa: E402
+from examples.common.engine import RunConfig, Task  # noqa: E402
 from examples.common.engine.training import build_criterion, loss_of  # noqa: E402
 from examples.common.models import build_model  # noqa: E402
 from examples.ferplus.demo import DEMO_MODELS, DEMO_TRAINING  # noqa: E402
@@ -37,9 +37,7 @@ def step_fn(settings: dict[str, Any], channels_last: bool, batch: int, size: int
     """One training step of a demo model on a fixed random batch (the model trains in place)."""
     torch.manual_seed(seed)
     training = {k: v for k, v in DEMO_TRAINING.items() if k not in ("workers", "device", "hflip")}
-    cfg = RunConfig.from_dict(
-        {**RECIPES["paper"], **training, **settings, "image_size": size, "channels_last": channels_last}
-    )
+    cfg = RunConfig(**{"recipe": "paper", **training, **settings, "image_size": size, "channels_last": channels_last})
     model = build_model(cfg, 8)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
