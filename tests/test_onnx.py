@@ -40,10 +40,11 @@ IMAGE = (3, 64, 64)
 
 
 def _leaves(out: Any) -> list[torch.Tensor]:
-    """The tensors of a (nested) named tuple in field order, None skipped: the exported graph's outputs."""
+    """The tensors of a (nested) named tuple in field order, None and ints (``whole_index``, a constant of the
+    model) skipped: the exported graph's outputs."""
     if isinstance(out, torch.Tensor):
         return [out]
-    if out is None:
+    if out is None or isinstance(out, int):
         return []
     return [leaf for item in out for leaf in _leaves(item)]
 
@@ -52,7 +53,7 @@ def _names(out: Any, prefix: str = "") -> list[str]:
     """Field paths of the tensors of ``out`` (``logits``, ``self_attention.weights``, ...), as :func:`_leaves`."""
     if isinstance(out, torch.Tensor):
         return [prefix]
-    if out is None:
+    if out is None or isinstance(out, int):
         return []
     dot = "." if prefix else ""
     fields = zip(out._fields, out, strict=True)

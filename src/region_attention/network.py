@@ -68,6 +68,12 @@ def _check_head_arguments(
     return (variant == "authors") if attention_bias is None else attention_bias
 
 
+def _exporting() -> bool:
+    """Is ``torch.export`` (and so ``torch.onnx.export(dynamo=True)``) tracing the model? (torch >= 2.6 tells.)"""
+    is_exporting = getattr(torch.compiler, "is_exporting", None)
+    return bool(is_exporting()) if is_exporting is not None else False
+
+
 def _as_crops(regions: object, owner: str) -> RegionCrops:
     """``regions`` as :class:`RegionCrops`: a :class:`RegionBoxes` gets ``crops=None``."""
     if isinstance(regions, RegionCrops):
@@ -136,6 +142,9 @@ class _RegionAttentionHead(nn.Module):
         s = self.self_pool(feats, mask)
         r = self.relation_pool(feats, s.pooled, s.gates, mask)
         logits = self.classifier(self.dropout(r.pooled))
+        if regions.whole_index is not None and _exporting():
+            # an exported graph's outputs are tensors: the index is a constant of the model (model.whole_index)
+            regions = regions._replace(whole_index=None)
         return RANOutput(logits, s, r, regions)
 
     def forward_regions(

@@ -4,6 +4,7 @@ and a tiny run that trains, resumes and is read back by predict.py. Tiny timm mo
 from __future__ import annotations
 
 import argparse
+import re
 
 import pytest
 import torch
@@ -13,7 +14,7 @@ timm = pytest.importorskip("timm", reason="--backbone timm:NAME needs timm: pip 
 from examples.affectnet.train import build_parser as affectnet_parser  # noqa: E402
 from examples.common.engine import load_checkpoint_file, resolve_config  # noqa: E402
 from examples.common.models import build_model  # noqa: E402
-from examples.common.synthetic import generate_ferplus  # noqa: E402
+from examples.common.synthetic import Splits, generate_ferplus  # noqa: E402
 from examples.ferplus.train import build_parser as ferplus_parser  # noqa: E402
 from examples.ferplus.train import main as ferplus_main  # noqa: E402
 from examples.predict import main as predict  # noqa: E402
@@ -117,9 +118,9 @@ def test_pretrained_loads_timm_weights_from_a_local_file(tmp_path, suffix):
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("backbone", "split"), [("timm:resnet10t", "3"), ("timm:test_vit", "0")])
-def test_timm_one_pass_run_trains_resumes_and_predicts(tmp_path, backbone, split):
+def test_timm_one_pass_run_trains_resumes_and_predicts(tmp_path, capsys, backbone, split):
     data = tmp_path / "data"
-    generate_ferplus(data, n_train=32, n_valid=16, n_test=16, seed=5)
+    generate_ferplus(data, Splits(train=32, valid=16, test=16), seed=5)
     out = tmp_path / "run"
     common = ["--data-dir", str(data), "--output-dir", str(out), "--backbone", backbone, "--image-size", "32"]
     common += ["--batch-size", "16", "--workers", "0", "--device", "cpu", "--regions-on", "features", "--roi-size", "2"]
@@ -128,8 +129,11 @@ def test_timm_one_pass_run_trains_resumes_and_predicts(tmp_path, backbone, split
     ferplus_main([*common, *split_args, "--epochs", "2", "--resume"])
     ckpt = load_checkpoint_file(out / "checkpoints" / "last.pt")
     assert (ckpt["config"]["backbone"], ckpt["config"]["split_at"]) == (backbone, split)  # the model's identity
-    with pytest.raises(ValueError, match=r"split_at: checkpoint '.+' vs now '-1'"):
-        ferplus_main([*common, "--epochs", "3", "--resume"])  # the default split
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as refused:
+        ferplus_main([*common, "--epochs", "3", "--resume"])  # the default split: another model, refused
+    assert refused.value.code == 2
+    assert re.search(r"split_at: checkpoint '.+' vs now '-1'", capsys.readouterr().err)
     faces = tmp_path / "faces"
     faces.mkdir()
     Image.frombytes("L", (48, 48), bytes((torch.rand(48 * 48) * 255).byte().tolist())).save(faces / "a.png")
