@@ -15,21 +15,10 @@ from examples.common.engine import load_checkpoint_file
 from examples.common.synthetic import Splits, generate_ferplus
 from examples.ferplus.train import main
 
+from ._runs import fast_options
+
 ROOT = Path(__file__).resolve().parents[2]
-FAST = [
-    "--backbone",
-    "small",
-    "--image-size",
-    "32",
-    "--batch-size",
-    "16",
-    "--workers",
-    "0",
-    "--device",
-    "cpu",
-    "--lr",
-    "0.05",
-]
+FAST = fast_options(32)
 
 
 @pytest.fixture(scope="module")

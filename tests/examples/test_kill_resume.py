@@ -24,26 +24,11 @@ from examples.common.engine import load_checkpoint_file
 from examples.common.synthetic import Splits, generate_ferplus
 from examples.ferplus.train import main
 
+from ._runs import fast_options
+
 ROOT = Path(__file__).resolve().parents[2]
 EPOCHS = 5
-FAST = [
-    "--backbone",
-    "small",
-    "--image-size",
-    "16",
-    "--batch-size",
-    "16",
-    "--workers",
-    "0",
-    "--device",
-    "cpu",
-    "--lr",
-    "0.05",
-    "--max-steps-per-epoch",
-    "2",
-    "--epochs",
-    str(EPOCHS),
-]
+FAST = [*fast_options(16, max_steps=2), "--epochs", str(EPOCHS)]
 
 CHILD = r"""
 import io, os, signal, sys, time

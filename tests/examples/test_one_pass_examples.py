@@ -20,20 +20,9 @@ from PIL import Image
 
 from region_attention import FeatureRegionAttentionNetwork, RegionAttentionNetwork
 
-FAST = [
-    "--backbone",
-    "small",
-    "--image-size",
-    "32",
-    "--batch-size",
-    "16",
-    "--workers",
-    "0",
-    "--device",
-    "cpu",
-    "--lr",
-    "0.05",
-]
+from ._runs import fast_options
+
+FAST = fast_options(32)
 PARSERS = {"ferplus": ferplus_parser, "affectnet": affectnet_parser, "rafdb": rafdb_parser, "sfew": sfew_parser}
 
 

@@ -26,24 +26,11 @@ from examples.common.synthetic import Splits, generate_ferplus
 from examples.ferplus.train import main
 from PIL import Image
 
+from ._runs import fast_options
+
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-FAST = [
-    "--backbone",
-    "small",
-    "--image-size",
-    "16",
-    "--batch-size",
-    "16",
-    "--workers",
-    "0",
-    "--device",
-    "cpu",
-    "--lr",
-    "0.05",
-    "--max-steps-per-epoch",
-    "2",
-]
+FAST = fast_options(16, max_steps=2)
 
 
 @pytest.fixture(scope="module")

@@ -20,22 +20,9 @@ from examples.common.engine.checkpoints import CheckpointError, atomic_save, con
 from examples.common.synthetic import Splits, generate_ferplus
 from examples.ferplus.train import build_parser, main, make_task
 
-FAST = [
-    "--backbone",
-    "small",
-    "--image-size",
-    "16",
-    "--batch-size",
-    "16",
-    "--workers",
-    "0",
-    "--device",
-    "cpu",
-    "--lr",
-    "0.05",
-    "--max-steps-per-epoch",
-    "2",
-]
+from ._runs import fast_options
+
+FAST = fast_options(16, max_steps=2)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
