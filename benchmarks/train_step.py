@@ -21,7 +21,10 @@ What it measures (medians of interleaved runs; ResNet-18, 224 x 224, batch 16, p
    default ``roi_size`` 7 and split): batch-1 inference against the bare ResNet-18 on the whole face and the
    image-level RAN; a training step at ``--one-pass-batch-size`` (8) against the bare backbone's step on the
    whole faces and the image-level RAN with per-region batching; the peak memory of one training step of
-   each (fresh processes). Only this part: ``--skip training inference memory pipeline timm``.
+   each (fresh processes); and (5d) batch-1 inference of the one-pass ResNet-18 split at ``layer3`` with
+   ``roi_size`` 6 and 7 and at ``layer4`` with 7, beside the multiply-accumulates each counts
+   (``torch.utils.flop_counter``), against the bare model. Only this part:
+   ``--skip training inference memory pipeline timm``.
 6. timm backbones at the image size (224 px): ConvNeXt-T and ViT-S/16 (``--timm-models``), split by
    ``timm_split`` at its default (the last stage or block: the head is the model's own final norm and pooling),
    in the one-pass model against the bare timm model with a linear classifier on the whole face: batch-1
@@ -480,9 +483,63 @@ def report_one_pass(args: argparse.Namespace, device: torch.device, figures: dic
         ["model", "peak", "increase during the step", "vs image-level"],
         rows,
     )
+    sweep = run_one_pass_sweep(args, device)
+    figures["one_pass_sweep"] = sweep
+    print_table(
+        "5d. one-pass ResNet-18 by split and roi_size: batch-1 inference against the bare model",
+        ["split/roi_size", "GMAC", "GMAC vs bare", "ms", "time vs bare"],
+        sweep,
+    )
     print(f"one-pass inference / bare backbone: {t['one-pass'] / t['bare']:.2f}x (target <= 1.3)")
     print(f"one-pass step / bare step: {s['one-pass'] / s['bare']:.2f}x (target <= 1.4)")
     print(f"image-level step / one-pass step: {s['image-level'] / s['one-pass']:.2f}x (target >= 3)")
+
+
+#: Part 5d: (split point, roi_size) of the one-pass ResNet-18 against the bare model, batch-1 inference.
+ONE_PASS_SWEEP = (("layer3", 6), ("layer3", 7), ("layer4", 7))
+
+
+def forward_gmac(model: nn.Module, image: torch.Tensor) -> float:
+    """Multiply-accumulates (GMAC) of one forward pass of ``model`` on ``image``, counted by
+    ``torch.utils.flop_counter.FlopCounterMode`` (convolutions and matrix products; two FLOPs per MAC)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with torch.inference_mode(), counter:
+        model(image)
+    return counter.get_total_flops() / 2e9
+
+
+def run_one_pass_sweep(args: argparse.Namespace, device: torch.device) -> list[list[str]]:
+    """5d: batch-1 inference of the one-pass ResNet-18 at each (split, roi_size) of :data:`ONE_PASS_SWEEP`
+    against the bare model, measured time beside the ratio of counted multiply-accumulates: the head runs once
+    per region on ``roi_size`` cells, so the arithmetic sets a floor under the time ratio that no faster
+    region pooling can beat."""
+    size = args.image_size
+    image = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device)
+    torch.manual_seed(0)
+    models: dict[str, nn.Module] = {"bare": nn.Sequential(resnet18(), nn.Linear(512, 8))}
+    for at, roi in ONE_PASS_SWEEP:
+        trunk, head = resnet18_split(at)
+        models[f"{at}/{roi}"] = FeatureRegionAttentionNetwork(
+            trunk, head, 512, 8, cropper=RegionCropper(size), roi_size=roi
+        )
+    for m in models.values():
+        m.to(device).eval()
+    gmac = {name: forward_gmac(m, image) for name, m in models.items()}
+    infer = {name: functools.partial(m, image) for name, m in models.items()}
+    with torch.inference_mode(), autocast(device, args.amp):
+        t = interleaved_medians(infer, args.repeats * 4, args.warmup * 2, device)
+    return [
+        [
+            name,
+            f"{gmac[name]:.3f}",
+            f"{gmac[name] / gmac['bare']:.2f}x",
+            f"{t[name] * 1000:.1f}",
+            f"{t[name] / t['bare']:.2f}x",
+        ]
+        for name in models
+    ]
 
 
 # ------------------------------------------------------------------------------------------------------
