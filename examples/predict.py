@@ -151,6 +151,14 @@ def build_parser() -> argparse.ArgumentParser:
     required.add_argument(
         "--checkpoint", type=Path, required=True, metavar="CKPT", help="best.pt or last.pt of an example run (required)"
     )
+    add_input_arguments(parser)
+    add_output_arguments(parser)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: %(default)s)")
+    return parser
+
+
+def add_input_arguments(parser: argparse.ArgumentParser) -> None:
+    """The faces: pre-cropped images (with their landmarks), or photos in which the detector finds them."""
     inputs = parser.add_argument_group("inputs (face images, or photos with --detect; one of the two)")
     inputs.add_argument(
         "images", nargs="*", type=Path, metavar="FACE", help="pre-cropped face images, or folders of them"
@@ -185,6 +193,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="face images: 5 (or 68) points per image, for checkpoints with landmark regions (default: none)",
     )
+
+
+def add_output_arguments(parser: argparse.ArgumentParser) -> None:
+    """What is printed and written: the top predictions, the JSON records, the attention figure."""
     outputs = parser.add_argument_group("outputs")
     outputs.add_argument(
         "--top", type=int, default=3, metavar="N", help="predictions printed per face (default: %(default)s)"
@@ -210,8 +222,6 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="faces in the attention figure (default: %(default)s)",
     )
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: %(default)s)")
-    return parser
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
@@ -245,10 +255,45 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     return run_script(parser, lambda: predict(parser, args), also=(ValueError,))
 
 
+@dataclasses.dataclass
+class Faces:
+    """The faces a run predicts, on the device: ``images`` ``(N, 3, S, S)`` in [0, 1], ``landmarks``
+    ``(N, 5, 2)`` in network-input pixels (None for a checkpoint whose regions do not use them), and per face
+    its file, its printed name and its JSON record (``image``, ``box``, ``landmarks`` in pixels of the file)."""
+
+    files: list[Path]
+    names: list[str]
+    records: list[dict[str, Any]]
+    images: torch.Tensor
+    landmarks: torch.Tensor | None
+
+
 def predict(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[dict[str, Any]]:
     """What :func:`main` does once the command line is checked (errors naming a file: one line, exit 2)."""
     ckpt = load_checkpoint_file(args.checkpoint)
     cfg, classes = RunConfig.from_dict(ckpt["config"]), ckpt["class_names"]
+    model = load_model(parser, args, ckpt, cfg)
+    faces = detected_faces(parser, args, cfg, ckpt["config"]) if args.detect else face_images(args, cfg, ckpt["config"])
+    if faces is None:
+        write_json(args.json, [])
+        return []
+    with torch.no_grad():
+        out = model(faces.images, faces.landmarks)
+    probs = torch.softmax(out.logits.float(), -1).cpu()
+    if not bool(torch.isfinite(probs).all()):
+        raise CheckpointError(f"{args.checkpoint}: the model gives non-finite predictions on these faces")
+    results = rank_classes(faces, probs, classes, args.top)
+    write_json(args.json, results)
+    if args.attention_figure is not None and is_ran_output(out):
+        draw_attention(faces, results, out, args.attention_figure, args.max_figure_faces)
+    return results
+
+
+def load_model(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, ckpt: dict[str, Any], cfg: RunConfig
+) -> torch.nn.Module:
+    """The checkpoint's network on ``--device`` in eval mode, once the options fit it (landmarks for landmark
+    regions, a RAN for ``--attention-figure``)."""
     if uses_landmarks(cfg) and args.landmarks is None and not args.detect:
         parser.error(
             "this checkpoint was trained with landmark regions (--regions landmarks): give --landmarks "
@@ -257,54 +302,64 @@ def predict(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[d
     if args.landmarks is not None and not uses_landmarks(cfg):
         parser.error("this checkpoint's regions do not use landmarks (they would be ignored); drop --landmarks")
     try:  # every weight is in the checkpoint
-        model = build_model(dataclasses.replace(cfg, pretrained=None), len(classes))
+        model = build_model(dataclasses.replace(cfg, pretrained=None), len(ckpt["class_names"]))
     except (ValueError, TypeError, KeyError) as err:
         raise CheckpointError(f"{args.checkpoint}: its recorded configuration does not build a model ({err})") from err
     if args.attention_figure is not None and cfg.model != "ran":
         parser.error("--attention-figure needs a RAN checkpoint (this one is a baseline)")
     load_weights(model, ckpt["model"], args.checkpoint)
-    model.to(args.device).eval()
+    return model.to(args.device).eval()
+
+
+def detected_faces(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, cfg: RunConfig, record: Mapping[str, Any]
+) -> Faces | None:
+    """``--detect``: every face the detector finds in the photos, read as the run of ``record`` read its
+    training faces; None when it finds none."""
+    found = find_faces(parser, args, cfg.image_size)
+    if not found:
+        return None
+    images = torch.stack([f.face for f in found])
+    if record["image_channels"] == "L":
+        images = grey_like_training(images)
+    return Faces(
+        files=[Path(f.image) for f in found],
+        names=[f"{f.image} [{', '.join(f'{v:.0f}' for v in f.box)}]" for f in found],
+        records=[
+            {"image": f.image, "box": list(f.box), "landmarks": f.landmarks.tolist(), "score": f.score} for f in found
+        ],
+        images=images.to(args.device),
+        landmarks=torch.stack([f.face_landmarks for f in found]).to(args.device) if uses_landmarks(cfg) else None,
+    )
+
+
+def face_images(args: argparse.Namespace, cfg: RunConfig, record: Mapping[str, Any]) -> Faces:
+    """Pre-cropped faces, read as the run of ``record`` read its training faces, with the ``--landmarks`` of
+    each (mapped into the network input, and back into pixels of the file for the records)."""
     size = cfg.image_size
+    files = collect_images(args.images)
+    loaded = [load_image(f, size, record) for f in files]
+    images = torch.stack([image for image, _ in loaded]).to(args.device)
+    records: list[dict[str, Any]] = [
+        {"image": str(f), "box": [0.0, 0.0, float(w), float(h)], "landmarks": None}
+        for f, (_, (w, h)) in zip(files, loaded, strict=True)
+    ]
     landmarks = None
-    if args.detect:
-        faces = find_faces(parser, args, size)
-        if not faces:
-            write_json(args.json, [])
-            return []
-        files = [Path(f.image) for f in faces]
-        names = [f"{f.image} [{', '.join(f'{v:.0f}' for v in f.box)}]" for f in faces]
-        records: list[dict[str, Any]] = [
-            {"image": f.image, "box": list(f.box), "landmarks": f.landmarks.tolist(), "score": f.score} for f in faces
-        ]
-        images = torch.stack([f.face for f in faces])
-        if ckpt["config"]["image_channels"] == "L":
-            images = grey_like_training(images)
-        images = images.to(args.device)
-        if uses_landmarks(cfg):
-            landmarks = torch.stack([f.face_landmarks for f in faces]).to(args.device)
-    else:
-        files = collect_images(args.images)
-        loaded = [load_image(f, size, ckpt["config"]) for f in files]
-        names = [str(f) for f in files]
-        images = torch.stack([image for image, _ in loaded]).to(args.device)
-        records = [
-            {"image": str(f), "box": [0.0, 0.0, float(w), float(h)], "landmarks": None}
-            for f, (_, (w, h)) in zip(files, loaded, strict=True)
-        ]
-        if args.landmarks is not None:
-            table = read_landmarks(args.landmarks)
-            landmarks = landmarks_for(files, table, [s for _, s in loaded], size).to(args.device)
-            for record, points in zip(records, landmarks.cpu(), strict=True):  # back to pixels of the file
-                record["landmarks"] = (points * torch.tensor(record["box"][2:]) / size).tolist()
-    with torch.no_grad():
-        out = model(images, landmarks)
-    probs = torch.softmax(out.logits.float(), -1).cpu()
-    if not bool(torch.isfinite(probs).all()):
-        raise CheckpointError(f"{args.checkpoint}: the model gives non-finite predictions on these faces")
+    if args.landmarks is not None:
+        table = read_landmarks(args.landmarks)
+        landmarks = landmarks_for(files, table, [s for _, s in loaded], size).to(args.device)
+        for entry, points in zip(records, landmarks.cpu(), strict=True):  # back to pixels of the file
+            entry["landmarks"] = (points * torch.tensor(entry["box"][2:]) / size).tolist()
+    return Faces(files, [str(f) for f in files], records, images, landmarks)
+
+
+def rank_classes(faces: Faces, probs: torch.Tensor, classes: list[str], top: int) -> list[dict[str, Any]]:
+    """Per face its record with every class's probability, the prediction and the ``top`` classes, printed
+    one line a face."""
     results = []
-    for label, record, p in zip(names, records, probs, strict=True):
-        top = torch.topk(p, min(args.top, len(classes)))
-        ranked = [(classes[i], float(v)) for v, i in zip(top.values, top.indices, strict=True)]
+    for label, record, p in zip(faces.names, faces.records, probs, strict=True):
+        best = torch.topk(p, min(top, len(classes)))
+        ranked = [(classes[i], float(v)) for v, i in zip(best.values, best.indices, strict=True)]
         results.append(
             {
                 **record,
@@ -314,23 +369,25 @@ def predict(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[d
             }
         )
         print(f"{label}: " + ", ".join(f"{name} {value:.3f}" for name, value in ranked))
-    write_json(args.json, results)
-    if args.attention_figure is not None and is_ran_output(out):
-        from examples.common.plots import plot_attention
-
-        n = min(len(files), args.max_figure_faces)
-        titles = [f"{f.name}: {r['prediction']}" for f, r in zip(files[:n], results[:n], strict=True)]
-        plot_attention(
-            images[:n].cpu(),
-            out.regions.boxes[:n].cpu(),
-            out.relation_attention.weights[:n].cpu(),
-            args.attention_figure,
-            titles=titles,
-            mask=out.regions.mask[:n].cpu(),
-            crops=None if out.regions.crops is None else out.regions.crops[:n].cpu(),
-        )  # one-pass: none
-        print(f"attention figure: {args.attention_figure}")
     return results
+
+
+def draw_attention(faces: Faces, results: list[dict[str, Any]], out: Any, path: Path, max_faces: int) -> None:
+    """``--attention-figure``: the regions and final attention weights of the first ``max_faces`` faces."""
+    from examples.common.plots import plot_attention
+
+    n = min(len(faces.files), max_faces)
+    titles = [f"{f.name}: {r['prediction']}" for f, r in zip(faces.files[:n], results[:n], strict=True)]
+    plot_attention(
+        faces.images[:n].cpu(),
+        out.regions.boxes[:n].cpu(),
+        out.relation_attention.weights[:n].cpu(),
+        path,
+        titles=titles,
+        mask=out.regions.mask[:n].cpu(),
+        crops=None if out.regions.crops is None else out.regions.crops[:n].cpu(),
+    )  # one-pass: none
+    print(f"attention figure: {path}")
 
 
 def find_faces(parser: argparse.ArgumentParser, args: argparse.Namespace, size: int) -> list[DetectedFace]:

@@ -390,6 +390,7 @@ def hold_out(
 
 def class_counts(labels: Sequence[int] | Tensor, class_names: Sequence[str]) -> dict[str, int]:
     """Images per class, keyed by class name in class order; labels outside the classes (``-1``: none) are not
-    counted. ``labels``: a sequence or a 1-d tensor (the examples' one class count, for every dataset)."""
+    counted. ``labels``: a sequence or a 1-d tensor (the examples' one class count: every dataset's report and
+    the class histograms of a run's summary)."""
     counts = Counter(labels.tolist() if isinstance(labels, Tensor) else (int(v) for v in labels))
     return {name: counts.get(i, 0) for i, name in enumerate(class_names)}

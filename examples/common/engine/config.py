@@ -249,7 +249,7 @@ class RunConfig:
         if self.regions_on == "features":  # the one-pass options' defaults; refused without it (see _problems)
             set_(self, "roi_size", 7 if self.roi_size is None else self.roi_size)
             set_(self, "split_at", default_split(str(self.backbone)) if self.split_at is None else self.split_at)
-        problems = [p for p in _problems(self) if p]
+        problems = _problems(self)
         if problems:
             raise ValueError("; ".join(problems))
 
@@ -342,58 +342,91 @@ _FLOAT_FIELDS = (
 )
 
 
-def _problems(cfg: RunConfig) -> list[str | None]:
-    def check(ok: bool, flag: str, expected: str, value: Any) -> str | None:
-        return None if ok else f"{flag} must be {expected}, got {value!r}"
+def _problems(cfg: RunConfig) -> list[str]:
+    """What is wrong with ``cfg``, one message a problem. A missing recipe value, a value outside its choices or
+    a non-finite number is reported alone (the other checks would misread it); otherwise every value out of
+    its range and every pair of options that cannot go together."""
+    first = _missing_problem(cfg) or _choice_problem(cfg) or _finite_problem(cfg)
+    if first:
+        return [first]
+    problems = [
+        None if cfg.recipe in RECIPES else f"--recipe must be one of {', '.join(RECIPES)}, got {cfg.recipe!r}",
+        backbone_problem(cfg.backbone, cfg.split_at),
+        *_range_problems(cfg),
+        *_combination_problems(cfg),
+    ]
+    return [p for p in problems if p]
 
+
+def _missing_problem(cfg: RunConfig) -> str | None:
+    """A recipe value given as ``None``."""
     missing = [flag_of(n) for n in _RECIPE_FIELDS if getattr(cfg, n) is None]
-    if missing:  # a recipe value given as None
-        return [f"no value for {', '.join(missing)}"]
+    return f"no value for {', '.join(missing)}" if missing else None
+
+
+def _choice_problem(cfg: RunConfig) -> str | None:
+    """The first option whose value is not one of its choices."""
     for f in dataclasses.fields(cfg):
         choices = f.metadata.get("choices")
         value = getattr(cfg, f.name)
         if choices is not None and value is not None and value not in choices:
-            return [f"{flag_of(f.name)} must be one of {', '.join(map(str, choices))}, got {value!r}"]
+            return f"{flag_of(f.name)} must be one of {', '.join(map(str, choices))}, got {value!r}"
+    return None
+
+
+def _finite_problem(cfg: RunConfig) -> str | None:
+    """Every float option that is set and not finite (:data:`_FLOAT_FIELDS`), in one message."""
     not_finite = [
         f"{flag_of(n)} {getattr(cfg, n)!r}"
         for n in _FLOAT_FIELDS
         if getattr(cfg, n) is not None and not math.isfinite(getattr(cfg, n))
     ]
-    if not_finite:
-        return [f"{', '.join(not_finite)}: expected a finite number"]
+    return f"{', '.join(not_finite)}: expected a finite number" if not_finite else None
+
+
+def _check(ok: bool, flag: str, expected: str, value: Any) -> str | None:
+    return None if ok else f"{flag} must be {expected}, got {value!r}"
+
+
+def _range_problems(cfg: RunConfig) -> list[str | None]:
+    """A message (or None) for every value that must lie in a range."""
     optional = cfg.eval_batch_size, cfg.max_steps_per_epoch, cfg.holdout_fraction, cfg.face_margin
-    one_pass = [flag_of(n) for n in ("roi_size", "split_at") if getattr(cfg, n) is not None]
     bad_milestones = [m for m in cfg.milestones if m < 1]
     return [
-        None if cfg.recipe in RECIPES else f"--recipe must be one of {', '.join(RECIPES)}, got {cfg.recipe!r}",
-        backbone_problem(cfg.backbone, cfg.split_at),
-        check(cfg.epochs >= 1, "--epochs", ">= 1", cfg.epochs),
-        check(cfg.batch_size >= 1, "--batch-size", ">= 1", cfg.batch_size),
-        check(cfg.lr > 0, "--lr", "> 0", cfg.lr),
-        check(cfg.momentum >= 0, "--momentum", ">= 0", cfg.momentum),
-        check(cfg.weight_decay >= 0, "--weight-decay", ">= 0", cfg.weight_decay),
-        check(cfg.gamma > 0, "--gamma", "> 0", cfg.gamma),
-        check(cfg.margin >= 0, "--margin", ">= 0", cfg.margin),
-        check(cfg.rb_weight >= 0, "--rb-weight", ">= 0", cfg.rb_weight),
-        check(
+        _check(cfg.epochs >= 1, "--epochs", ">= 1", cfg.epochs),
+        _check(cfg.batch_size >= 1, "--batch-size", ">= 1", cfg.batch_size),
+        _check(cfg.lr > 0, "--lr", "> 0", cfg.lr),
+        _check(cfg.momentum >= 0, "--momentum", ">= 0", cfg.momentum),
+        _check(cfg.weight_decay >= 0, "--weight-decay", ">= 0", cfg.weight_decay),
+        _check(cfg.gamma > 0, "--gamma", "> 0", cfg.gamma),
+        _check(cfg.margin >= 0, "--margin", ">= 0", cfg.margin),
+        _check(cfg.rb_weight >= 0, "--rb-weight", ">= 0", cfg.rb_weight),
+        _check(
             not bad_milestones, "--milestones", "epochs >= 1 (the epochs after which the lr changes)", bad_milestones
         ),
-        check(len(set(cfg.milestones)) == len(cfg.milestones), "--milestones", "distinct epochs", cfg.milestones),
-        check(0 <= cfg.dropout < 1, "--dropout", "in [0, 1)", cfg.dropout),
-        check(cfg.radius > 0, "--radius", "> 0", cfg.radius),
-        check(cfg.num_regions >= 1, "--num-regions", ">= 1", cfg.num_regions),
-        check(cfg.roi_size is None or cfg.roi_size >= 1, "--roi-size", ">= 1", cfg.roi_size),
-        check(cfg.image_size >= 1, "--image-size", ">= 1", cfg.image_size),
-        check(cfg.workers >= 0, "--workers", ">= 0", cfg.workers),
-        check(optional[0] is None or optional[0] >= 1, "--eval-batch-size", ">= 1", optional[0]),
-        check(optional[1] is None or optional[1] >= 1, "--max-steps-per-epoch", ">= 1", optional[1]),
-        check(optional[2] is None or 0 <= optional[2] < 1, "--holdout-fraction", "in [0, 1)", optional[2]),
-        check(
+        _check(len(set(cfg.milestones)) == len(cfg.milestones), "--milestones", "distinct epochs", cfg.milestones),
+        _check(0 <= cfg.dropout < 1, "--dropout", "in [0, 1)", cfg.dropout),
+        _check(cfg.radius > 0, "--radius", "> 0", cfg.radius),
+        _check(cfg.num_regions >= 1, "--num-regions", ">= 1", cfg.num_regions),
+        _check(cfg.roi_size is None or cfg.roi_size >= 1, "--roi-size", ">= 1", cfg.roi_size),
+        _check(cfg.image_size >= 1, "--image-size", ">= 1", cfg.image_size),
+        _check(cfg.workers >= 0, "--workers", ">= 0", cfg.workers),
+        _check(optional[0] is None or optional[0] >= 1, "--eval-batch-size", ">= 1", optional[0]),
+        _check(optional[1] is None or optional[1] >= 1, "--max-steps-per-epoch", ">= 1", optional[1]),
+        _check(optional[2] is None or 0 <= optional[2] < 1, "--holdout-fraction", "in [0, 1)", optional[2]),
+        _check(
             optional[3] is None or 0 <= optional[3] <= 2,
             "--face-margin",
             "in [0, 2] (a fraction of the box side)",
             optional[3],
         ),
+    ]
+
+
+def _combination_problems(cfg: RunConfig) -> list[str | None]:
+    """A message (or None) for every pair of options that cannot go together."""
+    one_pass = [flag_of(n) for n in ("roi_size", "split_at") if getattr(cfg, n) is not None]
+    return [
         None
         if cfg.regions_on == "features" or not one_pass
         else (

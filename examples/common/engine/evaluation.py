@@ -139,11 +139,6 @@ def labels_of(dataset: Dataset[Any] | None) -> Tensor:
     raise TypeError(f"{type(dataset).__name__} must expose labels() or .labels for evaluation")
 
 
-def class_histogram(labels: Tensor, class_names: Sequence[str]) -> dict[str, int]:
-    counts = torch.bincount(labels[labels >= 0], minlength=len(class_names))
-    return {name: int(c) for name, c in zip(class_names, counts, strict=True)}
-
-
 # ------------------------------------------------------------------------------------------------------------
 # Subset lists (the paper's occlusion and pose test sets)
 
@@ -204,7 +199,6 @@ def accuracy_by_kind(subset: SubsetList, key_index: dict[str, int], pred: Tensor
 
 __all__ = [
     "accuracy_by_kind",
-    "class_histogram",
     "confusion",
     "evaluate",
     "evaluate_subset",

@@ -21,7 +21,9 @@ import torch
 from torch import nn
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
+from ..folder_data import class_counts
 from ..models import build_model
+from ..subsets import SubsetList
 from .checkpoints import (
     IDENTITY_KEYS,
     Restored,
@@ -39,7 +41,6 @@ from .checkpoints import (
 )
 from .config import RunConfig
 from .evaluation import (
-    class_histogram,
     confusion,
     evaluate,
     evaluate_subset,
@@ -52,7 +53,7 @@ from .reporting import RunFiles, closing_lines, epoch_line, output_folder_proble
 from .runtime import Runtime, log, setup_runtime, teardown_runtime
 from .sampling import EpochSampler
 from .task import Task
-from .training import StepSchedule, amp_dtype, build_criterion, build_optimizer, train_one_epoch
+from .training import ClosedFormMultiStepLR, amp_dtype, build_criterion, build_optimizer, train_one_epoch
 
 
 def run(task: Task, cfg: RunConfig) -> dict[str, Any] | None:
@@ -65,25 +66,7 @@ def run(task: Task, cfg: RunConfig) -> dict[str, Any] | None:
 
 
 def _protocol(task: Task, cfg: RunConfig, rt: Runtime) -> dict[str, Any] | None:
-    check_splits(task, cfg)
-    if cfg.output_dir is None:
-        raise RunError("--output-dir is required")
-    files = RunFiles(cfg.output_dir)
-    problem = output_folder_problem(cfg.output_dir, resume=cfg.resume, overwrite=cfg.overwrite)
-    if problem:
-        raise RunError(problem)
-    try:
-        subsets = parse_subsets(task, cfg.subsets)  # fail early on a bad list, before training
-    except ValueError as err:
-        raise RunError(f"--subset: {err}") from None
-    # Everything is checked before the first write: a refused resume leaves the folder as it was.
-    plan = plan_resume(files.checkpoints, files.read_config()) if cfg.resume else None
-    if plan is not None and plan.start_epoch > cfg.epochs:
-        raise RunError(
-            f"the run in {files.root} has trained {plan.start_epoch} epochs; --epochs {cfg.epochs} is "
-            f"below that: give --epochs {plan.start_epoch} or more to continue it, or start afresh "
-            "with --overwrite"
-        )
+    files, subsets, plan = check_run(task, cfg)
     record = run_record(task, cfg, rt)
     parts = build(task, cfg, rt)
     state = resume(parts, plan, record) if plan is not None else TrainingState(config=record)
@@ -93,11 +76,61 @@ def _protocol(task: Task, cfg: RunConfig, rt: Runtime) -> dict[str, Any] | None:
         if plan is not None and plan.rewrite_best and plan.checkpoint is not None:
             atomic_save({k: v for k, v in plan.checkpoint.items() if k != "checksum"}, files.checkpoints / "best.pt")
     rt.barrier()
-    changed = changed_options(state.config, record)
+    train_epochs(parts, state, task, cfg, rt, files, changed=changed_options(state.config, record))
+    rt.barrier()
+    selected = files.checkpoints / ("best.pt" if selects_on_valid(task, cfg) else "last.pt")
+    test, subset_results, selected_epoch = test_selected(parts.model, selected, subsets, task, cfg, rt, files, state)
+    if not rt.is_main:
+        return None
+    summary = make_summary(task, cfg, state.config, state, test, subset_results, selected, selected_epoch)
+    files.write_summary(summary)
+    log(closing_lines(test, subset_results, selected_epoch))
+    return summary
+
+
+def check_run(task: Task, cfg: RunConfig) -> tuple[RunFiles, list[tuple[str, SubsetList]], Restored | None]:
+    """Everything checked before the first write, so that a refused run or resume leaves the folder as it was:
+    the splits, the output folder, the ``--subset`` lists (read now, so a bad list fails before training) and,
+    with ``--resume``, what the run continues from. Returns the run's files, the subset lists and the resume
+    plan (None: a new run)."""
+    check_splits(task, cfg)
+    if cfg.output_dir is None:
+        raise RunError("--output-dir is required")
+    files = RunFiles(cfg.output_dir)
+    problem = output_folder_problem(cfg.output_dir, resume=cfg.resume, overwrite=cfg.overwrite)
+    if problem:
+        raise RunError(problem)
+    try:
+        subsets = parse_subsets(task, cfg.subsets)
+    except ValueError as err:
+        raise RunError(f"--subset: {err}") from None
+    plan = plan_resume(files.checkpoints, files.read_config()) if cfg.resume else None
+    if plan is not None and plan.start_epoch > cfg.epochs:
+        raise RunError(
+            f"the run in {files.root} has trained {plan.start_epoch} epochs; --epochs {cfg.epochs} is "
+            f"below that: give --epochs {plan.start_epoch} or more to continue it, or start afresh "
+            "with --overwrite"
+        )
+    return files, subsets, plan
+
+
+def train_epochs(
+    parts: Parts,
+    state: TrainingState,
+    task: Task,
+    cfg: RunConfig,
+    rt: Runtime,
+    files: RunFiles,
+    *,
+    changed: dict[str, Any],
+) -> None:
+    """Every epoch from ``state.start_epoch`` on: train, validate (when the run selects on it), checkpoint and
+    log on rank 0. ``changed``: the options changed at a resume, recorded in every epoch's metrics."""
+    select = selects_on_valid(task, cfg)
     loader, sampler = training_loader(task, cfg, rt)
     for epoch in range(state.start_epoch, cfg.epochs):
         metrics = train_epoch(parts, loader, sampler, cfg, rt, epoch)
-        if selects_on_valid(task, cfg):
+        if select:
             val = evaluate(
                 parts.model,
                 _valid_set(task),
@@ -110,28 +143,11 @@ def _protocol(task: Task, cfg: RunConfig, rt: Runtime) -> dict[str, Any] | None:
             metrics.update(valid_accuracy=val["accuracy"], valid_mean_class_accuracy=val["mean_class_accuracy"])
         if changed:
             metrics["changed_options"] = changed
-        improved = state.add_epoch(epoch, metrics, selects_on_valid(task, cfg))
+        improved = state.add_epoch(epoch, metrics, select)
         if rt.is_main:
-            save_epoch(
-                parts,
-                state,
-                files,
-                state.config,
-                task.class_names,
-                epoch,
-                best=improved or not selects_on_valid(task, cfg),
-            )
+            save_epoch(parts, state, files, state.config, task.class_names, epoch, best=improved or not select)
             log(epoch_line(metrics, cfg.epochs))
         rt.barrier()
-    rt.barrier()
-    selected = files.checkpoints / ("best.pt" if selects_on_valid(task, cfg) else "last.pt")
-    test, subset_results, selected_epoch = test_selected(parts.model, selected, subsets, task, cfg, rt, files, state)
-    if not rt.is_main:
-        return None
-    summary = make_summary(task, cfg, state.config, state, test, subset_results, selected, selected_epoch)
-    files.write_summary(summary)
-    log(closing_lines(test, subset_results, selected_epoch))
-    return summary
 
 
 def start_writing(files: RunFiles, cfg: RunConfig, state: TrainingState) -> None:
@@ -168,7 +184,7 @@ class Parts:
     model: nn.Module
     train_model: nn.Module
     optimizer: torch.optim.Optimizer
-    schedule: StepSchedule
+    schedule: ClosedFormMultiStepLR
     scaler: torch.amp.GradScaler
     criterion: nn.Module
 
@@ -384,9 +400,12 @@ def training_loader(task: Task, cfg: RunConfig, rt: Runtime) -> tuple[DataLoader
 def train_epoch(
     parts: Parts, loader: DataLoader[Any], sampler: EpochSampler, cfg: RunConfig, rt: Runtime, epoch: int
 ) -> dict[str, Any]:
-    """One epoch at its learning rate. Everything random in it (dropout, drawn targets, flips, worker seeds)
-    derives from (seed, epoch, rank), so a run resumed from last.pt repeats what the uninterrupted run did."""
-    lr = parts.schedule.step(parts.optimizer, epoch)
+    """One epoch at its learning rate, then the schedule's step to the next epoch's. Everything random in it
+    (dropout, drawn targets, flips, worker seeds) derives from (seed, epoch, rank), so a run resumed from last.pt
+    repeats what the uninterrupted run did."""
+    if parts.schedule.last_epoch != epoch:
+        raise RuntimeError(f"the learning-rate schedule is at epoch {parts.schedule.last_epoch + 1}, not {epoch + 1}")
+    lr = parts.optimizer.param_groups[0]["lr"]
     sampler.set_epoch(epoch)
     torch.manual_seed(cfg.seed * 1_000_003 + epoch * 1009 + rt.rank)
     loader.generator.manual_seed(cfg.seed * 7919 + epoch)
@@ -403,6 +422,7 @@ def train_epoch(
             epoch,
         )
     )
+    parts.schedule.step()
     return metrics
 
 
@@ -484,10 +504,10 @@ def make_summary(
     selected_epoch: int,
 ) -> dict[str, Any]:
     select = selects_on_valid(task, cfg)
-    histograms = {"train": class_histogram(labels_of(task.train), task.class_names)}
+    histograms = {"train": class_counts(labels_of(task.train), task.class_names)}
     if task.valid is not None:
-        histograms["valid"] = class_histogram(state.valid_labels(task), task.class_names)
-    histograms["test"] = class_histogram(task.test_labels, task.class_names)
+        histograms["valid"] = class_counts(state.valid_labels(task), task.class_names)
+    histograms["test"] = class_counts(task.test_labels, task.class_names)
     return {
         "task": task.name,
         "class_names": list(task.class_names),

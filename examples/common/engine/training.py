@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,43 +25,45 @@ from .runtime import Runtime, all_reduce_sum
 from .task import Task
 
 
-class StepSchedule:
-    """Step learning rate: ``lr * gamma ** (number of milestones <= epoch)`` (epochs counted from 0).
+class ClosedFormMultiStepLR(torch.optim.lr_scheduler.MultiStepLR):
+    """torch's ``MultiStepLR`` with each epoch's learning rate in closed form:
+    ``base_lr * gamma ** (number of milestones <= epoch)`` (epochs counted from 0).
 
-    Its state (milestones, gamma, the last epoch) is saved in every checkpoint; loading a state with another
-    schedule is an error, so a resumed run continues the schedule it started with.
+    ``MultiStepLR`` multiplies the current rate by ``gamma`` at each milestone, which can differ from the closed
+    form in the last bit (``0.01 * 0.1 * 0.1 != 0.01 * 0.1 ** 2``); the closed form gives an epoch the same
+    float however the run got there, resumed or not, and the same as the engine's schedule before it used
+    ``MultiStepLR``. Stepped once after every epoch, as in torchvision's references.
     """
 
-    def __init__(self, lr: float, milestones: Sequence[int], gamma: float) -> None:
-        self.lr, self.milestones, self.gamma, self.last_epoch = lr, list(milestones), gamma, -1
+    def get_lr(self) -> list[float | Tensor]:
+        passed = sum(count for milestone, count in self.milestones.items() if milestone <= self.last_epoch)
+        return [base_lr * self.gamma**passed for base_lr in self.base_lrs]
 
-    def lr_at(self, epoch: int) -> float:
-        return self.lr * self.gamma ** sum(1 for m in self.milestones if epoch >= m)
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Continue the schedule of a checkpoint, after the optimiser's state is loaded: its milestones and gamma
+        must be this run's (a ``ValueError`` otherwise), its epoch is taken and every parameter group gets that
+        epoch's rate from this run's base rate (``--lr`` may change at a resume; ``--milestones`` and
+        ``--gamma`` may not).
 
-    def step(self, optimizer: torch.optim.Optimizer, epoch: int) -> float:
-        """Set the learning rate of ``epoch`` in every parameter group; returns it."""
-        lr = self.lr_at(epoch)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        self.last_epoch = epoch
-        return lr
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"milestones": self.milestones, "gamma": self.gamma, "last_epoch": self.last_epoch}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if (list(state["milestones"]), state["gamma"]) != (self.milestones, self.gamma):
+        Takes ``MultiStepLR``'s state (``last_epoch``: the next epoch to train) and the state of the engine's
+        schedule before it (``milestones``, ``gamma``, ``last_epoch``: the epoch trained last)."""
+        saved = (sorted(Counter(state_dict["milestones"]).elements()), state_dict["gamma"])
+        ours = (sorted(self.milestones.elements()), self.gamma)
+        if saved != ours:
             raise ValueError(
-                f"the checkpoint's schedule (milestones {list(state['milestones'])}, gamma "
-                f"{state['gamma']}) differs from this run's (milestones {self.milestones}, gamma "
-                f"{self.gamma}); resume with the checkpoint's --milestones and --gamma"
+                f"the checkpoint's schedule (milestones {saved[0]}, gamma {saved[1]}) differs from this run's "
+                f"(milestones {ours[0]}, gamma {ours[1]}); resume with the checkpoint's --milestones and --gamma"
             )
-        self.last_epoch = int(state["last_epoch"])
+        self.last_epoch = int(state_dict["last_epoch"]) + (0 if "base_lrs" in state_dict else 1)
+        for group, base_lr, lr in zip(self.optimizer.param_groups, self.base_lrs, self.get_lr(), strict=True):
+            group["initial_lr"], group["lr"] = base_lr, lr
+        self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
 
 
-def build_optimizer(model: nn.Module, cfg: RunConfig) -> tuple[torch.optim.Optimizer, StepSchedule]:
+def build_optimizer(model: nn.Module, cfg: RunConfig) -> tuple[torch.optim.Optimizer, ClosedFormMultiStepLR]:
+    """SGD and its step schedule, at the first epoch's learning rate."""
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    return optimizer, StepSchedule(cfg.lr, cfg.milestones, cfg.gamma)
+    return optimizer, ClosedFormMultiStepLR(optimizer, milestones=cfg.milestones, gamma=cfg.gamma)
 
 
 def build_criterion(task: Task, cfg: RunConfig, model: nn.Module) -> RegionAttentionLoss:
@@ -232,7 +235,7 @@ def check_finite(model: nn.Module, sums: Tensor, first_bad: int, epoch: int) -> 
 
 
 __all__ = [
-    "StepSchedule",
+    "ClosedFormMultiStepLR",
     "amp_context",
     "amp_dtype",
     "build_criterion",
