@@ -241,6 +241,23 @@ def test_a_deep_copy_shares_no_tensor_with_the_original(name, kwargs, at, roi):
         assert twin.trunk._model.training and not net.trunk._model.training
 
 
+def test_a_data_parallel_replica_of_the_vit_trunk_runs_on_its_own_tensors():
+    """``torch.nn.parallel.replicate`` (DataParallel) gives each replica registries of its own and fills them with
+    that device's copies; the replica's forward must use those, not the original's (emulated on the CPU)."""
+    model = make("vit_tiny_patch16_224", img_size=32, depth=2).float()
+    trunk, _ = timm_split(model, 0)
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(6))
+    replica = trunk._replicate_for_data_parallel()
+    for name, param in trunk.named_parameters():  # what replicate does with the broadcast copies
+        owner = replica.get_submodule(name.rpartition(".")[0]) if "." in name else replica
+        setattr(owner, name.rpartition(".")[2], nn.Parameter(param.detach() + 1.0))
+    with torch.no_grad():
+        assert not torch.equal(replica(x), trunk(x))  # the replica's own tensors, not the original's
+        for name, param in replica.named_parameters():
+            param.copy_(dict(trunk.named_parameters())[name])
+        torch.testing.assert_close(replica(x), trunk(x), rtol=0, atol=0)
+
+
 @pytest.mark.parametrize(
     ("at", "error", "match"),
     [

@@ -470,6 +470,15 @@ class TokenTrunk(nn.Module):
         self._model.training = mode  # the copy's own flag (its submodules are the trunk's, set above)
         return self
 
+    def _replicate_for_data_parallel(self) -> TokenTrunk:
+        # DataParallel's replica gets registries of its own: its copy of the model must run on those
+        replica: TokenTrunk = super()._replicate_for_data_parallel()  # type: ignore[no-untyped-call]
+        pruned = copy.copy(self._model)
+        for name in ("_parameters", "_buffers", "_non_persistent_buffers_set", "_modules"):
+            pruned.__dict__[name] = replica.__dict__[name]
+        replica.__dict__["_model"] = pruned
+        return replica
+
     def extra_repr(self) -> str:
         return f"model={type(self._model).__name__}, split_index={self.split_index}"
 

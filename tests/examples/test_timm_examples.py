@@ -224,8 +224,12 @@ def test_pretrained_loads_timm_weights_from_a_local_file(tmp_path, suffix):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("backbone", "split"), [("timm:resnet10t", "3"), ("timm:test_vit", "0")])
-def test_timm_one_pass_run_trains_resumes_and_predicts(tmp_path, capsys, backbone, split):
+@pytest.mark.parametrize(
+    ("backbone", "split", "other"),
+    # resnet10t's default split (-1, layer4) is a 1 x 1 map at 32 px, refused for --roi-size 2 before any resume
+    [("timm:resnet10t", "3", ["--split-at", "2"]), ("timm:test_vit", "0", [])],
+)
+def test_timm_one_pass_run_trains_resumes_and_predicts(tmp_path, capsys, backbone, split, other):
     data = tmp_path / "data"
     generate_ferplus(data, Splits(train=32, valid=16, test=16), seed=5)
     out = tmp_path / "run"
@@ -238,9 +242,10 @@ def test_timm_one_pass_run_trains_resumes_and_predicts(tmp_path, capsys, backbon
     assert (ckpt["config"]["backbone"], ckpt["config"]["split_at"]) == (backbone, split)  # the model's identity
     capsys.readouterr()
     with pytest.raises(SystemExit) as refused:
-        ferplus_main([*common, "--epochs", "3", "--resume"])  # the default split: another model, refused
+        ferplus_main([*common, *other, "--epochs", "3", "--resume"])  # another split (or the default): refused
     assert refused.value.code == 2
-    assert re.search(r"split_at: checkpoint '.+' vs now '-1'", capsys.readouterr().err)
+    now = other[1] if other else "-1"
+    assert re.search(rf"split_at: checkpoint '{split}' vs now '{now}'", capsys.readouterr().err)
     faces = tmp_path / "faces"
     faces.mkdir()
     Image.frombytes("L", (48, 48), bytes((torch.rand(48 * 48) * 255).byte().tolist())).save(faces / "a.png")
