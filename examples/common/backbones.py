@@ -310,7 +310,9 @@ def _timm_image_problem(
 
         why = "a strided layer drops them"
     if too_small:
-        smallest = next((s for s in range(size + 1, 1025) if ok(s)), None)
+        # every size up to 64 above, then the multiples of the stride up to 1024: a bounded number of probes
+        larger = [*range(size + 1, size + 65), *range((size + 64) // step * step + step, 1025, step)]
+        smallest = next((s for s in larger if ok(s)), None)
         return f"--image-size {size} is too small for --backbone {backbone}" + (
             f"; give at least {smallest}" if smallest else ""
         )
