@@ -177,3 +177,49 @@ def test_non_finite_weights_are_refused_naming_the_keys(tmp_path):
         load_checkpoint(model, path)
     for key, value in model.state_dict().items():  # nothing was loaded
         assert torch.equal(value, before[key]), key
+
+
+class _WithComplex(torch.nn.Module):
+    """A module with a complex parameter (e.g. a learned spectral filter)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(3, 2)
+        self.filter = torch.nn.Parameter(torch.ones(4, dtype=torch.complex64))
+
+
+@pytest.mark.parametrize("bad", [complex(float("nan"), 0.0), complex(0.0, float("nan")), complex(float("inf"), 1.0)])
+def test_a_complex_nan_or_infinity_is_refused(tmp_path, bad):
+    model = _WithComplex()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    state["filter"][2] = bad
+    torch.save(state, tmp_path / "complex.pth")
+    before = model.filter.detach().clone()
+    with pytest.raises(ValueError, match=r"NaN or infinite values in 1 tensor\(s\): filter;"):
+        load_checkpoint(model, tmp_path / "complex.pth")
+    assert torch.equal(model.filter.detach(), before)
+    state["filter"][2] = complex(2.0, -1.0)  # a finite complex value loads
+    torch.save(state, tmp_path / "finite.pth")
+    load_checkpoint(model, tmp_path / "finite.pth")
+    assert torch.equal(model.filter.detach(), state["filter"])
+
+
+@pytest.mark.parametrize("prefixed_first", [True, False])
+def test_a_weight_with_and_without_the_module_prefix_is_refused(tmp_path, prefixed_first):
+    """``module.linear.weight`` and ``linear.weight`` in one file: which one would load depends on the order of
+    the keys, so neither does; the error names both keys and nothing is loaded."""
+    model = _WithComplex()
+    own = {k: v.clone() for k, v in model.state_dict().items()}
+    pairs = [("module.linear.weight", torch.zeros(2, 3)), ("linear.weight", torch.ones(2, 3))]
+    state = dict(pairs if prefixed_first else pairs[::-1])
+    state.update({k: v for k, v in own.items() if k != "linear.weight"})
+    torch.save({"state_dict": state}, tmp_path / "both.pth")
+    first, second = (p[0] for p in (pairs if prefixed_first else pairs[::-1]))
+    with pytest.raises(ValueError, match=rf"weight 'linear\.weight' twice, as '{first}' and as '{second}'"):
+        load_checkpoint(model, tmp_path / "both.pth", strict=False)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, own[key]), key
+    # one of each is fine, prefixed or not
+    torch.save({"module.linear.weight": torch.zeros(2, 3)}, tmp_path / "one.pth")
+    result = load_checkpoint(model, tmp_path / "one.pth", strict=False)
+    assert torch.equal(model.linear.weight.detach(), torch.zeros(2, 3)) and "filter" in result.missing_keys

@@ -7,6 +7,7 @@ compared. The reference is always timm's own code path (``forward_features`` + `
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 
 import pytest
@@ -172,6 +173,89 @@ def test_split_leaves_the_model_whole():
         timm_split(model, 0)
         torch.testing.assert_close(model(x), before, rtol=0, atol=0)
     assert len(model.blocks) == 3 and not isinstance(model.head, nn.Identity)
+
+
+#: (timm name, create kwargs, split index, roi size): CNNs and ViTs with and without class and register tokens
+PICKLED = [
+    ("resnet10t", {}, 2, 2),
+    ("convnext_atto", {}, 2, 2),
+    ("vit_tiny_patch16_224", {"img_size": 32, "depth": 2}, 0, 2),
+    ("vit_tiny_patch16_224", {"img_size": 32, "depth": 2, "class_token": False, "global_pool": "avg"}, None, 2),
+    ("vit_tiny_patch16_224", {"img_size": 32, "depth": 2, "reg_tokens": 2}, 0, 2),
+]
+PICKLED_IDS = ["resnet10t", "convnext_atto", "vit", "vit-no-class-token", "vit-registers"]
+
+
+def _network(name: str, kwargs: dict[str, object], at: int | None, roi: int) -> FeatureRegionAttentionNetwork:
+    model = make(name, **kwargs).float()
+    trunk, head = timm_split(model, at)
+    net = FeatureRegionAttentionNetwork(trunk, head, num_classes=3, cropper=RegionCropper(32), roi_size=roi)
+    return net.eval()
+
+
+@pytest.mark.parametrize(("name", "kwargs", "at", "roi"), PICKLED, ids=PICKLED_IDS)
+def test_a_network_on_a_split_pickles_and_saves_whole(name, kwargs, at, roi, tmp_path):
+    """pickle and torch.save(model) round trips give the same outputs; the pieces are classes of a module (no
+    class made at run time), and the trunk still holds the model's own tensors after the round trip."""
+    import pickle
+
+    net = _network(name, kwargs, at, roi)
+    for piece in (net.trunk, net.head):
+        for module in piece.modules():
+            cls = type(module)
+            assert "<locals>" not in cls.__qualname__ and getattr(
+                __import__(cls.__module__, fromlist=["_"]), cls.__qualname__.split(".")[0], None
+            ), cls
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        expected = net(x).logits
+        restored = pickle.loads(pickle.dumps(net))
+        torch.save(net, tmp_path / "net.pt")
+        loaded = torch.load(tmp_path / "net.pt", weights_only=False)
+        for other in (restored, loaded):
+            assert type(other.trunk) is type(net.trunk)
+            torch.testing.assert_close(other(x).logits, expected, rtol=0, atol=0)
+            # the trunk's tensors are still the ones its forward uses: a change is seen in the output
+            next(iter(other.trunk.parameters())).add_(0.5)
+            assert not torch.equal(other(x).logits, expected)
+    assert set(restored.state_dict()) == set(net.state_dict())
+
+
+@pytest.mark.parametrize(("name", "kwargs", "at", "roi"), PICKLED, ids=PICKLED_IDS)
+def test_a_deep_copy_shares_no_tensor_with_the_original(name, kwargs, at, roi):
+    net = _network(name, kwargs, at, roi)
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(5))
+    twin = copy.deepcopy(net)
+    originals = {id(t) for t in (*net.parameters(), *net.buffers())}
+    assert not originals & {id(t) for t in (*twin.parameters(), *twin.buffers())}
+    with torch.no_grad():
+        expected = net(x).logits
+        torch.testing.assert_close(twin(x).logits, expected, rtol=0, atol=0)
+        for param in twin.parameters():  # the copy's forward uses the copy's tensors, the original's is untouched
+            param.add_(0.25)
+        assert not torch.equal(twin(x).logits, expected)
+        torch.testing.assert_close(net(x).logits, expected, rtol=0, atol=0)
+    twin.train()
+    assert all(m.training for m in twin.modules()) and not any(m.training for m in net.modules())
+    if hasattr(twin.trunk, "_model"):  # the copy's own flag follows the trunk's
+        assert twin.trunk._model.training and not net.trunk._model.training
+
+
+def test_a_data_parallel_replica_of_the_vit_trunk_runs_on_its_own_tensors():
+    """``torch.nn.parallel.replicate`` (DataParallel) gives each replica registries of its own and fills them with
+    that device's copies; the replica's forward must use those, not the original's (emulated on the CPU)."""
+    model = make("vit_tiny_patch16_224", img_size=32, depth=2).float()
+    trunk, _ = timm_split(model, 0)
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(6))
+    replica = trunk._replicate_for_data_parallel()
+    for name, param in trunk.named_parameters():  # what replicate does with the broadcast copies
+        owner = replica.get_submodule(name.rpartition(".")[0]) if "." in name else replica
+        setattr(owner, name.rpartition(".")[2], nn.Parameter(param.detach() + 1.0))
+    with torch.no_grad():
+        assert not torch.equal(replica(x), trunk(x))  # the replica's own tensors, not the original's
+        for name, param in replica.named_parameters():
+            param.copy_(dict(trunk.named_parameters())[name])
+        torch.testing.assert_close(replica(x), trunk(x), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize(

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import functools
 from collections import OrderedDict
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -36,6 +36,7 @@ __all__ = [
     "small_cnn_split",
     "timm_model",
     "timm_name",
+    "timm_size_problem",
 ]
 
 
@@ -111,13 +112,19 @@ def timm_model(name: str, image_size: int, checkpoint: str | None = None) -> nn.
     classifier in the file is dropped (the model has none). Nothing downloads."""
     import timm
 
-    kwargs: dict[str, Any] = {"pretrained": False, "num_classes": 0}
-    if _is_token_model(name):
-        kwargs["img_size"] = image_size
-    model: nn.Module = timm.create_model(name, **kwargs)
+    model: nn.Module = timm.create_model(name, **_timm_kwargs(name, image_size))
     if checkpoint is not None:
         load_checkpoint(model, checkpoint, drop_prefixes=classifier_prefixes(model))
     return model
+
+
+def _timm_kwargs(name: str, image_size: int) -> dict[str, Any]:
+    """What :func:`timm_model` passes to ``timm.create_model``: no weights, no classifier, and a vision
+    transformer's ``img_size`` (its position embedding has one entry per patch)."""
+    kwargs: dict[str, Any] = {"pretrained": False, "num_classes": 0}
+    if _is_token_model(name):
+        kwargs["img_size"] = image_size
+    return kwargs
 
 
 @functools.cache
@@ -168,3 +175,184 @@ def backbone_problem(backbone: str, split_at: str | None) -> str | None:
     except (TypeError, ValueError) as err:
         return f"--backbone {backbone} --split-at {split_at}: {err}"
     return None
+
+
+# --- the image and region sizes a timm backbone takes ------------------------------------------------------------
+
+#: What a timm model raises for an input it cannot take: torch's shape errors, and timm's own input checks
+#: (``timm.layers.trace_utils._assert``: a fixed input size, a size not divisible by the patch size) are assertions.
+_SHAPE_ERRORS = (RuntimeError, ValueError, AssertionError)
+
+
+@functools.lru_cache(maxsize=2)
+def _probe_model(name: str, image_size: int) -> nn.Module:
+    """The model :func:`timm_model` builds, with zero weights (built on the meta device, so no initialisation
+    runs) in eval mode: enough to learn which sizes it takes. A CNN is one model for every size (``image_size``
+    is ignored: pass 0), a vision transformer one per ``img_size``."""
+    import timm
+
+    with torch.device("meta"):
+        model: nn.Module = timm.create_model(name, **_timm_kwargs(name, image_size))
+    model = model.to_empty(device="cpu").eval()
+    with torch.no_grad():
+        for tensor in (*model.parameters(), *model.buffers()):
+            tensor.zero_()
+    return model
+
+
+class _Probe(NamedTuple):
+    shape: torch.Size | None  # the output shape; None: the module cannot take the input
+    seen: bool  # every row and column of the input reaches the output
+    error: str  # why it cannot take it
+
+
+def _probe(module: nn.Module, channels: int, side: int) -> _Probe:
+    """``module`` on two ``side x side`` inputs, zero but for NaN in the last row of the first and the last column
+    of the second: a NaN reaches the output (a convolution with zero weights still spreads it) exactly when that
+    row or column takes part in the output, so a layer that drops the edge of its input (a stride that does not
+    divide the size, a patch embedding's remainder) leaves the output finite."""
+    x = torch.zeros(2, channels, side, side)
+    x[0, :, -1, :] = float("nan")
+    x[1, :, :, -1] = float("nan")
+    try:
+        with torch.no_grad():
+            out = module(x)
+    except _SHAPE_ERRORS as err:
+        return _Probe(None, False, next(iter(str(err).strip().splitlines()), type(err).__name__))
+    return _Probe(out.shape, bool(out[0].isnan().any() and out[1].isnan().any()), "")
+
+
+def _image_probe(trunk: nn.Module, head: nn.Module | None, side: int) -> _Probe:
+    """The trunk (the whole model when not split) on ``side``-pixel images; with a split, the head must also
+    take the whole map (the whole-image region at the map's own size)."""
+    found = _probe(trunk, 3, side)
+    if head is not None and found.shape is not None:
+        whole = _probe(head, found.shape[1], min(found.shape[-2:]))
+        if whole.shape is None:
+            return _Probe(None, False, whole.error)
+    return found
+
+
+def _nearest(ok: Callable[[int], bool], below: Iterable[int], above: Iterable[int]) -> list[int]:
+    """The first usable size of ``below`` (tried in order, nearest first) and of ``above``, those that exist."""
+    pick = [next((s for s in below if ok(s)), None), next((s for s in above if ok(s)), None)]
+    return [s for s in pick if s is not None]
+
+
+def _fixed_size(model: nn.Module, size: int) -> int | None:
+    """The one image side a model takes (a patch embedding with a strict ``img_size``, or timm's
+    ``fixed_input_size``) when it is not ``size``; None when it has none."""
+    embed = getattr(model, "patch_embed", None)
+    img_size = getattr(embed, "img_size", None)
+    if img_size is not None and getattr(embed, "strict_img_size", False) and tuple(img_size) != (size, size):
+        return int(img_size[0]) if img_size[0] == img_size[1] else None
+    cfg: Any = getattr(model, "pretrained_cfg", None) or {}
+    if cfg.get("fixed_input_size") and cfg.get("input_size") and tuple(cfg["input_size"][-2:]) != (size, size):
+        return int(cfg["input_size"][-1])
+    return None
+
+
+def timm_size_problem(backbone: str, size: int, split_at: str | None, roi_size: int | None) -> str | None:
+    """Why ``--backbone timm:NAME`` cannot take ``--image-size size`` or, split at ``split_at`` for the one-pass
+    model, ``--roi-size roi_size`` (one line, with the nearest usable sizes), or None. The model is built as
+    :func:`timm_model` builds it (a vision transformer at ``img_size=size``), without initialising its weights,
+    and run on two images; no file is read. Refused: an image too small for the model (or for the head to take
+    the whole map), a model with a fixed input size given another, an image whose last rows and columns never
+    reach the features (a vision transformer's size not a multiple of its patch size: timm drops the remainder),
+    a region larger than the map, too small for the rest of the model, or whose last row and column never reach
+    its output."""
+    name = timm_name(backbone)
+    if name is None:
+        raise ValueError(f"timm_size_problem expected a timm:NAME backbone, got {backbone!r}")
+    token = _is_token_model(name)
+    try:
+        model = _probe_model(name, size if token else 0)
+        trunk, head = (model, None) if split_at is None else timm_split(model, int(split_at))
+    except (*_SHAPE_ERRORS, TypeError) as err:
+        reason = next(iter(str(err).strip().splitlines()), type(err).__name__)
+        return f"--backbone {backbone} cannot be built for --image-size {size}: {reason}"
+    problem = _timm_image_problem(backbone, model, trunk, head, size, token)
+    if problem is not None or head is None or roi_size is None:
+        return problem
+    return _timm_roi_problem(backbone, trunk, head, size, split_at, roi_size)
+
+
+def _timm_image_problem(
+    backbone: str, model: nn.Module, trunk: nn.Module, head: nn.Module | None, size: int, token: bool
+) -> str | None:
+    found = _image_probe(trunk, head, size)
+    if found.shape is not None and found.seen:
+        return None
+    fixed = None if token else _fixed_size(model, size)
+    if fixed is not None:
+        return (
+            f"--backbone {backbone} takes {fixed} x {fixed} images only (a fixed input size); give --image-size {fixed}"
+        )
+    patch: Any = getattr(getattr(model, "patch_embed", None), "patch_size", None) if token else None
+    if patch is not None:  # a vision transformer is built per size: its sizes are the multiples of its patch
+        step = int(patch[0])
+        too_small, ragged = size < step, size % step != 0
+
+        def ok(s: int) -> bool:
+            return s >= step and s % step == 0
+
+        if not too_small and not ragged:  # a multiple of the patch size, refused for another reason
+            return f"--backbone {backbone} cannot take --image-size {size}: {found.error or 'the image edge is lost'}"
+        why = f"it is not a multiple of the {step}-pixel patches, and timm drops the remainder"
+    else:  # one model for every size: try them
+        info: Any = getattr(model, "feature_info", None) or [{}]
+        step = int(info[-1].get("reduction", 32)) if isinstance(info[-1], dict) else 32
+        too_small = found.shape is None
+
+        def ok(s: int) -> bool:
+            probe = _image_probe(trunk, head, s)
+            return probe.shape is not None and probe.seen
+
+        why = "a strided layer drops them"
+    if too_small:
+        # every size up to 64 above, then the multiples of the stride up to 1024: a bounded number of probes
+        larger = [*range(size + 1, size + 65), *range((size + 64) // step * step + step, 1025, step)]
+        smallest = next((s for s in larger if ok(s)), None)
+        return f"--image-size {size} is too small for --backbone {backbone}" + (
+            f"; give at least {smallest}" if smallest else ""
+        )
+    below = range((size // step) * step, 0, -step)[:4]
+    nearest = _nearest(ok, below, range((size // step + 1) * step, 1025, step)[:4])
+    return (
+        f"--image-size {size}: the last rows and columns of the image never reach the features of --backbone "
+        f"{backbone} ({why})" + (f"; give --image-size {' or '.join(map(str, nearest))}" if nearest else "")
+    )
+
+
+def _timm_roi_problem(
+    backbone: str, trunk: nn.Module, head: nn.Module, size: int, split_at: str | None, roi_size: int
+) -> str | None:
+    fmap = _probe(trunk, 3, size).shape
+    if fmap is None:  # not so: _timm_image_problem ran the trunk at this size
+        return None
+    channels, side = fmap[1], min(fmap[-2:])
+    if roi_size > side:
+        return (
+            f"--roi-size {roi_size} exceeds the {fmap[-2]} x {fmap[-1]} feature map of a {size}-pixel "
+            f"face at --split-at {split_at} (a region covers part of it); give --roi-size <= {side}"
+        )
+
+    def ok(r: int) -> bool:
+        probe = _probe(head, channels, r)
+        return probe.shape is not None and probe.seen
+
+    found = _probe(head, channels, roi_size)
+    rest = f"the part of --backbone {backbone} after --split-at {split_at}"
+    if found.shape is None:
+        smallest = next((r for r in range(roi_size + 1, side + 1) if ok(r)), None)
+        return f"--roi-size {roi_size} is too small for {rest}; " + (
+            f"give at least {smallest}" if smallest else "give a larger --image-size"
+        )
+    if found.seen:
+        return None
+    nearest = _nearest(ok, range(roi_size - 1, 0, -1), range(roi_size + 1, side + 1))
+    return (
+        f"--roi-size {roi_size}: the last row and column of a {roi_size} x {roi_size} region never reach the output "
+        f"of {rest} (a strided layer drops them)"
+        + (f"; give --roi-size {' or '.join(map(str, nearest))}" if nearest else "")
+    )

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 __all__ = [
     "LoadResult",
     "TokenRegionHead",
+    "TokenTrunk",
     "classifier_prefixes",
     "load_checkpoint",
     "resnet18",
@@ -197,6 +198,18 @@ def _read_safetensors(path: str) -> Mapping[str, Tensor]:
     return _checked_state_dict(obj, path)
 
 
+def _unprefixed(key: str) -> str:
+    """A state-dict key without the ``module.`` prefix that ``DataParallel`` adds."""
+    return key[len("module.") :] if key.startswith("module.") else key
+
+
+def _all_finite(value: Tensor) -> bool:
+    """No NaN and no infinity in ``value``; a complex value counts when either part is one; integers always are."""
+    if value.is_complex():
+        value = torch.view_as_real(value)
+    return not value.is_floating_point() or bool(torch.isfinite(value).all())
+
+
 def _checked_state_dict(obj: Mapping[Any, Tensor], path: str) -> Mapping[str, Tensor]:
     bad_keys = [key for key in obj if not isinstance(key, str)]
     if bad_keys:
@@ -204,9 +217,17 @@ def _checked_state_dict(obj: Mapping[Any, Tensor], path: str) -> Mapping[str, Te
             f"load_checkpoint: {path!r} holds a state dict with {len(bad_keys)} non-string key(s), e.g. "
             f"{bad_keys[0]!r} ({type(bad_keys[0]).__name__}); expected parameter names (str)"
         )
-    not_finite = [
-        key for key, value in obj.items() if value.is_floating_point() and not bool(torch.isfinite(value).all())
-    ]
+    seen: dict[str, str] = {}
+    for key in obj:
+        name = _unprefixed(key)
+        if name in seen:
+            raise ValueError(
+                f"load_checkpoint: {path!r} holds the weight {name!r} twice, as {seen[name]!r} and as {key!r} (with "
+                "and without the 'module.' prefix of DataParallel); which one is meant is ambiguous, so nothing "
+                "was loaded: keep one of each pair and save the file again"
+            )
+        seen[name] = key
+    not_finite = [key for key, value in obj.items() if not _all_finite(value)]
     if not_finite:
         raise ValueError(
             f"load_checkpoint: {path!r} holds NaN or infinite values in {len(not_finite)} tensor(s): "
@@ -246,8 +267,9 @@ def load_checkpoint(
     Raises:
         FileNotFoundError: no file at ``path``.
         TypeError: the state dict has keys that are not strings.
-        ValueError: not a checkpoint, NaN or infinite values (the keys are named), shape mismatches, or (with
-            ``strict``) missing/unexpected keys.
+        ValueError: not a checkpoint, NaN or infinite values (real or complex; the keys are named), a weight
+            stored both with and without the ``module.`` prefix (both keys named; nothing is loaded), shape
+            mismatches, or (with ``strict``) missing/unexpected keys.
     """
     raw = _read_state_dict(path)
     own = module.state_dict()
@@ -255,7 +277,7 @@ def load_checkpoint(
     state: dict[str, Tensor] = {}
     dropped: list[str] = []
     for key, value in raw.items():
-        name = key[len("module.") :] if key.startswith("module.") else key
+        name = _unprefixed(key)
         if name not in own and name.startswith(drop_prefixes):
             dropped.append(key)
             continue
@@ -401,29 +423,64 @@ def _cnn_split(model: nn.Module, at: object, family: str) -> tuple[nn.Sequential
     return trunk, head, index
 
 
-class _IntermediatesTrunk:
-    """Mixin of a pruned copy of a timm vision transformer: ``forward`` is the model's own
-    ``forward_intermediates`` at one block, the patch tokens as a ``(B, C, h, w)`` grid, prefix tokens dropped."""
+class TokenTrunk(nn.Module):
+    """The trunk :func:`timm_split` makes for a timm vision transformer: images ``(N, 3, H, W)`` to the patch tokens
+    of one block laid out as their ``(N, C, h, w)`` grid, prefix tokens (class, register, distillation) dropped.
 
-    _split_index: int
+    ``forward`` is the model's own ``forward_intermediates(x, indices=[split_index], norm=False, stop_early=True,
+    output_fmt="NCHW")``, run on a shallow copy of the model that shares every module, parameter and buffer with it
+    and ends at that block (its final norm, pooling and classifier are identities). The trunk's submodules,
+    parameters and buffers are that copy's, under the model's names (``patch_embed.proj.weight``, ``blocks.0...``,
+    ``pos_embed``, ``cls_token``), so its state dict loads as the model's does. A plain module of this library:
+    ``pickle``, ``copy.deepcopy`` and ``torch.save(model)`` work on a network that holds it.
+    """
+
+    _model: nn.Module
+
+    def __init__(self, model: nn.Module, split_index: int) -> None:
+        super().__init__()
+        blocks: nn.Sequential | nn.ModuleList = model.get_submodule("blocks")  # type: ignore[assignment]
+        pruned = _own_dicts(model)
+        pruned._modules["blocks"] = blocks[: split_index + 1]
+        for name in ("norm", "fc_norm", "head_drop", "head"):
+            if name in pruned._modules:
+                pruned._modules[name] = nn.Identity()
+        if "attn_pool" in pruned._modules:
+            pruned._modules["attn_pool"] = None
+        # The copy runs forward_intermediates but is not a submodule: the trunk's own registries are the copy's
+        # (the same dict objects), so the trunk lists, moves, loads and saves exactly the copy's tensors under the
+        # model's names, and whatever replaces one (.to(), load_state_dict(assign=True), torch.export's
+        # reparametrisation) is seen by the copy.
+        self.__dict__["_model"] = pruned
+        self.__dict__["_parameters"] = pruned._parameters
+        self.__dict__["_buffers"] = pruned._buffers
+        self.__dict__["_non_persistent_buffers_set"] = pruned._non_persistent_buffers_set
+        self.__dict__["_modules"] = pruned._modules
+        self.split_index = split_index
 
     def forward(self, x: Tensor) -> Tensor:
-        model: Any = self
+        model: Any = self._model
         out: list[Tensor] = model.forward_intermediates(
-            x, indices=[self._split_index], norm=False, stop_early=True, output_fmt="NCHW", intermediates_only=True
+            x, indices=[self.split_index], norm=False, stop_early=True, output_fmt="NCHW", intermediates_only=True
         )
         return out[0]
 
+    def train(self, mode: bool = True) -> TokenTrunk:
+        super().train(mode)
+        self._model.training = mode  # the copy's own flag (its submodules are the trunk's, set above)
+        return self
 
-_TRUNK_CLASSES: dict[type, type] = {}
+    def _replicate_for_data_parallel(self) -> TokenTrunk:
+        # DataParallel's replica gets registries of its own: its copy of the model must run on those
+        replica: TokenTrunk = super()._replicate_for_data_parallel()  # type: ignore[no-untyped-call]
+        pruned = copy.copy(self._model)
+        for name in ("_parameters", "_buffers", "_non_persistent_buffers_set", "_modules"):
+            pruned.__dict__[name] = replica.__dict__[name]
+        replica.__dict__["_model"] = pruned
+        return replica
 
-
-def _trunk_class(base: type) -> type:
-    cls = _TRUNK_CLASSES.get(base)
-    if cls is None:
-        cls = type(f"{base.__name__}Trunk", (_IntermediatesTrunk, base), {"__module__": __name__})
-        _TRUNK_CLASSES[base] = cls
-    return cls
+    def extra_repr(self) -> str:
+        return f"model={type(self._model).__name__}, split_index={self.split_index}"
 
 
 #: Pooling types of timm's ``global_pool_nlc`` that read the patch tokens alone; others (``token``: the class
@@ -485,15 +542,7 @@ def _token_split(model: nn.Module, at: object) -> tuple[nn.Module, nn.Module, in
             "rotary position embeddings of the whole image grid, which a pooled region does not have; split at the "
             "last block (at=None)"
         )
-    trunk = _own_dicts(model)
-    trunk._modules["blocks"] = blocks[: index + 1]
-    for name in ("norm", "fc_norm", "head_drop", "head"):
-        if name in trunk._modules:
-            trunk._modules[name] = nn.Identity()
-    if "attn_pool" in trunk._modules:
-        trunk._modules["attn_pool"] = None
-    trunk.__class__ = _trunk_class(type(model))
-    trunk._split_index = index  # type: ignore[assignment]
+    trunk = TokenTrunk(model, index)
     return trunk, TokenRegionHead(model, index), index
 
 
@@ -508,8 +557,8 @@ def timm_split(model: nn.Module, at: int | None = None) -> tuple[nn.Module, nn.M
     - The **trunk** maps images ``(N, 3, H, W)`` to the feature map ``(N, C, h, w)`` that timm's
       ``model.forward_intermediates(x, indices=[at], norm=False)`` returns. For a vision transformer that is the
       patch tokens of block ``at`` laid out as their ``h x w`` grid, with the prefix tokens (class, register,
-      distillation) dropped; the trunk runs the model's own ``forward_intermediates`` on a copy of the model that
-      shares its modules and ends at that block.
+      distillation) dropped: a :class:`TokenTrunk`, which runs the model's own ``forward_intermediates`` on a copy
+      of the model that shares its modules and ends at that block.
     - The **head** maps pooled regions ``(N, C, r, r)`` to ``(N, D)`` features, ``D = head.num_features`` (the
       model's ``head_hidden_size``): the rest of the model, then its own final norm and pooling. For a CNN
       (ResNet, ConvNeXt, EfficientNet) that is the later stages and ``forward_head(x, pre_logits=True)``
@@ -531,6 +580,10 @@ def timm_split(model: nn.Module, at: int | None = None) -> tuple[nn.Module, nn.M
         at: the index timm's ``forward_intermediates(indices=[at])`` takes: a feature stage for a CNN (ResNet
             0-4, 0 being the stem; ConvNeXt 0-3; EfficientNet 0-4), a block for a vision transformer; negative
             counts from the end; ``None`` (default) is the last one.
+
+    Every piece is an instance of a class defined in a module (``nn.Sequential``, timm's own classes,
+    :class:`TokenTrunk`, :class:`TokenRegionHead`), so a network holding them pickles, ``copy.deepcopy`` gives an
+    independent copy, and ``torch.save(network)`` loads back with ``torch.load(..., weights_only=False)``.
 
     Returns:
         ``(trunk, head)``; ``head.num_features`` is the size ``D`` of the head's features, which

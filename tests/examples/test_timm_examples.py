@@ -12,7 +12,9 @@ import torch
 timm = pytest.importorskip("timm", reason="--backbone timm:NAME needs timm: pip install 'region-attention[timm]'")
 
 from examples.affectnet.train import build_parser as affectnet_parser  # noqa: E402
+from examples.common.backbones import timm_model  # noqa: E402
 from examples.common.engine import load_checkpoint_file, resolve_config  # noqa: E402
+from examples.common.engine.cli import backbone_size_problem  # noqa: E402
 from examples.common.models import build_model  # noqa: E402
 from examples.common.synthetic import Splits, generate_ferplus  # noqa: E402
 from examples.ferplus.train import build_parser as ferplus_parser  # noqa: E402
@@ -23,6 +25,7 @@ from examples.sfew.train import build_parser as sfew_parser  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from region_attention import FeatureRegionAttentionNetwork, RegionAttentionNetwork  # noqa: E402
+from region_attention.backbones import timm_split  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -73,6 +76,110 @@ def test_bad_backbone_or_split_is_one_line_and_status_2(args, message, tmp_path,
     assert len(err.splitlines()) == 1, err
 
 
+#: --image-size / --roi-size a timm backbone cannot take, and the one line that says so (tiny models: timm's test_*)
+SIZE_MISTAKES = [
+    (
+        ["--backbone", "timm:test_vit", "--image-size", "40"],
+        r"--image-size 40: the last rows and columns of the image never reach the features of --backbone "
+        r"timm:test_vit \(it is not a multiple of the 16-pixel patches.*\); give --image-size 32 or 48",
+    ),
+    (
+        ["--backbone", "timm:test_vit", "--image-size", "8"],
+        r"--image-size 8 is too small for --backbone timm:test_vit; give at least 16",
+    ),
+    (
+        ["--backbone", "timm:test_vit", "--image-size", "32", "--regions-on", "features", "--roi-size", "3"],
+        r"--roi-size 3 exceeds the 2 x 2 feature map of a 32-pixel face at --split-at -1 .*; give --roi-size <= 2",
+    ),
+    (
+        ["--backbone", "timm:test_maxvit", "--image-size", "96"],
+        r"--backbone timm:test_maxvit takes 160 x 160 images only \(a fixed input size\); give --image-size 160",
+    ),
+    (
+        ["--backbone", "timm:test_convnext", "--image-size", "16"],
+        r"--image-size 16 is too small for --backbone timm:test_convnext; give at least 32",
+    ),
+    (
+        ["--backbone", "timm:test_convnext", "--image-size", "64", "--regions-on", "features", "--split-at", "2"],
+        r"--roi-size 7 exceeds the 4 x 4 feature map .*; give --roi-size <= 4",  # the default --roi-size 7
+    ),
+    (
+        [
+            *("--backbone", "timm:test_convnext", "--image-size", "64", "--regions-on", "features", "--split-at", "2"),
+            *("--roi-size", "3"),
+        ],
+        r"--roi-size 3: the last row and column of a 3 x 3 region never reach the output of the part of --backbone "
+        r"timm:test_convnext after --split-at 2 \(a strided layer drops them\); give --roi-size 2 or 4",
+    ),
+    (
+        [
+            *("--backbone", "timm:test_convnext", "--image-size", "64", "--regions-on", "features", "--split-at", "1"),
+            *("--roi-size", "3"),
+        ],
+        r"--roi-size 3 is too small for the part of --backbone timm:test_convnext after --split-at 1; give at least 4",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"), SIZE_MISTAKES, ids=[" ".join(a[1:4]) + f" {i}" for i, (a, _) in enumerate(SIZE_MISTAKES)]
+)
+def test_an_image_or_region_size_the_timm_backbone_cannot_take_is_one_line_and_status_2(
+    args, message, tmp_path, capsys
+):
+    with pytest.raises(SystemExit) as exit_info:
+        ferplus_main(["--data-dir", str(tmp_path), "--output-dir", str(tmp_path / "out"), *args])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert re.search(message, err), err
+
+
+@pytest.mark.parametrize(
+    ("backbone", "size", "split_at", "roi_size"),
+    [
+        ("timm:test_vit", 48, None, None),
+        ("timm:test_vit", 32, "0", 2),
+        ("timm:test_convnext", 48, None, None),  # not a multiple of 32, yet every pixel reaches the features
+        ("timm:test_convnext", 64, "2", 4),
+        ("timm:test_resnet", 33, "3", 3),  # padded convolutions: any size
+    ],
+)
+def test_sizes_the_timm_backbone_takes_pass(backbone, size, split_at, roi_size):
+    assert backbone_size_problem(backbone, size, split_at, roi_size) is None
+
+
+def _changes_when_the_edge_changes(module: torch.nn.Module, shape: tuple[int, ...]) -> bool:
+    """Whether ``module``'s output (random weights) changes when the last row and column of its input change."""
+    x = torch.rand(1, *shape, generator=torch.Generator().manual_seed(0))
+    y = x.clone()
+    y[..., -1, :] += 1.0
+    y[..., :, -1] += 1.0
+    with torch.no_grad():
+        return not torch.equal(module(x), module(y))
+
+
+def test_the_refusals_are_what_the_real_models_do():
+    """An independent check of the probe's findings on the models the scripts build (random weights): the edge of
+    a refused image or region changes nothing; that of an accepted one does."""
+    torch.manual_seed(0)
+    # a ViT at a size that is no multiple of its patch: timm drops the remainder (test_vit3: a strict img_size), or
+    # refuses the input outright (test_vit: dynamic_img_size)
+    assert not _changes_when_the_edge_changes(timm_model("test_vit3", 40).eval(), (3, 40, 40))
+    assert _changes_when_the_edge_changes(timm_model("test_vit3", 48).eval(), (3, 48, 48))
+    with pytest.raises(AssertionError, match=r"should be divisible by patch size \(16\)"):
+        timm_model("test_vit", 40)(torch.rand(1, 3, 40, 40))
+    assert backbone_size_problem("timm:test_vit3", 40, None, None) is not None
+    convnext = timm_model("test_convnext", 64).eval()
+    assert _changes_when_the_edge_changes(convnext, (3, 48, 48))
+    _, head = timm_split(convnext, 2)
+    channels = convnext.feature_info[2]["num_chs"]
+    assert not _changes_when_the_edge_changes(head, (channels, 3, 3))
+    assert _changes_when_the_edge_changes(head, (channels, 2, 2)) and _changes_when_the_edge_changes(
+        head, (channels, 4, 4)
+    )
+
+
 def _cfg(**kw):
     return resolve_config(argparse.Namespace(image_size=32, **kw))
 
@@ -117,8 +224,12 @@ def test_pretrained_loads_timm_weights_from_a_local_file(tmp_path, suffix):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("backbone", "split"), [("timm:resnet10t", "3"), ("timm:test_vit", "0")])
-def test_timm_one_pass_run_trains_resumes_and_predicts(tmp_path, capsys, backbone, split):
+@pytest.mark.parametrize(
+    ("backbone", "split", "other"),
+    # resnet10t's default split (-1, layer4) is a 1 x 1 map at 32 px, refused for --roi-size 2 before any resume
+    [("timm:resnet10t", "3", ["--split-at", "2"]), ("timm:test_vit", "0", [])],
+)
+def test_timm_one_pass_run_trains_resumes_and_predicts(tmp_path, capsys, backbone, split, other):
     data = tmp_path / "data"
     generate_ferplus(data, Splits(train=32, valid=16, test=16), seed=5)
     out = tmp_path / "run"
@@ -131,9 +242,10 @@ def test_timm_one_pass_run_trains_resumes_and_predicts(tmp_path, capsys, backbon
     assert (ckpt["config"]["backbone"], ckpt["config"]["split_at"]) == (backbone, split)  # the model's identity
     capsys.readouterr()
     with pytest.raises(SystemExit) as refused:
-        ferplus_main([*common, "--epochs", "3", "--resume"])  # the default split: another model, refused
+        ferplus_main([*common, *other, "--epochs", "3", "--resume"])  # another split (or the default): refused
     assert refused.value.code == 2
-    assert re.search(r"split_at: checkpoint '.+' vs now '-1'", capsys.readouterr().err)
+    now = other[1] if other else "-1"
+    assert re.search(rf"split_at: checkpoint '{split}' vs now '{now}'", capsys.readouterr().err)
     faces = tmp_path / "faces"
     faces.mkdir()
     Image.frombytes("L", (48, 48), bytes((torch.rand(48 * 48) * 255).byte().tolist())).save(faces / "a.png")

@@ -14,7 +14,7 @@ from typing import Any, NoReturn, TypeVar
 import torch
 from torch import nn
 
-from ..backbones import BACKBONES, SPLIT_BACKBONES, timm_name
+from ..backbones import BACKBONES, SPLIT_BACKBONES, timm_name, timm_size_problem
 from ..folder_data import DataError
 from .checkpoints import RunError
 from .config import FROM_RECIPE, RECIPES, RunConfig, flag_of, resolve_config
@@ -253,9 +253,10 @@ def size_problem(cfg: RunConfig) -> str | None:
 def backbone_size_problem(name: str, size: int, split_at: str | None, roi_size: int | None) -> str | None:
     """Why the backbone cannot take the run's ``--image-size`` (every region is resized to it) or, for the
     one-pass model, its ``--roi-size`` (None: it can). The backbone is built without initialising its weights
-    and run once on one zero image; no file is read."""
-    if timm_name(name) is not None:  # built and checked with its split by backbone_problem (config)
-        return None
+    and run once on one zero image; no file is read. A timm backbone (its name and split index checked by
+    ``backbone_problem``) is checked by :func:`~examples.common.backbones.timm_size_problem`."""
+    if timm_name(name) is not None:
+        return timm_size_problem(name, size, split_at, roi_size)
     if split_at is not None:
         if name not in SPLIT_BACKBONES:
             return (
