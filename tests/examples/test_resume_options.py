@@ -164,3 +164,28 @@ def test_momentum_and_weight_decay_given_at_a_resume_apply_from_the_resumed_epoc
     # the change is real: a resume without it trains another epoch 2
     main(argv(data, first, "--epochs", "2", "--resume"))
     assert checkpoints.content_hash(results_of(first)[1]["model"]) != checkpoints.content_hash(ckpt["model"])
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("one_thread")
+def test_a_pretrained_run_that_died_before_its_first_checkpoint_restarts_from_the_pretrained_weights(
+    data, tmp_path, monkeypatch
+):
+    """No checkpoint to take the weights from: the restart reads ``--pretrained`` as the run did, and trains
+    what the uninterrupted run trained (it used to start from random weights)."""
+    from examples.common.models import small_cnn
+
+    pretrained = tmp_path / "pretrained.pth"
+    torch.manual_seed(1)
+    torch.save(small_cnn().state_dict(), pretrained)
+    whole, restarted = tmp_path / "whole", tmp_path / "restarted"
+    main(argv(data, whole, "--epochs", "1", "--pretrained", str(pretrained)))
+    with monkeypatch.context() as patch:
+        patch.setattr(protocol, "train_epoch", lambda *args: (_ for _ in ()).throw(KeyboardInterrupt))
+        with pytest.raises(KeyboardInterrupt):
+            main(argv(data, restarted, "--epochs", "1", "--pretrained", str(pretrained)))
+    assert (restarted / "config.json").exists() and not (restarted / "checkpoints" / "last.pt").exists()
+    main(argv(data, restarted, "--epochs", "1", "--pretrained", str(pretrained), "--resume"))
+    (lines, ckpt), (want_lines, want) = results_of(restarted), results_of(whole)
+    assert lines == want_lines
+    assert checkpoints.content_hash(ckpt["model"]) == checkpoints.content_hash(want["model"])
