@@ -535,6 +535,11 @@ def plan_resume(folder: Path, run: dict[str, Any] | None) -> Restored:
     return Restored(ckpt["epoch"] + 1, best, list(ckpt["history"]), dict(ckpt["config"]), path, ckpt, rewrite)
 
 
+#: Parameter-group entries that :func:`restore` takes from the checkpoint (the schedule then sets them from this
+#: run's ``--lr``): every other entry keeps this run's value.
+_SCHEDULED = ("params", "lr", "initial_lr")
+
+
 def restore(
     plan: Restored,
     record: dict[str, Any],
@@ -546,7 +551,9 @@ def restore(
 ) -> None:
     """Check that the run resumed (``plan.config``) has this run's configuration and data fingerprint
     (:class:`RunError` listing every difference), then load the checkpoint of ``plan`` into the run's
-    objects: everything it holds is restored, the random state included."""
+    objects: everything it holds is restored, the random state included, except the optimiser's
+    hyper-parameters, which are this run's (``--momentum`` and ``--weight-decay`` given anew apply from the
+    resumed epoch on; the learning rate follows this run's ``--lr`` through the schedule)."""
     diffs = config_differences(plan.config, record)
     if diffs:
         where = plan.path or "config.json"
@@ -559,10 +566,19 @@ def restore(
         return
     ckpt = plan.checkpoint
     load_weights(model, ckpt["model"], plan.path)
+    # This run's hyper-parameters (momentum, weight decay, ...), which ``load_state_dict`` would replace with the
+    # checkpoint's: put back after it, so an option given anew at a resume applies from the resumed epoch on, as
+    # ``--lr`` does (the schedule sets every group's rate from this run's ``--lr``).
+    ours = [{k: v for k, v in group.items() if k not in _SCHEDULED} for group in optimizer.param_groups]
     try:
         optimizer.load_state_dict(ckpt["optimizer"])
+        for group, hyper in zip(optimizer.param_groups, ours, strict=True):
+            group.update(hyper)
         schedule.load_state_dict(ckpt["scheduler"])
-        scaler.load_state_dict(ckpt["scaler"])
+        if ckpt["scaler"] or not scaler.is_enabled():
+            scaler.load_state_dict(ckpt["scaler"])
+        # else: --amp given at this resume where the run trained without float16 scaling: a new scaler, as a new
+        # run's (torch refuses the disabled scaler's empty state)
         restore_rng(ckpt["rng"])
     except (KeyError, ValueError, RuntimeError, TypeError) as err:
         raise CheckpointError(

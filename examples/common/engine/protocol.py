@@ -68,7 +68,7 @@ def run(task: Task, cfg: RunConfig) -> dict[str, Any] | None:
 def _protocol(task: Task, cfg: RunConfig, rt: Runtime) -> dict[str, Any] | None:
     files, subsets, plan = check_run(task, cfg)
     record = run_record(task, cfg, rt)
-    parts = build(task, cfg, rt)
+    parts = build(task, cfg, rt, from_checkpoint=plan is not None and plan.path is not None)
     state = resume(parts, plan, record) if plan is not None else TrainingState(config=record)
     rt.barrier()
     if rt.is_main:
@@ -326,16 +326,16 @@ def changed_options(original: dict[str, Any], record: dict[str, Any]) -> dict[st
     }
 
 
-def build(task: Task, cfg: RunConfig, rt: Runtime) -> Parts:
-    """The model (seeded), its optimiser, schedule, gradient scaler and objective; DDP and compile wrappers."""
+def build(task: Task, cfg: RunConfig, rt: Runtime, *, from_checkpoint: bool = False) -> Parts:
+    """The model (seeded), its optimiser, schedule, gradient scaler and objective; DDP and compile wrappers.
+    ``from_checkpoint``: every weight will come from a checkpoint, so the ``--pretrained`` file is not read (it
+    may have moved); a resume without a checkpoint (the run died before its first) starts from it as a new run."""
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
-    if cfg.pretrained is not None and not cfg.resume:
+    if cfg.pretrained is not None and not from_checkpoint:
         read_pretrained(cfg.pretrained)  # NaN weights, ambiguous module. names: one line naming the file
-    # A resumed run takes every weight from its checkpoint: the --pretrained file is not read (it may have moved).
-    model = build_model(dataclasses.replace(cfg, pretrained=None) if cfg.resume else cfg, len(task.class_names)).to(
-        rt.device
-    )
+    model = build_model(dataclasses.replace(cfg, pretrained=None) if from_checkpoint else cfg, len(task.class_names))
+    model = model.to(rt.device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer, schedule = build_optimizer(model, cfg)
@@ -365,6 +365,8 @@ def resume(parts: Parts, plan: Restored, record: dict[str, Any]) -> TrainingStat
             "options changed at this resume (recorded in the metrics of the epochs trained with them): "
             + ", ".join(f"{k} {plan.config.get(k)!r} -> {v!r}" for k, v in changes.items())
         )
+    if "pretrained" in changes and plan.path is not None:
+        log(f"--pretrained is not read at a resume: every weight comes from {plan.path}")
     return TrainingState(plan.start_epoch, plan.best, plan.history, config=plan.config)
 
 
