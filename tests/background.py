@@ -1,0 +1,93 @@
+"""Start the suite's long single-process checks (mypy over a snippet, the Sphinx build) when collection ends, in
+the background at low priority, and let their tests collect the result when their turn comes.
+
+Most example tests run torch on one thread (the ``one_thread`` fixture), so on a 2-core machine one core idles
+through much of the suite; a check that runs in a process of its own and waits for nothing the suite does uses
+that core instead of running while everything else waits. The check is the same command line as before, run
+once, in a fresh temporary folder; only *when* it runs changes.
+
+A test module opts in with ``BACKGROUND = {"test_name": command}``, where ``command(folder)`` returns the command
+line to run in ``folder`` (or ``None`` when the test will skip anyway); the test calls
+``background.result(request.node)`` and gets the ``CompletedProcess``. Selected tests only: ``-k``, ``-m`` and
+node ids decide as usual, and a test run alone starts its command when it asks for the result.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+#: ``command(folder) -> argv | None`` of a module's ``BACKGROUND`` table.
+Command = Callable[[Path], "list[str] | None"]
+
+
+@dataclass
+class _Job:
+    proc: subprocess.Popen[bytes]
+    folder: Path
+
+
+def _lower_priority() -> None:  # pragma: no cover - runs in the child between fork and exec
+    os.nice(10)
+
+
+class Background:
+    """The background checks of one pytest session."""
+
+    def __init__(self) -> None:
+        self._jobs: dict[str, _Job] = {}
+        self._folders: list[Path] = []
+
+    def start(self, item: pytest.Item) -> None:
+        """Start ``item``'s command if its module names one and it is not running yet."""
+        module = getattr(item, "module", None)
+        command: Command | None = getattr(module, "BACKGROUND", {}).get(getattr(item, "originalname", item.name))
+        if command is None or item.nodeid in self._jobs:
+            return
+        folder = Path(tempfile.mkdtemp(prefix="region-attention-bg-"))
+        self._folders.append(folder)
+        argv = command(folder)
+        if argv is None:
+            return
+        with open(folder / "stdout", "wb") as out, open(folder / "stderr", "wb") as err:
+            proc = subprocess.Popen(
+                argv, cwd=folder, stdout=out, stderr=err, preexec_fn=_lower_priority if os.name == "posix" else None
+            )
+        self._jobs[item.nodeid] = _Job(proc, folder)
+
+    def result(self, item: pytest.Item, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        """Wait for ``item``'s command (starting it now if it was not started) and return what it did."""
+        self.start(item)
+        job = self._jobs[item.nodeid]
+        job.proc.wait(timeout=timeout)
+        out = (job.folder / "stdout").read_text(errors="replace")
+        err = (job.folder / "stderr").read_text(errors="replace")
+        return subprocess.CompletedProcess(job.proc.args, job.proc.returncode, out, err)
+
+    def folder(self, item: pytest.Item) -> Path:
+        """The working directory ``item``'s command ran in (removed when the session ends)."""
+        return self._jobs[item.nodeid].folder
+
+    def close(self) -> None:
+        for job in self._jobs.values():
+            if job.proc.poll() is None:
+                job.proc.kill()
+                job.proc.wait()
+        for folder in self._folders:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+KEY = pytest.StashKey[Background]()
+
+
+def python(*args: str) -> list[str]:
+    """``python ARGS`` with this interpreter."""
+    return [sys.executable, *args]
