@@ -19,12 +19,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+ROOT = Path(__file__).resolve().parents[1]
 #: ``command(folder) -> argv | None`` of a module's ``BACKGROUND`` table.
 Command = Callable[[Path], "list[str] | None"]
 
@@ -40,33 +42,58 @@ def _lower_priority() -> None:  # pragma: no cover - runs in the child between f
 
 
 class Background:
-    """The background checks of one pytest session."""
+    """The background checks of one pytest session. They run one at a time (one idle core), in the order their
+    tests were collected; a test that asks for a result not started yet starts it at once."""
 
     def __init__(self) -> None:
         self._jobs: dict[str, _Job] = {}
+        self._waiting: dict[str, tuple[list[str], Path]] = {}  # node id -> command line and folder, in order
         self._folders: list[Path] = []
+        self._lock = threading.Lock()
+        self._worker: threading.Thread | None = None
+        self._closed = False
 
     def start(self, item: pytest.Item) -> None:
-        """Start ``item``'s command if its module names one and it is not running yet."""
+        """Queue ``item``'s command if its module names one and it is not queued yet."""
         module = getattr(item, "module", None)
         command: Command | None = getattr(module, "BACKGROUND", {}).get(getattr(item, "originalname", item.name))
-        if command is None or item.nodeid in self._jobs:
+        if command is None or item.nodeid in self._jobs or item.nodeid in self._waiting:
             return
         folder = Path(tempfile.mkdtemp(prefix="region-attention-bg-"))
         self._folders.append(folder)
         argv = command(folder)
         if argv is None:
             return
-        with open(folder / "stdout", "wb") as out, open(folder / "stderr", "wb") as err:
-            proc = subprocess.Popen(
-                argv, cwd=folder, stdout=out, stderr=err, preexec_fn=_lower_priority if os.name == "posix" else None
-            )
-        self._jobs[item.nodeid] = _Job(proc, folder)
+        with self._lock:
+            self._waiting[item.nodeid] = (argv, folder)
+            if self._worker is None:
+                self._worker = threading.Thread(target=self._run_queue, name="background checks", daemon=True)
+                self._worker.start()
+
+    def _launch(self, nodeid: str) -> _Job:
+        """Start ``nodeid``'s command unless it has started; call with the lock held."""
+        if nodeid in self._waiting:
+            argv, folder = self._waiting.pop(nodeid)
+            with open(folder / "stdout", "wb") as out, open(folder / "stderr", "wb") as err:
+                preexec = _lower_priority if os.name == "posix" else None
+                proc = subprocess.Popen(argv, cwd=folder, stdout=out, stderr=err, preexec_fn=preexec)
+            self._jobs[nodeid] = _Job(proc, folder)
+        return self._jobs[nodeid]
+
+    def _run_queue(self) -> None:
+        while True:
+            with self._lock:
+                if self._closed or not self._waiting:
+                    self._worker = None
+                    return
+                job = self._launch(next(iter(self._waiting)))
+            job.proc.wait()
 
     def result(self, item: pytest.Item, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-        """Wait for ``item``'s command (starting it now if it was not started) and return what it did."""
+        """Wait for ``item``'s command (starting it now if it has not started) and return what it did."""
         self.start(item)
-        job = self._jobs[item.nodeid]
+        with self._lock:
+            job = self._launch(item.nodeid)
         job.proc.wait(timeout=timeout)
         out = (job.folder / "stdout").read_text(errors="replace")
         err = (job.folder / "stderr").read_text(errors="replace")
@@ -77,6 +104,9 @@ class Background:
         return self._jobs[item.nodeid].folder
 
     def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._waiting.clear()
         for job in self._jobs.values():
             if job.proc.poll() is None:
                 job.proc.kill()
@@ -91,3 +121,8 @@ KEY = pytest.StashKey[Background]()
 def python(*args: str) -> list[str]:
     """``python ARGS`` with this interpreter."""
     return [sys.executable, *args]
+
+
+def python_code(code: str, *args: str) -> list[str]:
+    """``python -c CODE ARGS`` with the repository root first on ``sys.path`` (``import examples`` works)."""
+    return python("-c", f"import sys; sys.path.insert(0, {str(ROOT)!r})\n{code}", *args)
