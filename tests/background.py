@@ -1,10 +1,12 @@
-"""Start the suite's long single-process checks (mypy over a snippet, the Sphinx build) when collection ends, in
-the background at low priority, and let their tests collect the result when their turn comes.
+"""Start the suite's long checks that run in processes of their own (mypy over a snippet, the Sphinx build, the
+MIL --quick run, the two-seed demo, torchrun) when collection ends, one after another in the background at low
+priority (``nice``), and let their tests collect the result when their turn comes.
 
 Most example tests run torch on one thread (the ``one_thread`` fixture), so on a 2-core machine one core idles
 through much of the suite; a check that runs in a process of its own and waits for nothing the suite does uses
-that core instead of running while everything else waits. The check is the same command line as before, run
-once, in a fresh temporary folder; only *when* it runs changes.
+that core instead of running while everything else waits. The check is the same command line as before (or, for an
+in-process call, ``python -c`` making the same call and saving what it returns), run once, in a fresh temporary
+folder; only *when* it runs changes. The test asserts everything it asserted before.
 
 A test module opts in with ``BACKGROUND = {"test_name": command}``, where ``command(folder)`` returns the command
 line to run in ``folder`` (or ``None`` when the test will skip anyway); the test calls
@@ -14,7 +16,6 @@ node ids decide as usual, and a test run alone starts its command when it asks f
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -37,8 +38,10 @@ class _Job:
     folder: Path
 
 
-def _lower_priority() -> None:  # pragma: no cover - runs in the child between fork and exec
-    os.nice(10)
+def _lower_priority(argv: list[str]) -> list[str]:
+    """``nice -n 10 ARGV`` where ``nice`` exists (a ``preexec_fn`` is unsafe here: the suite runs threads)."""
+    nice = shutil.which("nice")
+    return [nice, "-n", "10", *argv] if nice else argv
 
 
 class Background:
@@ -75,8 +78,7 @@ class Background:
         if nodeid in self._waiting:
             argv, folder = self._waiting.pop(nodeid)
             with open(folder / "stdout", "wb") as out, open(folder / "stderr", "wb") as err:
-                preexec = _lower_priority if os.name == "posix" else None
-                proc = subprocess.Popen(argv, cwd=folder, stdout=out, stderr=err, preexec_fn=preexec)
+                proc = subprocess.Popen(_lower_priority(argv), cwd=folder, stdout=out, stderr=err)
             self._jobs[nodeid] = _Job(proc, folder)
         return self._jobs[nodeid]
 
