@@ -16,11 +16,13 @@ node ids decide as usual, and a test run alone starts its command when it asks f
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,12 +38,16 @@ Command = Callable[[Path], "list[str] | None"]
 class _Job:
     proc: subprocess.Popen[bytes]
     folder: Path
+    started: float
+    ended: float | None = None
+    waited: float = 0.0  # seconds its test waited for it
 
 
 def _lower_priority(argv: list[str]) -> list[str]:
-    """``nice -n 10 ARGV`` where ``nice`` exists (a ``preexec_fn`` is unsafe here: the suite runs threads)."""
-    nice = shutil.which("nice")
-    return [nice, "-n", "10", *argv] if nice else argv
+    """``nice -n N ARGV`` where ``nice`` exists (a ``preexec_fn`` is unsafe here: the suite runs threads);
+    ``N`` is ``REGION_ATTENTION_TEST_NICE`` (default 10; 0 runs them at the suite's priority)."""
+    nice, level = shutil.which("nice"), os.environ.get("REGION_ATTENTION_TEST_NICE", "10")
+    return [nice, "-n", level, *argv] if nice and level != "0" else argv
 
 
 class Background:
@@ -79,7 +85,7 @@ class Background:
             argv, folder = self._waiting.pop(nodeid)
             with open(folder / "stdout", "wb") as out, open(folder / "stderr", "wb") as err:
                 proc = subprocess.Popen(_lower_priority(argv), cwd=folder, stdout=out, stderr=err)
-            self._jobs[nodeid] = _Job(proc, folder)
+            self._jobs[nodeid] = _Job(proc, folder, time.monotonic())
         return self._jobs[nodeid]
 
     def _run_queue(self) -> None:
@@ -90,13 +96,17 @@ class Background:
                     return
                 job = self._launch(next(iter(self._waiting)))
             job.proc.wait()
+            job.ended = job.ended or time.monotonic()
 
     def result(self, item: pytest.Item, timeout: float = 600) -> subprocess.CompletedProcess[str]:
         """Wait for ``item``'s command (starting it now if it has not started) and return what it did."""
         self.start(item)
         with self._lock:
             job = self._launch(item.nodeid)
+        begin = time.monotonic()
         job.proc.wait(timeout=timeout)
+        job.ended = job.ended or time.monotonic()
+        job.waited += job.ended - begin if job.ended > begin else 0.0
         out = (job.folder / "stdout").read_text(errors="replace")
         err = (job.folder / "stderr").read_text(errors="replace")
         return subprocess.CompletedProcess(job.proc.args, job.proc.returncode, out, err)
@@ -104,6 +114,19 @@ class Background:
     def folder(self, item: pytest.Item) -> Path:
         """The working directory ``item``'s command ran in (removed when the session ends)."""
         return self._jobs[item.nodeid].folder
+
+    def summary(self) -> str | None:
+        """One line for the end of the session: how long the checks ran beside the tests, how long tests waited."""
+        done = {k: j for k, j in self._jobs.items() if j.ended is not None}
+        if not done:
+            return None
+        ran = sum(j.ended - j.started for j in done.values() if j.ended is not None)
+        waited = sum(j.waited for j in done.values())
+        slowest = max(done, key=lambda k: done[k].waited)
+        return (
+            f"background checks: {len(done)} ran {ran:.1f} s beside the tests, which waited {waited:.1f} s for them "
+            f"(longest wait {done[slowest].waited:.1f} s: {slowest})"
+        )
 
     def close(self) -> None:
         with self._lock:

@@ -37,6 +37,12 @@ def pytest_collection_finish(session: pytest.Session) -> None:
             background.start(item)
 
 
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    line = config.stash[KEY].summary() if KEY in config.stash else None
+    if line:
+        terminalreporter.write_line(line)
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     if KEY in config.stash:
         config.stash[KEY].close()
