@@ -12,6 +12,8 @@ import pytest
 import torch
 from hypothesis import settings
 
+from .background import KEY, Background
+
 # CI runs the same examples every time (a red build must be reproducible); locally hypothesis explores freely.
 settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
 if os.environ.get("CI"):
@@ -25,6 +27,33 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help="device(s) to run device-parametrised tests on (cpu, cuda); default: cpu, and cuda when available",
     )
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start the selected tests' background checks (``tests/background.py``) while the rest of the suite runs."""
+    background = session.config.stash[KEY] = Background()
+    if not session.config.option.collectonly:
+        for item in session.items:
+            background.start(item)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    line = config.stash[KEY].summary() if KEY in config.stash else None
+    if line:
+        terminalreporter.write_line(line)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if KEY in config.stash:
+        config.stash[KEY].close()
+
+
+@pytest.fixture(scope="session")
+def background(request: pytest.FixtureRequest) -> Background:
+    """The session's background checks: ``background.result(request.node)`` (see ``tests/background.py``)."""
+    if KEY not in request.config.stash:
+        request.config.stash[KEY] = Background()
+    return request.config.stash[KEY]
 
 
 def _devices(config: pytest.Config) -> list[str]:

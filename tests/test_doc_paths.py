@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from .script_batch import Done, run_scripts
+
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", ROOT / "CONTRIBUTING.md", *sorted((ROOT / "docs").glob("*.rst"))]
 #: Folders of the repository a path in the docs may start with (``region_attention/`` means the package).
@@ -71,12 +73,40 @@ def _scripts() -> list[str]:
     return sorted({s for text in _text().values() for s in _SCRIPT.findall(text)})
 
 
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+
+
+@pytest.fixture(scope="module")
+def helps() -> dict[str, Done]:
+    """``SCRIPT --help`` of every named script, all in one process (see ``tests/script_batch.py``): each still
+    runs as ``__main__`` from its own folder, with the repository's modules and ``sys.path`` reset between them."""
+    scripts = [s for s in _scripts() if (ROOT / s).is_file()]
+    return {d.args[0]: d for d in run_scripts([[s, "--help"] for s in scripts], env=_env(), timeout=600)}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("script", _scripts())
-def test_named_script_runs(script: str) -> None:
+def test_named_script_runs(script: str, helps: dict[str, Done]) -> None:
     assert (ROOT / script).is_file(), f"python {script}: no such file"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    done = helps[script]
+    assert done.returncode == 0, f"python {script} --help failed:\n{done.stderr[-2000:]}"
+    assert "usage:" in done.stdout, f"python {script} --help printed no usage:\n{done.stdout[-2000:]}"
+
+
+@pytest.mark.slow
+def test_a_named_script_runs_in_its_own_process(helps: dict[str, Done]) -> None:
+    """The batch above stands in for ``python SCRIPT --help``; one script is run exactly that way, too."""
+    script = "examples/ferplus/train.py"
+    assert script in _scripts()
     done = subprocess.run(
-        [sys.executable, script, "--help"], cwd=ROOT, capture_output=True, text=True, env=env, timeout=300, check=False
+        [sys.executable, script, "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=300,
+        check=False,
     )
     assert done.returncode == 0, f"python {script} --help failed:\n{done.stderr[-2000:]}"
+    assert done.stdout == helps[script].stdout

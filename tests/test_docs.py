@@ -2,35 +2,32 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
+import importlib.util
 from pathlib import Path
 
 import pytest
 
+from .background import Background, python
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.slow
-def test_docs_build_without_warnings(tmp_path):
-    pytest.importorskip("sphinx", reason="install the docs extra: pip install -e '.[dev]'")
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "sphinx",
-            "-W",
-            "--keep-going",
-            "-n",
-            "-b",
-            "html",
-            "-q",
-            str(ROOT / "docs"),
-            str(tmp_path / "html"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
+def sphinx_command(folder: Path) -> list[str] | None:
+    """The warnings-as-errors build into ``folder / "html"``; ``None`` without Sphinx (the test skips)."""
+    if importlib.util.find_spec("sphinx") is None:
+        return None
+    return python(
+        "-m", "sphinx", "-W", "--keep-going", "-n", "-b", "html", "-q", str(ROOT / "docs"), str(folder / "html")
     )
+
+
+#: The build takes seconds in a process of its own: it runs while the suite does (tests/background.py).
+BACKGROUND = {"test_docs_build_without_warnings": sphinx_command}
+
+
+@pytest.mark.slow
+def test_docs_build_without_warnings(request: pytest.FixtureRequest, background: Background) -> None:
+    pytest.importorskip("sphinx", reason="install the docs extra: pip install -e '.[dev]'")
+    result = background.result(request.node)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert (tmp_path / "html" / "api.html").exists()
+    assert (background.folder(request.node) / "html" / "api.html").exists()

@@ -7,8 +7,7 @@ type differs (``Any`` included)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
+import importlib.util
 import textwrap
 from pathlib import Path
 
@@ -17,6 +16,8 @@ import torch
 from torch import nn
 
 import region_attention as ra
+
+from .background import Background, python
 
 SNIPPET = """
 import torch
@@ -57,28 +58,26 @@ MODULES = {
 }
 
 
-@pytest.mark.slow
-def test_mypy_sees_the_output_types(tmp_path: Path) -> None:
-    pytest.importorskip("mypy", reason="mypy not installed (pip install mypy)")
-    snippet = tmp_path / "snippet.py"
+def mypy_command(folder: Path) -> list[str] | None:
+    """``mypy --strict`` over the snippet, written into ``folder``; ``None`` without mypy (the test skips)."""
+    if importlib.util.find_spec("mypy") is None:
+        return None
+    snippet = folder / "snippet.py"
     snippet.write_text(textwrap.dedent(SNIPPET))
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mypy",
-            "--strict",
-            "--no-incremental",
-            "--cache-dir",
-            str(tmp_path / "cache"),
-            "--ignore-missing-imports",
-            str(snippet),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=tmp_path,
-    )
+    return python(
+        "-m", "mypy", "--strict", "--no-incremental", "--cache-dir", str(folder / "cache"), "--ignore-missing-imports",
+        str(snippet),
+    )  # fmt: skip
+
+
+#: mypy takes half a minute over torch's types: it runs while the suite does (tests/background.py).
+BACKGROUND = {"test_mypy_sees_the_output_types": mypy_command}
+
+
+@pytest.mark.slow
+def test_mypy_sees_the_output_types(request: pytest.FixtureRequest, background: Background) -> None:
+    pytest.importorskip("mypy", reason="mypy not installed (pip install mypy)")
+    result = background.result(request.node)
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -15,6 +13,7 @@ from examples.common.engine import load_checkpoint_file
 from examples.common.synthetic import Splits, generate_ferplus
 from examples.ferplus.train import main
 
+from ..background import python_code
 from ._runs import fast_options
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -156,11 +155,21 @@ def test_bad_inputs_name_what_is_wrong(data, tmp_path, one_line_error):
         )
 
 
-@pytest.mark.slow
-def test_torchrun_two_processes_on_cpu(data, tmp_path):
-    out = tmp_path / "ddp"
-    path = os.pathsep.join([str(ROOT), str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])
-    env = {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1"}
+#: The data of the ``data`` fixture, generated the same way into ``sys.argv[1]``, then ``sys.argv[2:]`` run with
+#: OMP_NUM_THREADS=1 and the repository and src/ on PYTHONPATH.
+TORCHRUN = """
+import os, subprocess
+from pathlib import Path
+from examples.common.synthetic import Splits, generate_ferplus
+generate_ferplus(Path(sys.argv[1]), Splits(train=96, valid=32, test=48), seed=3)
+path = os.pathsep.join([sys.path[0], os.path.join(sys.path[0], "src"), os.environ.get("PYTHONPATH", "")])
+env = {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1"}
+sys.exit(subprocess.run(sys.argv[2:], env=env, timeout=300).returncode)
+"""
+
+
+def torchrun(folder: Path) -> list[str]:
+    data, out = folder / "data", folder / "ddp"
     cmd = [
         sys.executable,
         "-m",
@@ -177,7 +186,17 @@ def test_torchrun_two_processes_on_cpu(data, tmp_path):
         *FAST,
         *subsets(data),
     ]
-    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    return python_code(TORCHRUN, str(data), *cmd)
+
+
+#: Two training processes take ten seconds: they run while the suite does (tests/background.py).
+BACKGROUND = {"test_torchrun_two_processes_on_cpu": torchrun}
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_on_cpu(request, background):
+    result = background.result(request.node)
+    out = background.folder(request.node) / "ddp"
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["config"]["world_size"] == 2
