@@ -5,7 +5,6 @@ of this engine or of the engine before ``MultiStepLR`` (its own step schedule), 
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +15,10 @@ from examples.common import engine
 from examples.common.engine import checkpoints, protocol
 from examples.common.engine.checkpoints import atomic_save, load_checkpoint_file
 from examples.common.engine.training import ClosedFormMultiStepLR, build_optimizer
-from examples.common.synthetic import Splits, generate_ferplus
 from examples.ferplus.demo import DEMO_TRAINING
 from examples.ferplus.train import main
 
-from ._runs import fast_options
+from ._runs import fast_options, metrics_lines, tiny_ferplus
 
 RECIPES: dict[str, dict[str, Any]] = {
     "paper": dict(engine.RECIPES["paper"]),
@@ -153,9 +151,7 @@ def test_a_resume_with_other_milestones_or_gamma_is_refused(change):
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("ferplus") / "data"
-    generate_ferplus(out, Splits(train=48, valid=16, test=16), seed=5)
-    return out
+    return tiny_ferplus(tmp_path_factory.mktemp("ferplus"), seed=5)
 
 
 def run_argv(data: Path, out: Path, *extra: str) -> list[str]:
@@ -164,10 +160,7 @@ def run_argv(data: Path, out: Path, *extra: str) -> list[str]:
 
 
 def results_of(out: Path) -> tuple[list[dict[str, Any]], dict[str, torch.Tensor]]:
-    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    for line in lines:
-        line.pop("train_images_per_s")
-    return lines, load_checkpoint_file(out / "checkpoints" / "last.pt")["model"]
+    return metrics_lines(out), load_checkpoint_file(out / "checkpoints" / "last.pt")["model"]
 
 
 def stop_after_first_epoch(monkeypatch: pytest.MonkeyPatch) -> None:

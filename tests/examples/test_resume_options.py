@@ -15,10 +15,9 @@ from examples.common import engine
 from examples.common.engine import checkpoints, protocol
 from examples.common.engine.checkpoints import Restored, load_checkpoint_file, make_checkpoint, restore
 from examples.common.engine.training import build_optimizer
-from examples.common.synthetic import Splits, generate_ferplus
 from examples.ferplus.train import main
 
-from ._runs import fast_options
+from ._runs import fast_options, metrics_lines, tiny_ferplus
 
 
 def trained_parts(cfg: engine.RunConfig, steps: int) -> tuple[torch.nn.Module, Any, Any]:
@@ -96,9 +95,7 @@ def test_restore_gives_a_scaler_turned_on_at_a_resume_a_fresh_state():
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("ferplus") / "data"
-    generate_ferplus(out, Splits(train=48, valid=16, test=16), seed=3)
-    return out
+    return tiny_ferplus(tmp_path_factory.mktemp("ferplus"), seed=3)
 
 
 def argv(data: Path, out: Path, *extra: str) -> list[str]:
@@ -108,11 +105,7 @@ def argv(data: Path, out: Path, *extra: str) -> list[str]:
 
 def results_of(out: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The metrics lines (without their timing and ``changed_options``) and ``last.pt``."""
-    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    for line in lines:
-        line.pop("train_images_per_s")
-        line.pop("changed_options", None)
-    return lines, load_checkpoint_file(out / "checkpoints" / "last.pt")
+    return metrics_lines(out, "changed_options"), load_checkpoint_file(out / "checkpoints" / "last.pt")
 
 
 def switch_optimizer_options_before_epoch_2(monkeypatch: pytest.MonkeyPatch, **options: float) -> None:
