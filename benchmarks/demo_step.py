@@ -3,7 +3,7 @@
     python benchmarks/demo_step.py [--repeats 15] [--json benchmarks/results/cpu_demo_step.json]
 
 The demo (``python examples/ferplus/train.py --demo``) trains a baseline, an image-level RAN and a one-pass
-RAN with the small CNN at 48 px, batch 64, per-region BatchNorm. This times one full training step of each
+RAN with the small CNN at 40 px, batch 64, per-region BatchNorm. This times one full training step of each
 (forward, the paper's loss, backward, SGD step with momentum), built exactly as the demo builds them, in the
 default NCHW layout and in channels-last (``--channels-last``: the model and its inputs converted, the same
 arithmetic), as medians of interleaved runs. It is why the demo trains channels-last: on CPU, PyTorch's NCHW

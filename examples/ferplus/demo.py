@@ -18,9 +18,10 @@
    mean weight on the clean test faces (a model's prior over regions apart); and where each region's gate
    looks (the share of its input gradient inside its box, and the occluder coverage it sees there).
 
-Every model trains channels-last (the same arithmetic in another memory layout): on a CPU that makes the
-image-level RAN's step about 1.5 times as fast (``benchmarks/demo_step.py``), which keeps the default demo under
-five minutes on two cores.
+Every model trains at 40 px (the 48 px faces resized) and channels-last (the same arithmetic in another memory
+layout): on a CPU channels-last makes the image-level RAN's step about 1.3 to 1.5 times as fast
+(``benchmarks/demo_step.py``), and 40 px costs about 0.7 of 48 px; together they keep the default demo under
+five minutes on two cores without AVX-512.
 
 With ``--seeds 0,1,2`` the whole demo (data included) runs once per seed into ``OUT/seed<N>/`` and the mean and
 standard deviation of every figure are printed and written to ``OUT/demo_summary.json``.
@@ -64,7 +65,7 @@ from examples.ferplus.task import make_task
 DEMO_DATA = Splits(train=2400, valid=400, test=800)
 DEMO_TRAINING = {
     "backbone": "small",
-    "image_size": 48,
+    "image_size": 40,
     "epochs": 12,
     "batch_size": 64,
     "lr": 0.05,
