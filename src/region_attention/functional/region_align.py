@@ -49,6 +49,19 @@ __all__ = ["region_align"]
 _OWNER = "region_align"
 
 
+def _sample_positions(lo: Tensor, hi: Tensor, scale: float, size: int, out: int, grid: int) -> tuple[Tensor, Tensor]:
+    """The ``(B, K, out * grid)`` sample positions of one axis in map cells, and whether each is within one cell
+    of the map (torchvision's rule: a sample further out contributes zero)."""
+    start = lo * scale - 0.5
+    bin_size = (hi * scale - 0.5 - start) / out
+    bins = torch.arange(out, device=lo.device, dtype=lo.dtype)
+    offsets = torch.arange(grid, device=lo.device, dtype=lo.dtype) + 0.5
+    # the same arithmetic, in the same order, as torchvision's kernel: start + i * bin + (s + 0.5) * bin / grid
+    step = bin_size[..., None, None]
+    pos = (start[..., None, None] + bins[:, None] * step + offsets[None, :] * step / grid).flatten(-2)
+    return pos, (pos >= -1.0) & (pos <= size)
+
+
 def _axis_weights(
     lo: Tensor, hi: Tensor, scale: float, size: int, out: int, grid: int
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -57,14 +70,7 @@ def _axis_weights(
     ``lo``/``hi`` ``(B, K)`` in image pixels. Returns the lower and upper source index ``(B, K, out * grid)``
     (long), their weights with the out-of-range samples already zeroed (same shape).
     """
-    start = lo * scale - 0.5
-    bin_size = (hi * scale - 0.5 - start) / out
-    bins = torch.arange(out, device=lo.device, dtype=lo.dtype)
-    offsets = torch.arange(grid, device=lo.device, dtype=lo.dtype) + 0.5
-    # the same arithmetic, in the same order, as torchvision's kernel: start + i * bin + (s + 0.5) * bin / grid
-    step = bin_size[..., None, None]
-    pos = (start[..., None, None] + bins[:, None] * step + offsets[None, :] * step / grid).flatten(-2)
-    valid = (pos >= -1.0) & (pos <= size)
+    pos, valid = _sample_positions(lo, hi, scale, size, out, grid)
     pos = pos.clamp(min=0.0)
     low = pos.floor()
     at_end = low >= size - 1
@@ -87,14 +93,7 @@ def _axis_matrix(lo: Tensor, hi: Tensor, scale: float, size: int, out: int, grid
     lower cell and ``frac`` on the upper one. Built directly in a few whole-tensor ops (a batch-1 forward of the
     one-pass model is otherwise dominated by the dispatch of many tiny ones).
     """
-    start = lo * scale - 0.5
-    bin_size = (hi * scale - 0.5 - start) / out
-    bins = torch.arange(out, device=lo.device, dtype=lo.dtype)
-    offsets = torch.arange(grid, device=lo.device, dtype=lo.dtype) + 0.5
-    step = bin_size[..., None, None]
-    # the same arithmetic, in the same order, as torchvision's kernel: start + i * bin + (s + 0.5) * bin / grid
-    pos = (start[..., None, None] + bins[:, None] * step + offsets[None, :] * step / grid).flatten(-2)
-    valid = (pos >= -1.0) & (pos <= size)
+    pos, valid = _sample_positions(lo, hi, scale, size, out, grid)
     cells = torch.arange(size, device=lo.device, dtype=lo.dtype)
     # clamp to [0, size - 1]; full_like, not clamp(max=size - 1): size may be symbolic in an ONNX export
     clamped = torch.minimum(pos.clamp(min=0.0), torch.full_like(pos, size - 1))
