@@ -966,3 +966,20 @@ def test_boxes_export_with_a_dynamic_batch(strategy):
         args = (torch.rand(bsz, 3, 40, 32), points.expand(bsz, -1, -1))
         for a, b in zip(program.module()(*args), Boxes()(*args), strict=True):
             torch.testing.assert_close(a, b)
+
+
+def test_crop_uses_the_croppers_settings_and_forward_is_crop_of_its_boxes():
+    """``RegionCropper.crop`` is ``crop_regions`` with the cropper's size, antialias and dtype, and ``forward``
+    crops exactly the cropper's boxes with it."""
+    cropper = RegionCropper((12, 10), antialias=True, dtype=torch.float64)
+    images = torch.rand(3, 3, 40, 32)
+    boxes = torch.tensor([[2.0, 3.0, 30.0, 35.0], [0.0, 0.0, 32.0, 40.0]]).expand(3, -1, -1)
+    mask = torch.tensor([[True, False]]).expand(3, -1)
+    want = crop_regions(images, boxes, (12, 10), antialias=True, dtype=torch.float64, mask=mask)
+    got = cropper.crop(images, boxes, mask=mask)
+    assert got.dtype == torch.float64 and got.shape == (3, 2, 3, 12, 10)
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    boxes_only = cropper.boxes(images)  # the very boxes forward crops (shared by the batch: the banded path)
+    torch.testing.assert_close(cropper(images).crops, cropper.crop(images, boxes_only.boxes), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="boxes"):
+        cropper.crop(images, boxes.flip(-1))  # x2 < x1: checked by default

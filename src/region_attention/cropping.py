@@ -302,17 +302,28 @@ class RegionCropper(nn.Module):
             generator: for ``"random"``: the generator to draw the boxes from (on its device).
         """
         regions = self.boxes(images, landmarks, generator)
-        crops = crop_regions(
+        crops = self.crop(
             images,
             regions.boxes,
-            self.output_size,
-            antialias=self.antialias,
-            dtype=self.dtype,
             # only landmark regions can be absent; without a mask shared boxes take the banded CPU path
             mask=regions.mask if self.strategy == "landmarks" else None,
             check_boxes=False,  # the cropper's own boxes: valid by construction, and no device sync
         )
         return RegionCrops(crops, regions.boxes.contiguous(), regions.mask, regions.whole_index)
+
+    def crop(self, images: Tensor, boxes: Tensor, mask: Tensor | None = None, check_boxes: bool = True) -> Tensor:
+        """Crop given ``boxes`` ``(B, K, 4)`` out of ``images`` with this cropper's ``output_size``,
+        ``antialias`` and ``dtype``: :func:`~region_attention.functional.crop_regions` with its settings
+        (``mask`` and ``check_boxes`` as there). The networks use it to crop regions given without crops."""
+        return crop_regions(
+            images,
+            boxes,
+            self.output_size,
+            antialias=self.antialias,
+            dtype=self.dtype,
+            mask=mask,
+            check_boxes=check_boxes,
+        )
 
     @override
     def extra_repr(self) -> str:

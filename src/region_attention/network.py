@@ -22,7 +22,6 @@ from ._validation import (
 )
 from .cropping import RegionCropper, RegionCrops
 from .functional.boxes import RegionBoxes
-from .functional.crop import crop_regions
 from .functional.pooling import VARIANTS, RelationAttentionOutput, SelfAttentionOutput
 from .pooling import RelationAttentionPool, SelfAttentionPool
 from .region_align import RegionAlign
@@ -322,16 +321,7 @@ class RegionAttentionNetwork(_RegionAttentionHead):
         if crops is None:
             if images is None:
                 raise ValueError(f"{owner} expected images to crop the regions from (regions.crops is None)")
-            c = self.cropper
-            crops = crop_regions(
-                images,
-                regions.boxes,
-                c.output_size,
-                antialias=c.antialias,
-                dtype=c.dtype,
-                mask=regions.mask,
-                check_boxes=check_boxes,
-            )
+            crops = self.cropper.crop(images, regions.boxes, mask=regions.mask, check_boxes=check_boxes)
         crops = check_tensor(crops, "regions.crops", owner)
         if crops.dim() != 5:
             raise ValueError(f"{owner} expected regions.crops of shape (B, K, C, h, w), got {shape_str(crops.shape)}")
