@@ -109,18 +109,36 @@ def build_model(cfg: ModelConfig, num_classes: int) -> nn.Module:
                 f"{', '.join(sorted(SPLIT_BACKBONES))}), got --backbone {cfg.backbone}"
             )
         trunk, head = SPLIT_BACKBONES[cfg.backbone](_one_pass(cfg.split_at, "split_at"), cfg.pretrained)
-        return FeatureRegionAttentionNetwork(
-            trunk,
-            head,
-            dim,
-            num_classes,
-            cropper=build_cropper(cfg),
-            roi_size=_one_pass(cfg.roi_size, "roi_size"),
-            variant=cfg.variant,
-            dropout=cfg.dropout,
-            channels_last=cfg.channels_last,
-        )
-    backbone = make(cfg.pretrained)
+        return _one_pass_network(cfg, trunk, head, dim, num_classes)
+    return _image_level(cfg, make(cfg.pretrained), dim, num_classes)
+
+
+def _one_pass(value: _T | None, name: str) -> _T:
+    """A one-pass option of a ``regions_on="features"`` configuration (the engine fills in their defaults)."""
+    if value is None:
+        raise ValueError(f"regions_on='features' needs {name} (the run configuration gives it)")
+    return value
+
+
+def _one_pass_network(
+    cfg: ModelConfig, trunk: nn.Module, head: nn.Module, dim: int | None, num_classes: int
+) -> FeatureRegionAttentionNetwork:
+    """The one-pass RAN on ``(trunk, head)``; ``dim`` None: the head's feature size, found by the network."""
+    return FeatureRegionAttentionNetwork(
+        trunk,
+        head,
+        dim,
+        num_classes,
+        cropper=build_cropper(cfg),
+        roi_size=_one_pass(cfg.roi_size, "roi_size"),
+        variant=cfg.variant,
+        dropout=cfg.dropout,
+        channels_last=cfg.channels_last,
+    )
+
+
+def _image_level(cfg: ModelConfig, backbone: nn.Module, dim: int, num_classes: int) -> nn.Module:
+    """The whole-face baseline or the image-level RAN on ``backbone`` (``dim``-d features)."""
     if cfg.model == "baseline":
         return WholeFaceBaseline(backbone, dim, num_classes, dropout=cfg.dropout)
     return RegionAttentionNetwork(
@@ -135,42 +153,14 @@ def build_model(cfg: ModelConfig, num_classes: int) -> nn.Module:
     )
 
 
-def _one_pass(value: _T | None, name: str) -> _T:
-    """A one-pass option of a ``regions_on="features"`` configuration (the engine fills in their defaults)."""
-    if value is None:
-        raise ValueError(f"regions_on='features' needs {name} (the run configuration gives it)")
-    return value
-
-
 def _build_timm(cfg: ModelConfig, name: str, num_classes: int) -> nn.Module:
     """:func:`build_model` for ``--backbone timm:NAME``; the feature size is the model's own."""
     model = timm_model(name, cfg.image_size, cfg.pretrained)
     if cfg.model == "ran" and cfg.regions_on == "features":
         trunk, head = timm_split(model, int(_one_pass(cfg.split_at, "split_at")))
-        return FeatureRegionAttentionNetwork(
-            trunk,
-            head,
-            num_classes=num_classes,
-            cropper=build_cropper(cfg),
-            roi_size=_one_pass(cfg.roi_size, "roi_size"),
-            variant=cfg.variant,
-            dropout=cfg.dropout,
-            channels_last=cfg.channels_last,
-        )
+        return _one_pass_network(cfg, trunk, head, None, num_classes)
     size: Any = getattr(model, "head_hidden_size", None) or getattr(model, "num_features", None)
-    dim = int(size)
-    if cfg.model == "baseline":
-        return WholeFaceBaseline(model, dim, num_classes, dropout=cfg.dropout)
-    return RegionAttentionNetwork(
-        model,
-        dim,
-        num_classes,
-        cropper=build_cropper(cfg),
-        variant=cfg.variant,
-        dropout=cfg.dropout,
-        region_batching=cfg.region_batching,
-        channels_last=cfg.channels_last,
-    )
+    return _image_level(cfg, model, int(size), num_classes)
 
 
 __all__ = [
