@@ -414,24 +414,7 @@ def test_affectnet_resume_refuses_another_holdout_margin_or_balance(tmp_path, ca
 
     data = tmp_path / "affectnet"
     generate_affectnet(data, Splits(train=48, test=16), layout="csv", image_size=48, seed=1)
-    fast = [
-        "--data-dir",
-        str(data),
-        "--output-dir",
-        str(tmp_path / "run"),
-        "--backbone",
-        "small",
-        "--image-size",
-        "16",
-        "--batch-size",
-        "16",
-        "--workers",
-        "0",
-        "--device",
-        "cpu",
-        "--max-steps-per-epoch",
-        "1",
-    ]
+    fast = ["--data-dir", str(data), "--output-dir", str(tmp_path / "run"), *fast_options(16, max_steps=1)]
     affectnet_main([*fast, "--epochs", "1"])
     for option, value, shown in (
         ("--holdout-fraction", "0.2", "holdout_fraction: checkpoint 0.05 vs now 0.2"),
