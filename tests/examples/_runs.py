@@ -33,3 +33,17 @@ def tiny_ferplus(out: Path, seed: int) -> Path:
     """A generated FERPlus of 48 / 16 / 16 rows in ``out / "data"``, for runs of a few steps."""
     generate_ferplus(out / "data", Splits(train=48, valid=16, test=16), seed=seed)
     return out / "data"
+
+
+def run_argv(data: Path, out: Path, *extra: str, epochs: int = 1) -> list[str]:
+    """A FERPlus run's command line on ``data`` into ``out``: :func:`fast_options` at 16 px, two steps an epoch."""
+    return [
+        "--data-dir",
+        str(data),
+        "--output-dir",
+        str(out),
+        "--epochs",
+        str(epochs),
+        *fast_options(16, max_steps=2),
+        *extra,
+    ]

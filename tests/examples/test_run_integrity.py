@@ -26,11 +26,9 @@ from examples.common.synthetic import Splits, generate_ferplus
 from examples.ferplus.train import main
 from PIL import Image
 
-from ._runs import fast_options
+from ._runs import run_argv as argv
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-FAST = fast_options(16, max_steps=2)
 
 
 @pytest.fixture(scope="module")
@@ -38,10 +36,6 @@ def data(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("ferplus") / "data"
     generate_ferplus(out, Splits(train=40, valid=12, test=12), seed=3)
     return out
-
-
-def argv(data: Path, out: Path, *extra: str, epochs: int = 1) -> list[str]:
-    return ["--data-dir", str(data), "--output-dir", str(out), "--epochs", str(epochs), *FAST, *extra]
 
 
 def refused(capsys, args: list[str], pattern: str) -> str:

@@ -20,7 +20,8 @@ from examples.common.engine.checkpoints import CheckpointError, atomic_save, con
 from examples.common.synthetic import Splits, generate_ferplus
 from examples.ferplus.train import build_parser, main, make_task
 
-from ._runs import fast_options
+from ._runs import fast_options, tiny_ferplus
+from ._runs import run_argv as argv
 
 FAST = fast_options(16, max_steps=2)
 
@@ -30,13 +31,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("ferplus") / "data"
-    generate_ferplus(out, Splits(train=48, valid=16, test=16), seed=3)
-    return out
-
-
-def argv(data: Path, out: Path, *extra: str, epochs: int = 1) -> list[str]:
-    return ["--data-dir", str(data), "--output-dir", str(out), "--epochs", str(epochs), *FAST, *extra]
+    return tiny_ferplus(tmp_path_factory.mktemp("ferplus"), seed=3)
 
 
 def refused(capsys, call, pattern: str) -> str:
